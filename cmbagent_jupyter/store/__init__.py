@@ -1,0 +1,19 @@
+"""Durable state: one store service owns the DuckDB file; everything else is its client."""
+
+from cmbagent_jupyter.store.client import StoreClient, Subscription, stop_service
+from cmbagent_jupyter.store.errors import (
+    Conflict,
+    Invalid,
+    NotFound,
+    PayloadTooLarge,
+    QuotaExceeded,
+    StoreCorrupted,
+    StoreError,
+    StoreUnavailable,
+)
+from cmbagent_jupyter.store.repository import SessionStore, Store
+
+__all__ = [
+    "Conflict", "Invalid", "NotFound", "PayloadTooLarge", "QuotaExceeded", "SessionStore", "Store", "StoreClient",
+    "StoreCorrupted", "StoreError", "StoreUnavailable", "Subscription", "stop_service",
+]

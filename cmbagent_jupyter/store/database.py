@@ -1,0 +1,161 @@
+"""The only module that talks to DuckDB: open, migrate, run statements in transactions."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import duckdb
+
+from cmbagent_jupyter.store.errors import StoreCorrupted, StoreUnavailable
+from cmbagent_jupyter.store.schema import LATEST_VERSION, MIGRATIONS
+
+
+def to_db_time(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def from_db_time(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=timezone.utc)
+
+
+class Database:
+    """A DuckDB file opened for writing by its one owner process."""
+
+    def __init__(self, path: Path | str, *, target_version: int | None = None):
+        self.path = Path(path)
+        try:
+            self.conn = duckdb.connect(str(self.path))
+        except duckdb.IOException as exc:
+            text = str(exc)
+            if "lock" in text.lower():
+                raise StoreUnavailable(f"database {self.path} is held by another process: {text}") from exc
+            raise StoreCorrupted(self._corrupt_message(text)) from exc
+        except duckdb.Error as exc:
+            raise StoreCorrupted(self._corrupt_message(str(exc))) from exc
+        try:
+            self.version = self.migrate(target_version)
+        except duckdb.Error as exc:
+            self.conn.close()
+            raise StoreCorrupted(self._corrupt_message(str(exc))) from exc
+
+    def _corrupt_message(self, detail: str) -> str:
+        return (
+            f"the store database {self.path} cannot be opened ({detail.splitlines()[0][:300]}). "
+            f"Run `cmbagent recover` to move it aside and rebuild it from the checkpoint files."
+        )
+
+    def current_version(self) -> int:
+        exists = self.conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_meta'"
+        ).fetchone()[0]
+        if not exists:
+            return 0
+        row = self.conn.execute("SELECT max(version) FROM schema_meta").fetchone()
+        return int(row[0] or 0)
+
+    def migrate(self, target_version: int | None = None) -> int:
+        target = LATEST_VERSION if target_version is None else target_version
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_meta (version INTEGER NOT NULL, description VARCHAR, applied_at TIMESTAMP)"
+        )
+        current = self.current_version()
+        if current > LATEST_VERSION:
+            raise StoreCorrupted(
+                f"the store database {self.path} has schema version {current}, newer than this "
+                f"cmbagent-jupyter understands ({LATEST_VERSION}); upgrade the package"
+            )
+        for version, description, statements in MIGRATIONS:
+            if version <= current or version > target:
+                continue
+            self.conn.execute("BEGIN TRANSACTION")
+            try:
+                for sql in statements:
+                    self.conn.execute(sql)
+                self.conn.execute(
+                    "INSERT INTO schema_meta VALUES (?, ?, ?)",
+                    [version, description, to_db_time(datetime.now(timezone.utc))],
+                )
+                self.conn.execute("COMMIT")
+            except Exception:
+                self.conn.execute("ROLLBACK")
+                raise
+            current = version
+        return current
+
+    # -- statements ---------------------------------------------------------
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
+        self.conn.execute(sql, params or [])
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        rows = list(rows)
+        if rows:
+            self.conn.executemany(sql, rows)
+
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """One multi-row INSERT: far fewer statements than a row at a time."""
+        if not rows:
+            return
+        width = len(columns)
+        placeholders = "(" + ", ".join("?" * width) + ")"
+        for start in range(0, len(rows), 500):
+            chunk = rows[start : start + 500]
+            cols = ", ".join(f'"{c}"' for c in columns)
+            sql = f"INSERT INTO {table} ({cols}) VALUES " + ", ".join([placeholders] * len(chunk))
+            flat: list[Any] = [v for row in chunk for v in row]
+            self.conn.execute(sql, flat)
+
+    def fetch(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+        cur = self.conn.execute(sql, params or [])
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def fetchone(self, sql: str, params: Sequence[Any] | None = None) -> dict[str, Any] | None:
+        rows = self.fetch(sql, params)
+        return rows[0] if rows else None
+
+    def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        row = self.conn.execute(sql, params or []).fetchone()
+        return row[0] if row else None
+
+    def begin(self) -> None:
+        self.conn.execute("BEGIN TRANSACTION")
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        try:
+            self.conn.execute("ROLLBACK")
+        except duckdb.Error:
+            pass
+
+    def checkpoint(self) -> None:
+        self.conn.execute("CHECKPOINT")
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except duckdb.Error:
+            pass
+
+
+def dumps(value: Any) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(value, default=str, separators=(",", ":"))
+
+
+def loads(value: Any) -> Any:
+    if value is None or not isinstance(value, str):
+        return value
+    return json.loads(value)

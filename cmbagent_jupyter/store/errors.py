@@ -1,0 +1,57 @@
+"""Errors that cross the store socket: each has a code a client maps back to a class."""
+
+from __future__ import annotations
+
+from cmbagent_jupyter.models import InvalidInput
+
+
+class StoreError(Exception):
+    code = "store_error"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def to_wire(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+class NotFound(StoreError):
+    code = "not_found"
+
+
+class Invalid(StoreError, InvalidInput):
+    code = "invalid"
+
+
+class Conflict(StoreError):
+    code = "conflict"
+
+
+class QuotaExceeded(StoreError):
+    code = "quota_exceeded"
+
+
+class StoreCorrupted(StoreError):
+    code = "corrupted"
+
+
+class StoreUnavailable(StoreError):
+    code = "unavailable"
+
+
+class Unauthorized(StoreError):
+    code = "unauthorized"
+
+
+class PayloadTooLarge(StoreError):
+    code = "too_large"
+
+
+_BY_CODE = {c.code: c for c in (StoreError, NotFound, Invalid, Conflict, QuotaExceeded, StoreCorrupted,
+                                StoreUnavailable, Unauthorized, PayloadTooLarge)}
+
+
+def from_wire(err: dict) -> StoreError:
+    cls = _BY_CODE.get(err.get("code", ""), StoreError)
+    return cls(err.get("message", "unknown store error"))

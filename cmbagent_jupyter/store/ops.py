@@ -1,0 +1,940 @@
+"""Operations the store service runs against its database, by name.
+
+Each operation receives an `OpContext` (the database, the home, an event emitter) and
+validated arguments. Write operations run inside the service's group-commit
+transaction; the events they emit are inserted with the same commit and pushed to
+subscribers after it. Every operation on session data takes `session_id` and filters
+by it, so one session never reads another's rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+from cmbagent_jupyter.engine.states import (
+    ACTIVE_RUN_STATES,
+    IllegalTransition,
+    check_run_transition,
+    check_step_transition,
+)
+from cmbagent_jupyter.home import dir_size_mb, run_dir, session_dir
+from cmbagent_jupyter.models import (
+    CheckpointKind,
+    EventType,
+    InvalidInput,
+    Quotas,
+    RunMode,
+    RunStatus,
+    SessionStatus,
+    StepStatus,
+    check_id,
+    new_id,
+    utcnow,
+    validate_name,
+)
+from cmbagent_jupyter.store.database import Database, dumps, from_db_time, loads, to_db_time
+from cmbagent_jupyter.store.errors import Conflict, Invalid, NotFound, QuotaExceeded
+
+OpFunc = Callable[["OpContext", dict[str, Any]], Any]
+
+
+@dataclass
+class OpSpec:
+    name: str
+    func: OpFunc
+    write: bool
+
+
+OPS: dict[str, OpSpec] = {}
+
+
+def op(name: str, *, write: bool) -> Callable[[OpFunc], OpFunc]:
+    def register(func: OpFunc) -> OpFunc:
+        OPS[name] = OpSpec(name, func, write)
+        return func
+
+    return register
+
+
+class SeqAllocator:
+    """Per-run (and per-session) event sequence numbers and the store-wide order.
+
+    Values handed out inside a batch are tentative until the batch commits.
+    """
+
+    def __init__(self, db: Database):
+        self.db = db
+        self.committed: dict[tuple[str, str], int] = {}
+        self.pending: dict[tuple[str, str], int] = {}
+        self.gseq_committed = int(db.scalar("SELECT coalesce(max(gseq), 0) FROM events") or 0)
+        self.gseq_pending = self.gseq_committed
+
+    def next(self, session_id: str, run_id: str | None) -> tuple[int, int]:
+        key = (session_id, run_id or "")
+        if key in self.pending:
+            cur = self.pending[key]
+        elif key in self.committed:
+            cur = self.committed[key]
+        else:
+            if run_id:
+                cur = self.db.scalar("SELECT coalesce(max(seq), 0) FROM events WHERE run_id = ?", [run_id])
+            else:
+                cur = self.db.scalar(
+                    "SELECT coalesce(max(seq), 0) FROM events WHERE session_id = ? AND run_id IS NULL", [session_id]
+                )
+            cur = int(cur or 0)
+        self.pending[key] = cur + 1
+        self.gseq_pending += 1
+        return cur + 1, self.gseq_pending
+
+    def commit(self) -> None:
+        self.committed.update(self.pending)
+        self.pending.clear()
+        self.gseq_committed = self.gseq_pending
+
+    def rollback(self) -> None:
+        self.pending.clear()
+        self.gseq_pending = self.gseq_committed
+
+
+EVENT_COLUMNS = ("id", "session_id", "run_id", "seq", "gseq", "type", "ts", "payload")
+
+
+@dataclass
+class OpContext:
+    db: Database
+    home: Path
+    seqs: SeqAllocator
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def emit(
+        self,
+        type: str | EventType,
+        session_id: str,
+        run_id: str | None = None,
+        payload: dict[str, Any] | None = None,
+        *,
+        event_id: str | None = None,
+        ts: datetime | None = None,
+    ) -> dict[str, Any]:
+        seq, gseq = self.seqs.next(session_id, run_id)
+        ev = {
+            "schema_version": 1,
+            "id": event_id or new_id("event"),
+            "type": type.value if isinstance(type, EventType) else str(type),
+            "session_id": session_id,
+            "run_id": run_id,
+            "seq": seq,
+            "gseq": gseq,
+            "ts": (ts or utcnow()).isoformat(),
+            "payload": payload or {},
+        }
+        self.events.append(ev)
+        return ev
+
+    def flush_events(self) -> None:
+        if not self.events:
+            return
+        rows = [
+            (
+                e["id"], e["session_id"], e["run_id"], e["seq"], e["gseq"], e["type"],
+                to_db_time(datetime.fromisoformat(e["ts"])), dumps(e["payload"]),
+            )
+            for e in self.events
+        ]
+        self.db.insert_rows("events", EVENT_COLUMNS, rows)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _arg(args: dict[str, Any], name: str, kind: str | None = None, required: bool = True) -> Any:
+    if name not in args or args[name] is None:
+        if required:
+            raise Invalid(f"missing argument {name!r}")
+        return None
+    value = args[name]
+    if kind:
+        try:
+            check_id(kind, value)
+        except InvalidInput as exc:
+            raise Invalid(str(exc)) from None
+    return value
+
+
+def _row(row: dict[str, Any] | None, json_cols: tuple[str, ...] = (), time_cols: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    out = dict(row)
+    for c in json_cols:
+        if c in out:
+            out[c] = loads(out[c])
+    for c in time_cols:
+        if c in out and out[c] is not None:
+            out[c] = from_db_time(out[c]).isoformat()
+    return out
+
+
+SESSION_JSON = ("quotas",)
+SESSION_TIMES = ("created_at", "updated_at")
+RUN_JSON = ("config",)
+RUN_TIMES = ("created_at", "started_at", "completed_at", "last_heartbeat_at")
+RUN_COLUMNS = (
+    "id, session_id, task, mode, status, model, config, parent_run_id, branch_from_step, created_at, "
+    "started_at, completed_at, last_heartbeat_at, checkpoint_interval_s, error, owner_pid, "
+    "coalesce(pause_requested, false) AS pause_requested, path"
+)
+STEP_JSON = ("depends_on", "inputs", "outputs")
+STEP_TIMES = ("started_at", "completed_at")
+STEP_COLUMNS = (
+    "id, session_id, run_id, number, key, agent, status, description, depends_on, progress, inputs, "
+    "outputs, error, attempts, started_at, completed_at"
+)
+
+
+def _session_row(ctx: OpContext, session_id: str, *, allow_deleted: bool = False) -> dict[str, Any]:
+    row = ctx.db.fetchone("SELECT * FROM sessions WHERE id = ?", [session_id])
+    if row is None or (row["status"] == SessionStatus.deleted.value and not allow_deleted):
+        raise NotFound(f"session {session_id} does not exist")
+    return _row(row, SESSION_JSON, SESSION_TIMES)
+
+
+def _run_row(ctx: OpContext, session_id: str, run_id: str) -> dict[str, Any]:
+    row = ctx.db.fetchone(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ? AND session_id = ?", [run_id, session_id])
+    if row is None:
+        raise NotFound(f"run {run_id} does not exist in session {session_id}")
+    out = _row(row, RUN_JSON, RUN_TIMES)
+    out["config"] = out["config"] or {}
+    return out
+
+
+def _step_row(ctx: OpContext, session_id: str, step_id: str) -> dict[str, Any]:
+    row = ctx.db.fetchone(f"SELECT {STEP_COLUMNS} FROM steps WHERE id = ? AND session_id = ?", [step_id, session_id])
+    if row is None:
+        raise NotFound(f"step {step_id} does not exist in session {session_id}")
+    return _fix_step(row)
+
+
+def _fix_step(row: dict[str, Any]) -> dict[str, Any]:
+    out = _row(row, STEP_JSON, STEP_TIMES)
+    out["depends_on"] = out["depends_on"] or []
+    out["inputs"] = out["inputs"] or {}
+    out["outputs"] = out["outputs"] or {}
+    out["progress"] = out["progress"] or 0.0
+    out["description"] = out["description"] or ""
+    return out
+
+
+def _history(ctx: OpContext, session_id: str, entity_type: str, entity_id: str, src: str | None, dst: str,
+             reason: str | None, actor: str | None) -> None:
+    ctx.db.execute(
+        "INSERT INTO state_history VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [new_id("transition"), session_id, entity_type, entity_id, src, dst, reason, actor, to_db_time(utcnow())],
+    )
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, default=str, indent=1))
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- store
+
+
+@op("store.ping", write=False)
+def store_ping(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    return {"pong": True, "version": ctx.db.version, "pid": os.getpid()}
+
+
+# ---------------------------------------------------------------- sessions
+
+
+@op("session.create", write=True)
+def session_create(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    try:
+        name = validate_name(_arg(args, "name"), "session name")
+        quotas = Quotas.model_validate(args.get("quotas") or {})
+    except (InvalidInput, ValueError) as exc:
+        raise Invalid(str(exc)) from None
+    clash = ctx.db.scalar("SELECT id FROM sessions WHERE name = ? AND status != 'deleted'", [name])
+    if clash:
+        raise Conflict(f"a session named {name!r} already exists ({clash})")
+    sid = args.get("id") or new_id("session")
+    _arg({"id": sid}, "id", "session")
+    now = utcnow()
+    path = session_dir(ctx.home, sid)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    row = {
+        "id": sid, "name": name, "status": SessionStatus.active.value, "quotas": quotas.model_dump(),
+        "created_at": now.isoformat(), "updated_at": now.isoformat(), "path": str(path),
+    }
+    ctx.db.execute(
+        "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [sid, name, row["status"], dumps(row["quotas"]), to_db_time(now), to_db_time(now), str(path)],
+    )
+    _history(ctx, sid, "session", sid, None, "active", "created", args.get("actor"))
+    _write_json(path / "session.json", row)
+    ctx.emit(EventType.session_created, sid, None, {"name": name})
+    return row
+
+
+@op("session.list", write=False)
+def session_list(ctx: OpContext, args: dict[str, Any]) -> list[dict[str, Any]]:
+    statuses = ["active"]
+    if args.get("include_archived"):
+        statuses.append("archived")
+    if args.get("include_deleted"):
+        statuses.append("deleted")
+    rows = ctx.db.fetch(
+        f"SELECT * FROM sessions WHERE status IN ({', '.join('?' * len(statuses))}) ORDER BY created_at",
+        statuses,
+    )
+    return [_row(r, SESSION_JSON, SESSION_TIMES) for r in rows]
+
+
+@op("session.get", write=False)
+def session_get(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    return _session_row(ctx, _arg(args, "session_id", "session"), allow_deleted=bool(args.get("allow_deleted")))
+
+
+@op("session.resolve", write=False)
+def session_resolve(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """A session by id or by exact name: what a user types on a command line."""
+    ref = _arg(args, "ref")
+    if not isinstance(ref, str) or not ref.strip():
+        raise Invalid("session reference must be a session id or name")
+    if ref.startswith("ses_"):
+        try:
+            check_id("session", ref)
+        except InvalidInput as exc:
+            raise Invalid(str(exc)) from None
+        return _session_row(ctx, ref)
+    rows = ctx.db.fetch("SELECT * FROM sessions WHERE name = ? AND status != 'deleted'", [ref])
+    if not rows:
+        raise NotFound(f"no session named {ref!r}")
+    return _row(rows[0], SESSION_JSON, SESSION_TIMES)
+
+
+@op("session.set_status", write=True)
+def session_set_status(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    sid = _arg(args, "session_id", "session")
+    try:
+        status = SessionStatus(_arg(args, "status"))
+    except ValueError:
+        raise Invalid(f"unknown session status {args.get('status')!r}; expected active, archived or deleted") from None
+    row = _session_row(ctx, sid)
+    if status == SessionStatus.deleted or status == SessionStatus.archived:
+        active = ctx.db.scalar(
+            f"SELECT count(*) FROM runs WHERE session_id = ? AND status IN ({', '.join('?' * len(ACTIVE_RUN_STATES))})",
+            [sid, *[s.value for s in ACTIVE_RUN_STATES]],
+        )
+        if active:
+            raise Conflict(f"session {sid} has {active} active run(s); pause or cancel them before {status.value} ")
+    now = utcnow()
+    ctx.db.execute("UPDATE sessions SET status = ?, updated_at = ? WHERE id = ?", [status.value, to_db_time(now), sid])
+    _history(ctx, sid, "session", sid, row["status"], status.value, args.get("reason"), args.get("actor"))
+    ctx.emit(EventType.session_state_changed, sid, None, {"from": row["status"], "to": status.value})
+    row.update(status=status.value, updated_at=now.isoformat())
+    path = Path(row["path"])
+    if path.exists():
+        _write_json(path / "session.json", row)
+    return row
+
+
+@op("session.set_quotas", write=True)
+def session_set_quotas(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    sid = _arg(args, "session_id", "session")
+    row = _session_row(ctx, sid)
+    try:
+        quotas = Quotas.model_validate({**row["quotas"], **(args.get("quotas") or {})})
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
+    ctx.db.execute("UPDATE sessions SET quotas = ? WHERE id = ?", [dumps(quotas.model_dump()), sid])
+    row["quotas"] = quotas.model_dump()
+    return row
+
+
+@op("session.usage", write=False)
+def session_usage(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    sid = _arg(args, "session_id", "session")
+    row = _session_row(ctx, sid)
+    return _usage(ctx, sid, Path(row["path"]))
+
+
+def _usage(ctx: OpContext, sid: str, path: Path, exclude_run: str | None = None) -> dict[str, Any]:
+    active = ctx.db.scalar(
+        f"SELECT count(*) FROM runs WHERE session_id = ? AND id != ? AND status IN ({', '.join('?' * len(ACTIVE_RUN_STATES))})",
+        [sid, exclude_run or "", *[s.value for s in ACTIVE_RUN_STATES]],
+    )
+    cost = ctx.db.scalar("SELECT coalesce(sum(cost_usd), 0) FROM cost_records WHERE session_id = ?", [sid])
+    return {"active_runs": int(active or 0), "cost_usd": float(cost or 0.0), "disk_mb": dir_size_mb(path) if path.exists() else 0.0}
+
+
+# ---------------------------------------------------------------- runs
+
+
+@op("run.create", write=True)
+def run_create(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    sid = _arg(args, "session_id", "session")
+    session = _session_row(ctx, sid)
+    if session["status"] != SessionStatus.active.value:
+        raise Conflict(f"session {sid} is {session['status']}; only active sessions start runs")
+    task = args.get("task")
+    if not isinstance(task, str):
+        raise Invalid("task must be text")
+    if len(task) > 200_000:
+        raise Invalid(f"task is {len(task)} characters long; at most 200000 are allowed")
+    try:
+        mode = RunMode(args.get("mode") or RunMode.deep_research.value)
+    except ValueError:
+        raise Invalid(f"unknown mode {args.get('mode')!r}; expected one of {', '.join(m.value for m in RunMode)}") from None
+    rid = args.get("id") or new_id("run")
+    _arg({"id": rid}, "id", "run")
+    parent = args.get("parent_run_id")
+    if parent is not None:
+        _run_row(ctx, sid, _arg(args, "parent_run_id", "run"))
+    interval = float(args.get("checkpoint_interval_s") or 600.0)
+    if interval <= 0:
+        raise Invalid("checkpoint_interval_s must be positive")
+    now = utcnow()
+    path = run_dir(ctx.home, sid, rid)
+    for sub in ("planning", "control/codebase", "control/data", "context", "checkpoints"):
+        (path / sub).mkdir(parents=True, exist_ok=True)
+    config = args.get("config") or {}
+    if not isinstance(config, dict):
+        raise Invalid("config must be an object")
+    ctx.db.execute(
+        "INSERT INTO runs (id, session_id, task, mode, status, model, config, parent_run_id, branch_from_step, "
+        "created_at, checkpoint_interval_s, path, pause_requested) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, false)",
+        [rid, sid, task, mode.value, RunStatus.draft.value, args.get("model"), dumps(config), parent,
+         args.get("branch_from_step"), to_db_time(now), interval, str(path)],
+    )
+    _history(ctx, sid, "run", rid, None, RunStatus.draft.value, "created", args.get("actor"))
+    run = _run_row(ctx, sid, rid)
+    _write_json(path / "run.json", run)
+    ctx.emit(EventType.workflow_created, sid, rid, {"task": task[:500], "mode": mode.value})
+    return run
+
+
+@op("run.get", write=False)
+def run_get(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    return _run_row(ctx, _arg(args, "session_id", "session"), _arg(args, "run_id", "run"))
+
+
+@op("run.find", write=False)
+def run_find(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Which session a run id belongs to: what `cmbagent resume RUN_ID` needs first."""
+    rid = _arg(args, "run_id", "run")
+    row = ctx.db.fetchone(
+        "SELECT r.session_id FROM runs r JOIN sessions s ON s.id = r.session_id WHERE r.id = ? AND s.status != 'deleted'",
+        [rid],
+    )
+    if row is None:
+        raise NotFound(f"run {rid} does not exist")
+    return _run_row(ctx, row["session_id"], rid)
+
+
+@op("run.list", write=False)
+def run_list(ctx: OpContext, args: dict[str, Any]) -> list[dict[str, Any]]:
+    sid = _arg(args, "session_id", "session")
+    _session_row(ctx, sid, allow_deleted=True)
+    params: list[Any] = [sid]
+    sql = f"SELECT {RUN_COLUMNS} FROM runs WHERE session_id = ?"
+    if args.get("status"):
+        statuses = args["status"] if isinstance(args["status"], list) else [args["status"]]
+        sql += f" AND status IN ({', '.join('?' * len(statuses))})"
+        params += statuses
+    sql += " ORDER BY created_at"
+    out = []
+    for r in ctx.db.fetch(sql, params):
+        row = _row(r, RUN_JSON, RUN_TIMES)
+        row["config"] = row["config"] or {}
+        out.append(row)
+    return out
+
+
+_RUN_EVENT = {
+    RunStatus.paused: EventType.workflow_paused,
+    RunStatus.completed: EventType.workflow_completed,
+    RunStatus.failed: EventType.workflow_failed,
+}
+
+
+@op("run.transition", write=True)
+def run_transition(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    sid = _arg(args, "session_id", "session")
+    rid = _arg(args, "run_id", "run")
+    run = _run_row(ctx, sid, rid)
+    try:
+        dst = RunStatus(_arg(args, "to"))
+    except ValueError:
+        raise Invalid(f"unknown run state {args.get('to')!r}") from None
+    src = RunStatus(run["status"])
+    expected = args.get("expected_from")
+    if expected is not None and src.value not in (expected if isinstance(expected, list) else [expected]):
+        raise Conflict(f"run {rid} is {src.value!r}, not {expected!r}")
+    if src == dst:
+        return run
+    facts = {
+        "task": run["task"],
+        "mode": run["mode"],
+        "step_count": ctx.db.scalar("SELECT count(*) FROM steps WHERE run_id = ?", [rid]),
+        "pending_approvals": ctx.db.scalar(
+            "SELECT count(*) FROM approvals WHERE run_id = ? AND status = 'pending'", [rid]
+        ),
+    }
+    try:
+        check_run_transition(rid, src.value, dst.value, facts)
+    except IllegalTransition as exc:
+        raise Invalid(str(exc)) from None
+    starting = dst in ACTIVE_RUN_STATES and src not in ACTIVE_RUN_STATES
+    if starting:
+        _enforce_quotas(ctx, sid, rid)
+    now = to_db_time(utcnow())
+    sets = ["status = ?"]
+    params: list[Any] = [dst.value]
+    if starting and run["started_at"] is None:
+        sets.append("started_at = ?")
+        params.append(now)
+    if dst in (RunStatus.completed, RunStatus.failed, RunStatus.cancelled):
+        sets.append("completed_at = ?")
+        params.append(now)
+    if dst in (RunStatus.executing, RunStatus.planning):
+        sets.append("pause_requested = false")
+    if "error" in args:
+        sets.append("error = ?")
+        params.append(args["error"])
+    if "owner_pid" in args:
+        sets.append("owner_pid = ?")
+        params.append(args["owner_pid"])
+    if starting:
+        sets.append("last_heartbeat_at = ?")
+        params.append(now)
+    ctx.db.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", [*params, rid])
+    _history(ctx, sid, "run", rid, src.value, dst.value, args.get("reason"), args.get("actor"))
+    if src == RunStatus.draft:
+        etype = EventType.workflow_started
+    elif src in (RunStatus.paused, RunStatus.interrupted) and dst in ACTIVE_RUN_STATES:
+        etype = EventType.workflow_resumed
+    else:
+        etype = _RUN_EVENT.get(dst, EventType.workflow_state_changed)
+    payload = {"from": src.value, "to": dst.value, "reason": args.get("reason")}
+    if args.get("error"):
+        payload["error"] = args["error"]
+    ctx.emit(etype, sid, rid, payload)
+    out = _run_row(ctx, sid, rid)
+    _write_json(Path(out["path"]) / "run.json", out)
+    return out
+
+
+def _enforce_quotas(ctx: OpContext, sid: str, rid: str) -> None:
+    session = _session_row(ctx, sid)
+    q = Quotas.model_validate(session["quotas"])
+    usage = _usage(ctx, sid, Path(session["path"]), exclude_run=rid)
+    if usage["active_runs"] >= q.max_concurrent_runs:
+        raise QuotaExceeded(
+            f"session {sid} already has {usage['active_runs']} active run(s); its quota allows "
+            f"{q.max_concurrent_runs} at once (raise max_concurrent_runs or wait for one to finish)"
+        )
+    if usage["cost_usd"] >= q.max_cost_usd:
+        raise QuotaExceeded(
+            f"session {sid} has spent ${usage['cost_usd']:.4f}, reaching its cost quota of ${q.max_cost_usd:.2f}"
+        )
+    if usage["disk_mb"] >= q.max_disk_mb:
+        raise QuotaExceeded(
+            f"session {sid} uses {usage['disk_mb']:.1f} MB on disk, reaching its quota of {q.max_disk_mb:.1f} MB"
+        )
+
+
+@op("run.heartbeat", write=True)
+def run_heartbeat(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    sid = _arg(args, "session_id", "session")
+    rid = _arg(args, "run_id", "run")
+    run = _run_row(ctx, sid, rid)
+    now = utcnow()
+    ctx.db.execute("UPDATE runs SET last_heartbeat_at = ?, owner_pid = coalesce(?, owner_pid) WHERE id = ?",
+                   [to_db_time(now), args.get("owner_pid"), rid])
+    return {"last_heartbeat_at": now.isoformat(), "pause_requested": bool(run["pause_requested"]), "status": run["status"]}
+
+
+@op("run.request_pause", write=True)
+def run_request_pause(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    sid = _arg(args, "session_id", "session")
+    rid = _arg(args, "run_id", "run")
+    run = _run_row(ctx, sid, rid)
+    if run["status"] not in (RunStatus.planning.value, RunStatus.executing.value, RunStatus.waiting_approval.value):
+        raise Conflict(f"run {rid} is {run['status']!r}; only a running run can be paused")
+    ctx.db.execute("UPDATE runs SET pause_requested = true WHERE id = ?", [rid])
+    ctx.emit(EventType.workflow_state_changed, sid, rid, {"pause_requested": True, "from": run["status"], "to": run["status"]})
+    return _run_row(ctx, sid, rid)
+
+
+@op("run.update", write=True)
+def run_update(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    sid = _arg(args, "session_id", "session")
+    rid = _arg(args, "run_id", "run")
+    run = _run_row(ctx, sid, rid)
+    sets, params = [], []
+    if "config" in args:
+        if not isinstance(args["config"], dict):
+            raise Invalid("config must be an object")
+        sets.append("config = ?")
+        params.append(dumps({**run["config"], **args["config"]}))
+    if "model" in args:
+        sets.append("model = ?")
+        params.append(args["model"])
+    if "task" in args:
+        sets.append("task = ?")
+        params.append(str(args["task"]))
+    if sets:
+        ctx.db.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", [*params, rid])
+    return _run_row(ctx, sid, rid)
+
+
+# ---------------------------------------------------------------- steps
+
+
+@op("step.put_plan", write=True)
+def step_put_plan(ctx: OpContext, args: dict[str, Any]) -> list[dict[str, Any]]:
+    """Replace the pending steps of a run with a plan; completed steps are kept."""
+    sid = _arg(args, "session_id", "session")
+    rid = _arg(args, "run_id", "run")
+    _run_row(ctx, sid, rid)
+    steps = args.get("steps")
+    if not isinstance(steps, list):
+        raise Invalid("steps must be a list")
+    existing = {r["key"]: r for r in ctx.db.fetch("SELECT id, key, status FROM steps WHERE run_id = ?", [rid])}
+    keep = {k for k, r in existing.items() if r["status"] == StepStatus.completed.value}
+    ctx.db.execute(
+        "DELETE FROM steps WHERE run_id = ? AND status != 'completed'", [rid]
+    )
+    rows = []
+    for i, s in enumerate(steps, start=1):
+        key = str(s.get("key") or f"step_{i}")
+        if key in keep:
+            continue
+        rows.append((
+            s.get("id") or new_id("step"), sid, rid, int(s.get("number") or i), key, str(s.get("agent") or "engineer"),
+            StepStatus.pending.value, str(s.get("description") or ""), dumps(list(s.get("depends_on") or [])), 0.0,
+            dumps(s.get("inputs") or {}), dumps({}), None, 0, None, None,
+        ))
+    ctx.db.insert_rows(
+        "steps",
+        ("id", "session_id", "run_id", "number", "key", "agent", "status", "description", "depends_on", "progress",
+         "inputs", "outputs", "error", "attempts", "started_at", "completed_at"),
+        rows,
+    )
+    return step_list(ctx, {"session_id": sid, "run_id": rid})
+
+
+@op("step.list", write=False)
+def step_list(ctx: OpContext, args: dict[str, Any]) -> list[dict[str, Any]]:
+    sid = _arg(args, "session_id", "session")
+    rid = _arg(args, "run_id", "run")
+    _run_row(ctx, sid, rid)
+    rows = ctx.db.fetch(f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ? AND session_id = ? ORDER BY number", [rid, sid])
+    return [_fix_step(r) for r in rows]
+
+
+@op("step.get", write=False)
+def step_get(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    return _step_row(ctx, _arg(args, "session_id", "session"), _arg(args, "step_id", "step"))
+
+
+_STEP_EVENT = {
+    StepStatus.running: EventType.step_started,
+    StepStatus.completed: EventType.step_completed,
+    StepStatus.failed: EventType.step_failed,
+}
+
+
+@op("step.transition", write=True)
+def step_transition(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    sid = _arg(args, "session_id", "session")
+    step = _step_row(ctx, sid, _arg(args, "step_id", "step"))
+    try:
+        dst = StepStatus(_arg(args, "to"))
+    except ValueError:
+        raise Invalid(f"unknown step state {args.get('to')!r}") from None
+    src = StepStatus(step["status"])
+    if src != dst:
+        try:
+            check_step_transition(step["id"], src.value, dst.value)
+        except IllegalTransition as exc:
+            raise Invalid(str(exc)) from None
+    now = to_db_time(utcnow())
+    sets, params = ["status = ?"], [dst.value]
+    if dst == StepStatus.running and src != StepStatus.running:
+        sets += ["started_at = ?", "attempts = attempts + 1", "error = NULL"]
+        params.append(now)
+    if dst == StepStatus.completed:
+        sets += ["completed_at = ?", "progress = 1.0"]
+        params.append(now)
+    if dst == StepStatus.pending:
+        sets += ["completed_at = NULL", "progress = 0.0", "outputs = ?"]
+        params.append(dumps({}))
+    if "outputs" in args:
+        sets.append("outputs = ?")
+        params.append(dumps(args["outputs"] or {}))
+    if "error" in args:
+        sets.append("error = ?")
+        params.append(args["error"])
+    if "description" in args:
+        sets.append("description = ?")
+        params.append(str(args["description"]))
+    if "reset_attempts" in args:
+        sets.append("attempts = 0")
+    ctx.db.execute(f"UPDATE steps SET {', '.join(sets)} WHERE id = ?", [*params, step["id"]])
+    if src != dst:
+        _history(ctx, sid, "step", step["id"], src.value, dst.value, args.get("reason"), args.get("actor"))
+    payload = {"step_id": step["id"], "key": step["key"], "number": step["number"], "agent": step["agent"],
+               "from": src.value, "to": dst.value}
+    if args.get("error"):
+        payload["error"] = str(args["error"])[:2000]
+    ctx.emit(_STEP_EVENT.get(dst, EventType.step_state_changed), sid, step["run_id"], payload)
+    return _step_row(ctx, sid, step["id"])
+
+
+@op("step.progress", write=True)
+def step_progress(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    sid = _arg(args, "session_id", "session")
+    step = _step_row(ctx, sid, _arg(args, "step_id", "step"))
+    progress = float(args.get("progress") or 0.0)
+    if not 0.0 <= progress <= 1.0:
+        raise Invalid("progress must be between 0 and 1")
+    ctx.db.execute("UPDATE steps SET progress = ? WHERE id = ?", [progress, step["id"]])
+    ctx.emit(EventType.step_progress, sid, step["run_id"],
+             {"step_id": step["id"], "progress": progress, "message": args.get("message")})
+    return {"progress": progress}
+
+
+# ---------------------------------------------------------------- events
+
+
+@op("event.append", write=True)
+def event_append(ctx: OpContext, args: dict[str, Any]) -> list[dict[str, Any]]:
+    sid = _arg(args, "session_id", "session")
+    events = args.get("events")
+    if not isinstance(events, list) or not events:
+        raise Invalid("events must be a non-empty list")
+    if len(events) > 10_000:
+        raise Invalid(f"{len(events)} events in one call; at most 10000 are allowed")
+    _session_row(ctx, sid)
+    known_runs: set[str] = set()
+    out = []
+    for e in events:
+        if not isinstance(e, dict):
+            raise Invalid("each event must be an object")
+        if e.get("session_id", sid) != sid:
+            raise Invalid(f"event for session {e.get('session_id')} sent in a call for session {sid}")
+        try:
+            etype = EventType(e.get("type"))
+        except ValueError:
+            raise Invalid(f"unknown event type {e.get('type')!r}") from None
+        rid = e.get("run_id")
+        if rid is not None and rid not in known_runs:
+            _run_row(ctx, sid, _arg(e, "run_id", "run"))
+            known_runs.add(rid)
+        ts = datetime.fromisoformat(e["ts"]) if e.get("ts") else None
+        ev = ctx.emit(etype, sid, rid, e.get("payload") or {}, event_id=e.get("id"), ts=ts)
+        out.append({"id": ev["id"], "seq": ev["seq"], "gseq": ev["gseq"]})
+    return out
+
+
+@op("event.list", write=False)
+def event_list(ctx: OpContext, args: dict[str, Any]) -> list[dict[str, Any]]:
+    """Events in store order after `since_gseq`, for one session (and run) or, with
+    `all_sessions`, for the user's whole home (the Jupyter server's stream)."""
+    params: list[Any] = []
+    where = []
+    if not args.get("all_sessions"):
+        sid = _arg(args, "session_id", "session")
+        where.append("session_id = ?")
+        params.append(sid)
+    if args.get("run_id"):
+        where.append("run_id = ?")
+        params.append(_arg(args, "run_id", "run"))
+        if args.get("since_seq") is not None:
+            where.append("seq > ?")
+            params.append(int(args["since_seq"]))
+    if args.get("since_gseq") is not None:
+        where.append("gseq > ?")
+        params.append(int(args["since_gseq"]))
+    if args.get("types"):
+        where.append(f"type IN ({', '.join('?' * len(args['types']))})")
+        params += list(args["types"])
+    limit = min(int(args.get("limit") or 10_000), 100_000)
+    sql = "SELECT * FROM events"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += f" ORDER BY gseq LIMIT {limit}"
+    return [event_row(r) for r in ctx.db.fetch(sql, params)]
+
+
+def event_row(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "schema_version": 1, "id": r["id"], "type": r["type"], "session_id": r["session_id"], "run_id": r["run_id"],
+        "seq": r["seq"], "gseq": r["gseq"], "ts": from_db_time(r["ts"]).isoformat(), "payload": loads(r["payload"]) or {},
+    }
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+@op("checkpoint.put", write=True)
+def checkpoint_put(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    sid = _arg(args, "session_id", "session")
+    rid = _arg(args, "run_id", "run")
+    _run_row(ctx, sid, rid)
+    try:
+        kind = CheckpointKind(args.get("kind") or "step_complete")
+    except ValueError:
+        raise Invalid(f"unknown checkpoint kind {args.get('kind')!r}") from None
+    step_id = args.get("step_id")
+    if step_id is not None:
+        _step_row(ctx, sid, _arg(args, "step_id", "step"))
+    cid = args.get("id") or new_id("checkpoint")
+    now = utcnow()
+    ctx.db.execute(
+        "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [cid, sid, rid, step_id, kind.value, dumps(args.get("context") or {}), args.get("pickle_path"), to_db_time(now)],
+    )
+    ctx.emit(EventType.checkpoint_saved, sid, rid, {"checkpoint_id": cid, "kind": kind.value, "step_id": step_id})
+    return {"id": cid, "created_at": now.isoformat()}
+
+
+def _checkpoint_row(r: dict[str, Any]) -> dict[str, Any]:
+    out = _row(r, ("context",), ("created_at",))
+    out["context"] = out["context"] or {}
+    return out
+
+
+@op("checkpoint.latest", write=False)
+def checkpoint_latest(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any] | None:
+    sid = _arg(args, "session_id", "session")
+    rid = _arg(args, "run_id", "run")
+    _run_row(ctx, sid, rid)
+    r = ctx.db.fetchone(
+        "SELECT * FROM checkpoints WHERE run_id = ? AND session_id = ? ORDER BY created_at DESC, rowid DESC LIMIT 1",
+        [rid, sid],
+    )
+    return _checkpoint_row(r) if r else None
+
+
+@op("checkpoint.list", write=False)
+def checkpoint_list(ctx: OpContext, args: dict[str, Any]) -> list[dict[str, Any]]:
+    sid = _arg(args, "session_id", "session")
+    rid = _arg(args, "run_id", "run")
+    _run_row(ctx, sid, rid)
+    rows = ctx.db.fetch(
+        "SELECT id, session_id, run_id, step_id, kind, pickle_path, created_at FROM checkpoints "
+        "WHERE run_id = ? AND session_id = ? ORDER BY created_at, rowid", [rid, sid])
+    return [_row(r, (), ("created_at",)) | {"context": {}} for r in rows]
+
+
+# ---------------------------------------------------------------- history
+
+
+@op("history.list", write=False)
+def history_list(ctx: OpContext, args: dict[str, Any]) -> list[dict[str, Any]]:
+    sid = _arg(args, "session_id", "session")
+    params: list[Any] = [sid]
+    sql = "SELECT * FROM state_history WHERE session_id = ?"
+    if args.get("entity_id"):
+        sql += " AND entity_id = ?"
+        params.append(args["entity_id"])
+    rows = ctx.db.fetch(sql + ' ORDER BY "at", rowid', params)
+    return [_row(r, (), ("at",)) for r in rows]
+
+
+# ---------------------------------------------------------------- costs
+
+
+COST_COLUMNS = ("id", "session_id", "run_id", "step_id", "agent", "model", "prompt_tokens", "completion_tokens",
+                "total_tokens", "cost_usd", "priced", "at")
+
+
+@op("cost.add", write=True)
+def cost_add(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    sid = _arg(args, "session_id", "session")
+    _session_row(ctx, sid)
+    records = args.get("records")
+    if not isinstance(records, list):
+        raise Invalid("records must be a list")
+    rows = []
+    total = 0.0
+    for r in records:
+        cost = float(r.get("cost_usd") or 0.0)
+        total += cost
+        pt, ct = int(r.get("prompt_tokens") or 0), int(r.get("completion_tokens") or 0)
+        rows.append((r.get("id") or new_id("cost"), sid, r.get("run_id"), r.get("step_id"), r.get("agent"),
+                     str(r.get("model") or "unknown"), pt, ct, int(r.get("total_tokens") or pt + ct), cost,
+                     bool(r.get("priced", True)), to_db_time(utcnow())))
+    ctx.db.insert_rows("cost_records", COST_COLUMNS, rows)
+    by_run: dict[str | None, list[tuple]] = {}
+    for row in rows:
+        by_run.setdefault(row[2], []).append(row)
+    for run_id, rs in by_run.items():
+        ctx.emit(EventType.cost_update, sid, run_id, {
+            "records": [{"agent": r[4], "model": r[5], "prompt_tokens": r[6], "completion_tokens": r[7],
+                         "cost_usd": r[9], "step_id": r[3]} for r in rs],
+            "cost_usd": sum(r[9] for r in rs),
+        })
+    return {"count": len(rows), "cost_usd": total}
+
+
+@op("cost.records", write=False)
+def cost_records(ctx: OpContext, args: dict[str, Any]) -> list[dict[str, Any]]:
+    sid = _arg(args, "session_id", "session")
+    params: list[Any] = [sid]
+    sql = "SELECT * FROM cost_records WHERE session_id = ?"
+    if args.get("run_id"):
+        sql += " AND run_id = ?"
+        params.append(_arg(args, "run_id", "run"))
+    return [_row(r, (), ("at",)) for r in ctx.db.fetch(sql + ' ORDER BY "at", rowid', params)]
+
+
+@op("cost.summary", write=False)
+def cost_summary(ctx: OpContext, args: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows grouped by `group_by` (any of run_id, step_id, agent, model)."""
+    group = args.get("group_by") or ["agent", "model"]
+    allowed = {"run_id", "step_id", "agent", "model", "session_id"}
+    if not set(group) <= allowed:
+        raise Invalid(f"group_by may use {', '.join(sorted(allowed))}")
+    params: list[Any] = []
+    where = []
+    if not args.get("all_sessions"):
+        where.append("session_id = ?")
+        params.append(_arg(args, "session_id", "session"))
+    if args.get("run_id"):
+        where.append("run_id = ?")
+        params.append(_arg(args, "run_id", "run"))
+    cols = ", ".join(group)
+    sql = (f"SELECT {cols}, count(*) AS calls, sum(prompt_tokens) AS prompt_tokens, "
+           f"sum(completion_tokens) AS completion_tokens, sum(total_tokens) AS total_tokens, "
+           f"sum(cost_usd) AS cost_usd, bool_and(priced) AS priced FROM cost_records")
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += f" GROUP BY {cols} ORDER BY {cols}"
+    rows = ctx.db.fetch(sql, params)
+    for r in rows:
+        for k in ("prompt_tokens", "completion_tokens", "total_tokens", "calls"):
+            r[k] = int(r[k] or 0)
+        r["cost_usd"] = float(r["cost_usd"] or 0.0)
+    return rows
+
+
+def dispatch(ctx: OpContext, name: str, args: dict[str, Any]) -> Any:
+    spec = OPS.get(name)
+    if spec is None:
+        raise Invalid(f"unknown store operation {name!r}")
+    if not isinstance(args, dict):
+        raise Invalid("operation arguments must be an object")
+    return spec.func(ctx, args)
