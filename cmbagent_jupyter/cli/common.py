@@ -1,0 +1,63 @@
+"""What every command group shares: the store handle, JSON output, clean errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+
+from cmbagent_jupyter.home import HomeError
+from cmbagent_jupyter.models import InvalidInput
+from cmbagent_jupyter.store import Store, StoreError
+
+console = Console()
+err_console = Console(stderr=True)
+
+JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
+
+
+def open_store() -> Store:
+    return Store()
+
+
+def print_json(value: Any) -> None:
+    def default(o: Any) -> Any:
+        if isinstance(o, BaseModel):
+            return o.model_dump(mode="json")
+        return str(o)
+
+    if isinstance(value, list):
+        value = [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value]
+    elif isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    sys.stdout.write(json.dumps(value, default=default, indent=2) + "\n")
+
+
+@contextmanager
+def fail_cleanly() -> Iterator[None]:
+    """Known errors become one clear line on stderr and exit code 2, not a traceback."""
+    try:
+        yield
+    except (StoreError, InvalidInput, HomeError) as exc:
+        err_console.print(f"[bold red]error:[/] {getattr(exc, 'message', None) or exc}", highlight=False)
+        raise SystemExit(2) from None
+
+
+def resolve_session(store: Store, ref: str | None):
+    """A session by id or name; without one, the only active session or 'default'."""
+    if ref:
+        return store.resolve_session(ref)
+    sessions = store.list_sessions()
+    if len(sessions) == 1:
+        return sessions[0]
+    for s in sessions:
+        if s.name == "default":
+            return s
+    if not sessions:
+        return store.create_session("default")
+    raise InvalidInput("several sessions exist: choose one with --session NAME_OR_ID")
