@@ -938,3 +938,6 @@ def dispatch(ctx: OpContext, name: str, args: dict[str, Any]) -> Any:
     if not isinstance(args, dict):
         raise Invalid("operation arguments must be an object")
     return spec.func(ctx, args)
+
+
+from cmbagent_jupyter.store import ops_control  # noqa: E402,F401
