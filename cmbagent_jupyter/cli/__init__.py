@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from cmbagent_jupyter.cli import runs, session, store
+from cmbagent_jupyter.cli import control, runs, session, store
 from cmbagent_jupyter.cli.common import fail_cleanly
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ app = typer.Typer(
 app.add_typer(session.app, name="session")
 store.register(app)
 runs.register(app)
+control.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

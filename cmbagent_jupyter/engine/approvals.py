@@ -1,0 +1,134 @@
+"""Approval gates: a durable request in the store, resolved by id from any process.
+
+A run that waits holds no thread busy: it blocks on the store's event push (or, in
+async code, awaits it), so it uses no CPU, and a resumed run finds its open request
+again instead of asking twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from enum import Enum
+from typing import Any
+
+from cmbagent_jupyter.models import ApprovalRequest, ApprovalStatus, utcnow
+from cmbagent_jupyter.store.repository import SessionStore
+
+
+class GateCancelled(Exception):
+    """The run stopped (paused, cancelled, interrupted) while waiting."""
+
+
+class ApprovalMode(str, Enum):
+    none = "none"
+    after_planning = "after_planning"
+    before_each_step = "before_each_step"
+    before_code_execution = "before_code_execution"
+    on_error = "on_error"
+    on_budget = "on_budget"
+    custom = "custom"
+
+
+class ApprovalPolicy:
+    """Which gates a run opens, from its config: `approval_mode`, `approval_steps`
+    (custom gates by step key or number), `budget_threshold_usd`, timeout and default."""
+
+    def __init__(self, config: dict[str, Any]):
+        modes = config.get("approval_mode") or "none"
+        if isinstance(modes, str):
+            modes = [m.strip() for m in modes.split(",") if m.strip()]
+        try:
+            self.modes = {ApprovalMode(m) for m in modes}
+        except ValueError as exc:
+            raise ValueError(f"unknown approval mode in {modes}; expected some of "
+                             f"{', '.join(m.value for m in ApprovalMode)}") from exc
+        self.steps = {str(s) for s in config.get("approval_steps") or []}
+        if self.steps:
+            self.modes.add(ApprovalMode.custom)
+        self.budget_threshold = config.get("budget_threshold_usd")
+        self.timeout_s = config.get("approval_timeout_s")
+        self.default_action = config.get("approval_default_action")
+
+    def wants(self, mode: ApprovalMode) -> bool:
+        return mode in self.modes
+
+    def gate_before_step(self, key: str, number: int) -> bool:
+        if ApprovalMode.before_each_step in self.modes:
+            return True
+        return ApprovalMode.custom in self.modes and (key in self.steps or str(number) in self.steps)
+
+
+class ApprovalGate:
+    def __init__(self, store: SessionStore, run_id: str):
+        self.store = store
+        self.run_id = run_id
+
+    def find_open(self, kind: str, step_id: str | None = None) -> ApprovalRequest | None:
+        """The latest request of this kind for this step, if any: a resumed run reuses it."""
+        rows = self.store.call("approval.list", run_id=self.run_id, pending_only=False)
+        for row in reversed(rows):
+            if row["kind"] == kind and row["step_id"] == step_id:
+                return ApprovalRequest.model_validate(row)
+        return None
+
+    def request(self, kind: str, request: dict[str, Any], *, step_id: str | None = None,
+                options: list[str] | None = None, timeout_s: float | None = None,
+                default_action: str | None = None, reuse: bool = True) -> ApprovalRequest:
+        if reuse:
+            existing = self.find_open(kind, step_id)
+            if existing is not None and existing.status == ApprovalStatus.pending:
+                return existing
+        row = self.store.call("approval.create", run_id=self.run_id, kind=kind, request=request, step_id=step_id,
+                              options=options, timeout_s=timeout_s, default_action=default_action)
+        return ApprovalRequest.model_validate(row)
+
+    def get(self, approval_id: str) -> ApprovalRequest:
+        return ApprovalRequest.model_validate(self.store.call("approval.get", approval_id=approval_id))
+
+    def wait(self, approval: ApprovalRequest, timeout: float | None = None,
+             cancelled: threading.Event | None = None) -> ApprovalRequest:
+        """Block until resolved (or its own timeout applies its default action)."""
+        sub = self.store.subscribe(run_id=self.run_id, types=["approval.received"])
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                current = self.get(approval.id)
+                if current.status != ApprovalStatus.pending:
+                    return current
+                if current.timeout_at is not None and utcnow() >= current.timeout_at:
+                    return self.expire(current)
+                wait_for = 30.0
+                if current.timeout_at is not None:
+                    wait_for = min(wait_for, max(0.05, (current.timeout_at - utcnow()).total_seconds()))
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError(f"approval {approval.id} still pending")
+                    wait_for = min(wait_for, left)
+                if cancelled is not None and cancelled.is_set():
+                    raise GateCancelled(f"stopped waiting for approval {approval.id}")
+                sub.get(timeout=wait_for)
+        finally:
+            sub.close()
+
+    async def await_decision(self, approval: ApprovalRequest, cancelled: threading.Event | None = None) -> ApprovalRequest:
+        return await asyncio.to_thread(self.wait, approval, None, cancelled)
+
+    def expire(self, approval: ApprovalRequest) -> ApprovalRequest:
+        action = approval.default_action or "reject"
+        from cmbagent_jupyter.store.errors import Conflict
+
+        try:
+            row = self.store.call("approval.resolve", approval_id=approval.id, decision=action,
+                                  feedback=f"timed out; default action {action}", actor="timeout", expired=True)
+        except Conflict:
+            return self.get(approval.id)
+        return ApprovalRequest.model_validate(row)
+
+
+def resolve(store: SessionStore, approval_id: str, decision: str, feedback: str | None = None,
+            actor: str = "user") -> ApprovalRequest:
+    row = store.call("approval.resolve", approval_id=approval_id, decision=decision, feedback=feedback, actor=actor)
+    return ApprovalRequest.model_validate(row)
