@@ -34,9 +34,32 @@ _SAFE_GLOBALS = {
     ("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor"), ("uuid", "UUID"),
     ("zoneinfo", "ZoneInfo"), ("_codecs", "encode"),
 }
-_SAFE_PREFIXES = ("numpy", "pandas")
-_UNSAFE_NAMES = {"eval", "exec", "system", "popen", "getattr", "setattr", "__import__", "open", "load", "loads",
-                 "read_pickle", "compile", "apply", "run"}
+# numpy and pandas values: their classes of data, and the functions their pickles call
+# to rebuild them. Nothing else from those packages (numpy.savetxt, numpy.memmap,
+# numpy.testing's runstring, DataFrame.to_csv reached by a dotted name, pandas.io ...)
+# may be called by a pickle, since any of them touches files or runs code.
+_DATA_PACKAGES = ("numpy", "pandas")
+_BLOCKED_MODULES = ("numpy.testing", "numpy.f2py", "numpy.distutils", "numpy.ctypeslib", "numpy.lib.npyio",
+                    "numpy.lib._npyio_impl", "numpy.lib.format", "numpy._pytesttester", "pandas.io",
+                    "pandas.core.computation", "pandas.plotting", "pandas.util", "pandas.testing", "pandas._testing")
+_RECONSTRUCTORS = {
+    "_reconstruct", "scalar", "_frombuffer", "_mareconstruct", "__bit_generator_ctor", "__generator_ctor",
+    "__randomstate_ctor", "_unpickle_block", "new_block", "_new_Index", "_new_DatetimeIndex", "_new_PeriodIndex",
+    "_new_IntervalIndex", "_unpickle_timestamp", "_timedelta_unpickle", "_unpickle_period",
+}
+
+
+def _is_data_class(module: str, obj: Any) -> bool:
+    if not isinstance(obj, type):
+        return False
+    if module.startswith("numpy"):
+        import numpy as np
+
+        if issubclass(obj, np.memmap):
+            return False
+        return issubclass(obj, (np.ndarray, np.generic, np.dtype, np.random.BitGenerator, np.random.Generator,
+                                np.random.RandomState, np.random.SeedSequence))
+    return module.startswith(("pandas.core.", "pandas._libs."))
 
 
 class UnsafePickle(InvalidInput):
@@ -50,8 +73,12 @@ class _AllowListUnpickler(pickle.Unpickler):
         if (module, name) in _SAFE_GLOBALS:
             return super().find_class(module, name)
         top = module.split(".")[0]
-        if top in _SAFE_PREFIXES and name not in _UNSAFE_NAMES and not name.startswith("_load"):
-            return super().find_class(module, name)
+        blocked = any(module == b or module.startswith(b + ".") for b in _BLOCKED_MODULES)
+        if top in _DATA_PACKAGES and "." not in name and not blocked:
+            obj = super().find_class(module, name)
+            # Cython's __pyx_unpickle_X only rebuilds a class that itself passed this check
+            if name in _RECONSTRUCTORS or name.startswith("__pyx_unpickle_") or _is_data_class(module, obj):
+                return obj
         raise UnsafePickle(f"refusing to load {module}.{name} from a pickle: only plain data, datetimes, "
                            f"numpy and pandas values are accepted")
 

@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import queue
+import signal
 import socket
 import subprocess
 import sys
@@ -42,13 +43,28 @@ class ConnectionLost(Exception):
 
 
 def _pid_alive(pid: int) -> bool:
+    """True for a running process; a zombie (exited, not yet reaped) counts as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in (b"Z", b"X")
+
+
+def _lock_holder_pid(home: Path) -> int | None:
+    """The pid a service wrote into its lock file (present even before its runtime file)."""
+    try:
+        text = (home / "run" / "service.lock").read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def _service_lock_free(home: Path) -> bool:
@@ -308,6 +324,8 @@ class StoreClient:
             info = read_runtime(self.home)
             if info and (proc is None or info.get("pid") == proc.pid) and _pid_alive(info["pid"]):
                 return
+            if proc is None and _service_lock_free(self.home):
+                return  # the service we waited for is gone (exited or failed to start): the caller retries
             if proc is not None and proc.poll() is not None:
                 if proc.returncode == 3:
                     return
@@ -397,10 +415,13 @@ class StoreClient:
         sub = Subscription(self, params, callback)
         self._subs[sub.sub_id] = sub
         try:
-            self.call("subscribe", {**params, "sub_id": sub.sub_id})
+            result = self.call("subscribe", {**params, "sub_id": sub.sub_id})
         except BaseException:
             self._subs.pop(sub.sub_id, None)
             raise
+        if sub.last_gseq is None and isinstance(result, dict) and result.get("gseq") is not None:
+            # so that a resubscription after a lost connection replays what came meanwhile
+            sub.last_gseq = max(int(result["gseq"]), sub.last_gseq or 0)
         return sub
 
     def _drop_subscription(self, sub: Subscription) -> None:
@@ -427,16 +448,32 @@ class StoreClient:
         self.close()
 
 
-def stop_service(home: str | os.PathLike | None = None, timeout: float = 30.0) -> bool:
-    """Ask a running service to exit (SIGTERM) and wait for it; False if none ran."""
+def service_pid(home: str | os.PathLike | None = None) -> int | None:
+    """The pid of the live service of a home, or None (also while it is still starting)."""
     root = home_path(home)
     info = read_runtime(root)
-    if not info or not _pid_alive(info["pid"]):
+    if info and isinstance(info.get("pid"), int) and _pid_alive(info["pid"]):
+        return info["pid"]
+    if _service_lock_free(root):
+        return None
+    pid = _lock_holder_pid(root)
+    return pid if pid is not None and _pid_alive(pid) else None
+
+
+def stop_service(home: str | os.PathLike | None = None, timeout: float = 30.0) -> bool:
+    """Ask a running service to exit (SIGTERM) and wait until its process is gone;
+    False if none ran. Also stops a service that is still starting (no runtime file yet)."""
+    root = home_path(home)
+    pid = service_pid(root)
+    if pid is None:
         return False
-    os.kill(info["pid"], 15)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return True
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _pid_alive(info["pid"]) or _service_lock_free(root):
+        if not _pid_alive(pid):
             return True
-        time.sleep(0.05)
-    return False
+        time.sleep(0.02)
+    raise StoreUnavailable(f"the store service {pid} for {root} did not exit within {timeout:.0f} s of SIGTERM")

@@ -75,7 +75,8 @@ class SeqAllocator:
         self.gseq_pending = self.gseq_committed
 
     def next(self, session_id: str, run_id: str | None) -> tuple[int, int]:
-        key = (session_id, run_id or "")
+        # a run's events are numbered per run, whatever session asked: one counter per run id
+        key = ("run", run_id) if run_id else ("session", session_id)
         if key in self.pending:
             cur = self.pending[key]
         elif key in self.committed:
@@ -250,7 +251,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 @op("store.ping", write=False)
 def store_ping(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-    return {"pong": True, "version": ctx.db.version, "pid": os.getpid()}
+    return {"pong": True, "version": ctx.db.version, "pid": os.getpid(), "gseq": ctx.seqs.gseq_committed}
 
 
 # ---------------------------------------------------------------- sessions
@@ -358,6 +359,9 @@ def session_set_quotas(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         raise Invalid(str(exc)) from None
     ctx.db.execute("UPDATE sessions SET quotas = ? WHERE id = ?", [dumps(quotas.model_dump()), sid])
     row["quotas"] = quotas.model_dump()
+    path = Path(row["path"])
+    if path.exists():
+        _write_json(path / "session.json", row)  # `cmbagent recover` reads quotas from here
     return row
 
 
@@ -870,7 +874,16 @@ def cost_add(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         raise Invalid("records must be a list")
     rows = []
     total = 0.0
+    known: set[tuple[str, str]] = set()
     for r in records:
+        if not isinstance(r, dict):
+            raise Invalid("each cost record must be an object")
+        # a record names a run and step of this session only: never another session's
+        for kind, key in (("run", "run_id"), ("step", "step_id")):
+            ref = r.get(key)
+            if ref is not None and (kind, ref) not in known:
+                (_run_row if kind == "run" else _step_row)(ctx, sid, _arg(r, key, kind))
+                known.add((kind, ref))
         cost = float(r.get("cost_usd") or 0.0)
         total += cost
         pt, ct = int(r.get("prompt_tokens") or 0), int(r.get("completion_tokens") or 0)

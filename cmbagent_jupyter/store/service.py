@@ -197,6 +197,8 @@ class StoreService:
                 results.append((j, True, value))
                 if j.rid:
                     ledger.append((j.rid, dumps(value), now))
+                    # a retry can share a batch with its first try (connection lost, service alive)
+                    applied[j.rid] = value
             ctx.flush_events()
             db.insert_rows("applied_requests", ("rid", "result", "at"), ledger)
             db.commit()
@@ -352,9 +354,12 @@ class StoreService:
                 conn.send({"id": req_id, "ok": False, "error": value})
                 return
             replay = value
+            high = max([since, *(e["gseq"] for e in replay)])
         else:
             ok, value = await self.submit("store.ping", {})
-        conn.send({"id": req_id, "ok": True, "result": {"sub_id": sub.sub_id, "replayed": len(replay)}})
+            high = value.get("gseq", 0) if ok else 0
+        # `gseq`: the client resumes from here after a reconnect, even if no event came yet
+        conn.send({"id": req_id, "ok": True, "result": {"sub_id": sub.sub_id, "replayed": len(replay), "gseq": high}})
         sub.buffering = False
         pending = replay + sorted(sub.buffer, key=lambda e: e["gseq"])
         sub.buffer = []
@@ -416,6 +421,8 @@ def run_service(home: Path, idle_seconds: float) -> int:
     except BlockingIOError:
         log.info("another store service owns %s", home)
         return 3
+    os.ftruncate(lock_fd, 0)
+    os.pwrite(lock_fd, str(os.getpid()).encode(), 0)
     err = error_file(home)
     if err.exists():
         err.unlink()
