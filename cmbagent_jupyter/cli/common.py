@@ -10,6 +10,7 @@ from typing import Any, Iterator
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.text import Text
 
 from cmbagent_jupyter.home import HomeError
 from cmbagent_jupyter.models import InvalidInput
@@ -44,7 +45,9 @@ def fail_cleanly() -> Iterator[None]:
     try:
         yield
     except (StoreError, InvalidInput, HomeError) as exc:
-        err_console.print(f"[bold red]error:[/] {getattr(exc, 'message', None) or exc}", highlight=False)
+        # one line however long, and the message as typed (a name may contain "[...]")
+        message = Text.assemble(("error:", "bold red"), " ", str(getattr(exc, "message", None) or exc))
+        err_console.print(message, highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
 
 

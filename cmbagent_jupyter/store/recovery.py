@@ -1,0 +1,224 @@
+"""Rebuild the store from the files every session keeps (decision 3: dual persistence).
+
+Each session directory holds `session.json`, each run directory `run.json` and the
+checkpoint pickles the engine wrote after every step. `rebuild` reads them and imports
+whatever the store lacks; `recover` first stops the service and moves a database that
+cannot be opened aside (kept as `store.duckdb.corrupt-<timestamp>`). `import_context`
+starts a run from a CMBAgent context pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from cmbagent_jupyter.home import ensure_home, home_path
+from cmbagent_jupyter.models import CheckpointKind, InvalidInput, Run, check_id
+from cmbagent_jupyter.store.checkpoints import (
+    CheckpointWriter,
+    jsonable,
+    plan_steps_from_context,
+    read_checkpoint_file,
+    read_cmbagent_context,
+)
+from cmbagent_jupyter.store.client import stop_service
+from cmbagent_jupyter.store.database import Database
+from cmbagent_jupyter.store.errors import PayloadTooLarge, StoreCorrupted, StoreError
+from cmbagent_jupyter.store.repository import SessionStore, Store
+
+
+@dataclass
+class RecoveryReport:
+    """What a recovery found and did; `counts` are records added to the store."""
+
+    home: str
+    moved_aside: list[str] = field(default_factory=list)
+    sessions: int = 0
+    runs: int = 0
+    steps: int = 0
+    checkpoints: int = 0
+    interrupted: list[str] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "home": self.home, "moved_aside": self.moved_aside, "sessions": self.sessions, "runs": self.runs,
+            "steps": self.steps, "checkpoints": self.checkpoints, "interrupted": self.interrupted,
+            "skipped": self.skipped,
+        }
+
+
+def database_file(home: Path) -> Path:
+    return home / "store.duckdb"
+
+
+def check_database(home: Path) -> StoreCorrupted | None:
+    """Open (and migrate) the database in this process; the service must be stopped."""
+    path = database_file(home)
+    if not path.exists():
+        return None
+    try:
+        Database(path).close()
+    except StoreCorrupted as exc:
+        return exc
+    return None
+
+
+def move_aside(home: Path) -> list[Path]:
+    """Keep a bad database (and its WAL) next to where it was, under a dated name."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    moved = []
+    for path in (database_file(home), home / "store.duckdb.wal"):
+        if path.exists():
+            target = path.with_name(f"{path.name}.corrupt-{stamp}")
+            n = 1
+            while target.exists():
+                target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+                n += 1
+            os.replace(path, target)
+            moved.append(target)
+    return moved
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _valid(kind: str, value: str) -> bool:
+    try:
+        check_id(kind, value)
+        return True
+    except InvalidInput:
+        return False
+
+
+@dataclass
+class _RunFiles:
+    run_id: str
+    run_doc: dict[str, Any] | None
+    checkpoints: list[tuple[Path, dict[str, Any]]]
+
+
+def _scan_run(home: Path, run_path: Path, report: RecoveryReport) -> _RunFiles:
+    docs = []
+    for pkl in sorted((run_path / "checkpoints").glob("*.pkl")):
+        try:
+            doc = read_checkpoint_file(pkl, home)
+        except InvalidInput as exc:
+            report.skipped.append({"path": str(pkl), "reason": str(exc)})
+            continue
+        if (doc.get("run") or {}).get("id") != run_path.name:
+            report.skipped.append({"path": str(pkl), "reason": "the checkpoint belongs to another run"})
+            continue
+        docs.append((pkl, doc))
+    docs.sort(key=lambda item: str((item[1].get("checkpoint") or {}).get("created_at") or ""))
+    return _RunFiles(run_path.name, _read_json(run_path / "run.json"), docs)
+
+
+def rebuild(store: Store) -> RecoveryReport:
+    """Import every session, run, step and checkpoint found on disk that the store lacks."""
+    home = store.home
+    report = RecoveryReport(home=str(home))
+    sessions_root = home / "sessions"
+    for session_path in sorted(p for p in sessions_root.glob("*") if p.is_dir()):
+        sid = session_path.name
+        if not _valid("session", sid):
+            report.skipped.append({"path": str(session_path), "reason": "not a session directory"})
+            continue
+        runs = [_scan_run(home, p, report) for p in sorted((session_path / "runs").glob("*"))
+                if p.is_dir() and _valid("run", p.name)]
+        session_doc = _read_json(session_path / "session.json")
+        if session_doc is None:
+            session_doc = next((doc["session"] for r in runs for _, doc in r.checkpoints
+                                if isinstance(doc.get("session"), dict)), None)
+        if session_doc is None or session_doc.get("id") != sid:
+            report.skipped.append({"path": str(session_path), "reason": "no readable session.json or checkpoint"})
+            continue
+        try:
+            done = store.call("recovery.import_session", session=session_doc)
+        except StoreError as exc:
+            report.skipped.append({"path": str(session_path), "reason": exc.message})
+            continue
+        report.sessions += int(done["created"])
+        ss = store.session(sid)
+        for run in runs:
+            _rebuild_run(ss, session_path / "runs" / run.run_id, run, report)
+    return report
+
+
+def _rebuild_run(ss: SessionStore, run_path: Path, run: _RunFiles, report: RecoveryReport) -> None:
+    latest = run.checkpoints[-1][1] if run.checkpoints else None
+    run_doc = run.run_doc or (latest or {}).get("run")
+    if not isinstance(run_doc, dict) or run_doc.get("id") != run.run_id:
+        report.skipped.append({"path": str(run_path), "reason": "no readable run.json or checkpoint"})
+        return
+    try:
+        done = ss.call("recovery.import_run", run=run_doc)
+    except StoreError as exc:
+        report.skipped.append({"path": str(run_path), "reason": exc.message})
+        return
+    if done["created"]:
+        report.runs += 1
+        if done["status"] != done.get("was"):
+            report.interrupted.append(run.run_id)
+    if latest is not None and isinstance(latest.get("steps"), list):
+        try:
+            report.steps += ss.call("recovery.import_steps", run_id=run.run_id, steps=latest["steps"])["created"]
+        except StoreError as exc:
+            report.skipped.append({"path": str(run_path), "reason": f"steps: {exc.message}"})
+    for pkl, doc in run.checkpoints:
+        meta = {**(doc.get("checkpoint") or {}), "pickle_path": str(pkl)}
+        context = jsonable(doc.get("context") or {})
+        try:
+            try:
+                done = ss.call("recovery.import_checkpoint", run_id=run.run_id, checkpoint=meta, context=context)
+            except PayloadTooLarge:
+                # the pickle keeps the full context; the store row points at it
+                done = ss.call("recovery.import_checkpoint", run_id=run.run_id, checkpoint=meta,
+                               context={"_stored_in_pickle_only": True})
+        except StoreError as exc:
+            report.skipped.append({"path": str(pkl), "reason": exc.message})
+            continue
+        report.checkpoints += int(done["created"])
+
+
+def recover(home: str | os.PathLike | None = None, *, move_corrupt: bool = True) -> RecoveryReport:
+    """Stop the service, set a database that cannot be opened aside, rebuild from files."""
+    root = ensure_home(home_path(home))
+    stop_service(root)
+    moved: list[Path] = []
+    problem = check_database(root)
+    if problem is not None:
+        if not move_corrupt:
+            raise problem
+        moved = move_aside(root)
+    elif not database_file(root).exists() and (root / "store.duckdb.wal").exists():
+        moved = move_aside(root)  # a WAL without its database would be replayed onto a new, empty one
+    with Store(root) as store:
+        report = rebuild(store)
+    report.moved_aside = [str(p) for p in moved]
+    return report
+
+
+def import_context(session_store: SessionStore, path: str | os.PathLike, task: str | None = None) -> Run:
+    """A new draft run whose starting context is a CMBAgent context pickle (a dict with
+    main_task, final_plan ...): its plan becomes the run's steps and the context its first
+    checkpoint (kind manual)."""
+    path = Path(path).expanduser()
+    context = read_cmbagent_context(path)
+    task = task or str(context.get("main_task") or "").strip() or f"imported from {path.name}"
+    run = session_store.create_run(task, config={"imported_context": str(path.resolve())})
+    steps = plan_steps_from_context(context)
+    if steps:
+        session_store.put_plan(run.id, steps)
+    writer = CheckpointWriter(session_store, session_store.store.home)
+    writer.save(run, kind=CheckpointKind.manual, context=context)
+    return session_store.get_run(run.id)
