@@ -184,3 +184,126 @@ def artifacts_dir() -> Path:
     ARTIFACTS_DIR.mkdir(exist_ok=True)
     return ARTIFACTS_DIR
 
+
+# ---------------------------------------------------------------------------
+# Store fixtures (tests/test_store_*.py, test_models.py, test_states.py,
+# test_cli_session.py, test_recover.py): a real store service in a temp home
+# ---------------------------------------------------------------------------
+
+from contextlib import contextmanager  # noqa: E402 (this section stands on its own)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+STORE_SERVICE_MODULE = "cmbagent_jupyter.store.service"
+
+
+def store_service_pids(home: Path) -> list[int]:
+    """Live store service processes serving `home` (read from /proc; zombies excluded)."""
+    home = Path(home).resolve()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state in (b"Z", b"X") or STORE_SERVICE_MODULE.encode() not in argv:
+            continue
+        if str(home).encode() in argv:
+            pids.append(int(entry.name))
+    return pids
+
+
+def wait_for(condition, deadline_s: float = 30.0, what: str = "condition", interval: float = 0.02):
+    """Poll `condition` until it returns something truthy; fail with `what` at the deadline."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {deadline_s:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def subprocess_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment of a child process that uses this checkout and `home`."""
+    env = {**os.environ, "CMBAGENT_HOME": str(home), **extra}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
+    return env
+
+
+def cmbagent_command() -> list[str]:
+    """The venv's `cmbagent` console script when installed, else the same entry point via -c."""
+    script = Path(sys.executable).parent / "cmbagent"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from cmbagent_jupyter.cli import main; sys.exit(main())"]
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self):
+        import json
+
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+def cmb_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh CMBAGENT_HOME (set in the environment); afterwards its store service is
+    stopped, by its own pid, and no service process may be left for it."""
+    home = (tmp_path / "cmbagent-home").resolve()
+    monkeypatch.setenv("CMBAGENT_HOME", str(home))
+    monkeypatch.delenv("CMBAGENT_STORE_IDLE_SECONDS", raising=False)
+    yield home
+    from cmbagent_jupyter.store import stop_service
+
+    stop_service(home)
+    left = store_service_pids(home)
+    for pid in left:  # only services of this test's own home
+        os.kill(pid, 9)
+    assert not left, f"store service process(es) {left} still running for {home} after the test"
+
+
+@pytest.fixture
+def store(cmb_home: Path):
+    """A `Store` client of a service in `cmb_home` (started on first use)."""
+    from cmbagent_jupyter.store import Store
+
+    s = Store(cmb_home)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def cli(cmb_home: Path):
+    """Run `cmbagent ARGS...` in a subprocess against `cmb_home`."""
+
+    def run(*args: str, timeout: float = 120, input: str | None = None) -> CliResult:
+        proc = subprocess.run([*cmbagent_command(), *args], capture_output=True, text=True, timeout=timeout,
+                              env=subprocess_env(cmb_home, COLUMNS="200"), input=input)
+        return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
+
+
+@contextmanager
+def client_process(home: Path, script: str, *args: str, **env: str) -> Iterator[subprocess.Popen]:
+    """A Python child running `script` (text) against `home`; killed if still alive at exit."""
+    proc = subprocess.Popen([sys.executable, "-c", script, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=subprocess_env(home, **env))
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream:
+                stream.close()

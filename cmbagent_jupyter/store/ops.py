@@ -544,16 +544,18 @@ def _enforce_quotas(ctx: OpContext, sid: str, rid: str) -> None:
     usage = _usage(ctx, sid, Path(session["path"]), exclude_run=rid)
     if usage["active_runs"] >= q.max_concurrent_runs:
         raise QuotaExceeded(
-            f"session {sid} already has {usage['active_runs']} active run(s); its quota allows "
-            f"{q.max_concurrent_runs} at once (raise max_concurrent_runs or wait for one to finish)"
+            f"quota max_concurrent_runs reached: session {sid} already has {usage['active_runs']} active run(s) "
+            f"and its quota allows {q.max_concurrent_runs} at once (raise max_concurrent_runs or wait for one to finish)"
         )
     if usage["cost_usd"] >= q.max_cost_usd:
         raise QuotaExceeded(
-            f"session {sid} has spent ${usage['cost_usd']:.4f}, reaching its cost quota of ${q.max_cost_usd:.2f}"
+            f"quota max_cost_usd reached: session {sid} has spent ${usage['cost_usd']:.4f} of its "
+            f"${q.max_cost_usd:.2f} (raise max_cost_usd to start more runs)"
         )
     if usage["disk_mb"] >= q.max_disk_mb:
         raise QuotaExceeded(
-            f"session {sid} uses {usage['disk_mb']:.1f} MB on disk, reaching its quota of {q.max_disk_mb:.1f} MB"
+            f"quota max_disk_mb reached: session {sid} uses {usage['disk_mb']:.1f} MB on disk of its "
+            f"{q.max_disk_mb:.1f} MB (free space in {session['path']} or raise max_disk_mb)"
         )
 
 
