@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,7 +82,9 @@ def free_port() -> int:
 
 
 @dataclass(frozen=True)
-class LabServer:
+class ServerProcess:
+    """A Jupyter server (lab, voila) started by a test, on 127.0.0.1."""
+
     url: str
     token: str
     process: subprocess.Popen
@@ -91,17 +94,35 @@ class LabServer:
         return self.log_path.read_text(errors="replace")
 
 
-def wait_until_serving(server: LabServer, deadline_s: float = 120.0) -> None:
-    """Poll /api/status until it answers, the process dies or the deadline passes."""
+def scratch_jupyter_env(home: Path) -> dict[str, str]:
+    """Environment for a Jupyter process that keeps its config, data and state in `home`.
+
+    Installed extensions are still found: they live under sys.prefix, not in these dirs.
+    """
+    dirs = {
+        "JUPYTER_CONFIG_DIR": home / "config",
+        "JUPYTER_DATA_DIR": home / "data",
+        "JUPYTER_RUNTIME_DIR": home / "runtime",
+        "JUPYTERLAB_SETTINGS_DIR": home / "settings",
+        "JUPYTERLAB_WORKSPACES_DIR": home / "workspaces",
+    }
+    for path in dirs.values():
+        path.mkdir(parents=True, exist_ok=True)
+    return {**os.environ, **{name: str(path) for name, path in dirs.items()}}
+
+
+def wait_until_answering(server: ServerProcess, path: str, deadline_s: float = 120.0) -> None:
+    """Poll `path` until the server answers HTTP at all, dies, or the deadline passes."""
     deadline = time.monotonic() + deadline_s
-    status_url = f"{server.url}api/status?token={server.token}"
+    url = f"{server.url}{path}"
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise RuntimeError(f"jupyter lab exited early:\n{server.log()}")
+            raise RuntimeError(f"{server.process.args[0]} exited early:\n{server.log()}")
         try:
-            with urllib.request.urlopen(status_url, timeout=2) as response:
-                if response.status == 200:
-                    return
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         # Block on the process instead of sleeping: returns early if it exits.
@@ -109,47 +130,19 @@ def wait_until_serving(server: LabServer, deadline_s: float = 120.0) -> None:
             server.process.wait(timeout=0.25)
         except subprocess.TimeoutExpired:
             pass
-    raise TimeoutError(f"jupyter lab did not answer within {deadline_s}s:\n{server.log()}")
+    raise TimeoutError(f"{url} did not answer within {deadline_s}s:\n{server.log()}")
 
 
-@pytest.fixture
-def jupyter_lab_server(tmp_path: Path) -> Iterator[LabServer]:
-    """A real `jupyter lab` process on 127.0.0.1 with a token, in a scratch home."""
-    home = tmp_path / "home"
-    for sub in ("config", "data", "runtime", "settings", "workspaces", "root"):
-        (home / sub).mkdir(parents=True)
-    env = {
-        **os.environ,
-        "JUPYTER_CONFIG_DIR": str(home / "config"),
-        "JUPYTER_DATA_DIR": str(home / "data"),
-        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
-        "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
-        "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
-    }
-    port = free_port()
-    token = secrets.token_hex(16)
-    log_path = tmp_path / "jupyter-lab.log"
+@contextmanager
+def spawn_server(
+    argv: list[str], env: dict[str, str], port: int, token: str, log_path: Path, ready_path: str
+) -> Iterator[ServerProcess]:
+    """Start a server process, wait until it answers, and stop it (by its own pid) after."""
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [
-                interpreter_bin("jupyter-lab"),
-                "--no-browser",
-                "--allow-root",
-                "--ip=127.0.0.1",
-                f"--port={port}",
-                "--ServerApp.port_retries=0",
-                f"--IdentityProvider.token={token}",
-                f"--ServerApp.root_dir={home / 'root'}",
-                "--LabApp.news_url=",
-                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-            ],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    server = LabServer(f"http://127.0.0.1:{port}/", token, process, log_path)
+        process = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    server = ServerProcess(f"http://127.0.0.1:{port}/", token, process, log_path)
     try:
-        wait_until_serving(server)
+        wait_until_answering(server, ready_path)
         yield server
     finally:
         process.terminate()
@@ -158,6 +151,63 @@ def jupyter_lab_server(tmp_path: Path) -> Iterator[LabServer]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+@pytest.fixture
+def jupyter_lab_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A real `jupyter lab` process on 127.0.0.1 with a token, in a scratch home.
+
+    The app is exposed as `window.jupyterapp` so tests can look at its commands.
+    """
+    home = tmp_path / "home"
+    (home / "root").mkdir(parents=True)
+    port = free_port()
+    token = secrets.token_hex(16)
+    argv = [
+        interpreter_bin("jupyter-lab"),
+        "--no-browser",
+        "--allow-root",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={home / 'root'}",
+        "--LabApp.expose_app_in_browser=True",
+        "--LabApp.news_url=",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
+    with spawn_server(
+        argv, scratch_jupyter_env(home), port, token, tmp_path / "lab.log", "api/status"
+    ) as server:
+        yield server
+
+
+@pytest.fixture
+def voila_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """`voila` serving a one-cell notebook that prints "hello from voila"."""
+    import nbformat
+
+    home = tmp_path / "home"
+    notebook = home / "root" / "hello.ipynb"
+    notebook.parent.mkdir(parents=True)
+    nbformat.write(
+        nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('print("hello from voila")')]),
+        notebook,
+    )
+    port = free_port()
+    argv = [
+        interpreter_bin("voila"),
+        str(notebook),
+        "--no-browser",
+        f"--port={port}",
+        "--Voila.ip=127.0.0.1",
+        "--ServerApp.port_retries=0",
+        "--ServerApp.allow_root=True",
+    ]
+    with spawn_server(
+        argv, scratch_jupyter_env(home), port, "", tmp_path / "voila.log", "static/favicon.ico"
+    ) as server:
+        yield server
 
 
 @pytest.fixture
@@ -183,6 +233,7 @@ def artifacts_dir() -> Path:
     """Where tests leave screenshots for people to look at (ignored by git)."""
     ARTIFACTS_DIR.mkdir(exist_ok=True)
     return ARTIFACTS_DIR
+
 
 
 # ---------------------------------------------------------------------------

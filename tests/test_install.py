@@ -60,20 +60,58 @@ async def test_health_endpoint_refuses_requests_without_token(
     assert b'"status": "ok"' not in (response.body or b"")
 
 
+def open_jupyterlab(browser, server):
+    """A page on JupyterLab, once our sidebar panel is in its shell."""
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(f"{server.url}lab?token={server.token}")
+    page.locator("#cmbagent-sidebar").wait_for(state="attached", timeout=90_000)
+    return page
+
+
 @pytest.mark.browser
 def test_sidebar_shows_server_health_in_jupyterlab(
     jupyter_lab_server, chromium_browser, artifacts_dir
 ):
-    page = chromium_browser.new_page(viewport={"width": 1280, "height": 800})
-    console = []
-    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+    page = open_jupyterlab(chromium_browser, jupyter_lab_server)
 
-    page.goto(f"{jupyter_lab_server.url}lab?token={jupyter_lab_server.token}")
-    page.locator("#cmbagent-sidebar").wait_for(state="attached", timeout=90_000)
     page.locator('.jp-SideBar li[data-id="cmbagent-sidebar"]').click()
+
     health = page.locator('#cmbagent-sidebar .cmbagent-sidebar-health[data-state="ok"]')
     health.wait_for(state="visible", timeout=30_000)
     page.screenshot(path=str(artifacts_dir / "sidebar.png"))
-
     assert health.inner_text() == f"Server: ok (cmbagent-jupyter {cmbagent_jupyter.__version__})"
-    assert page.locator("#cmbagent-sidebar").is_visible(), "\n".join(console)
+
+
+@pytest.mark.browser
+def test_command_palette_opens_the_sidebar(jupyter_lab_server, chromium_browser):
+    page = open_jupyterlab(chromium_browser, jupyter_lab_server)
+    sidebar = page.locator("#cmbagent-sidebar")
+    assert not sidebar.is_visible()
+
+    page.keyboard.press("Control+Shift+C")
+    page.locator(".lm-CommandPalette-input").fill("CMBAgent: open sidebar")
+    page.locator(".lm-CommandPalette-item", has_text="CMBAgent: open sidebar").click()
+
+    sidebar.wait_for(state="visible", timeout=30_000)
+    assert page.evaluate("window.jupyterapp.commands.hasCommand('cmbagent:open-sidebar')")
+
+
+@pytest.mark.browser
+def test_extension_stays_quiet_in_voila(voila_server, chromium_browser, artifacts_dir):
+    """Voila loads every installed labextension; ours must neither fail nor call the server."""
+    page = chromium_browser.new_page()
+    messages, page_errors, requests = [], [], []
+    page.on("console", lambda message: messages.append(message))
+    page.on("pageerror", lambda error: page_errors.append(str(error)))
+    page.on("request", lambda request: requests.append(request.url))
+
+    idle_note = "cmbagent: no JupyterLab shell"
+    with page.expect_console_message(lambda message: idle_note in message.text, timeout=90_000):
+        page.goto(voila_server.url)
+    page.get_by_text("hello from voila").wait_for(timeout=90_000)
+    page.screenshot(path=str(artifacts_dir / "voila.png"))
+
+    ours = [m for m in messages if "cmbagent" in m.text]
+    assert all(m.type == "debug" for m in ours), [(m.type, m.text) for m in ours]
+    assert not [e for e in page_errors if "cmbagent" in e], page_errors
+    assert not [url for url in requests if "cmbagent/api" in url], requests
