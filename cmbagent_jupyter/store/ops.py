@@ -957,4 +957,5 @@ def dispatch(ctx: OpContext, name: str, args: dict[str, Any]) -> Any:
 
 from cmbagent_jupyter.store import ops_control  # noqa: E402,F401
 from cmbagent_jupyter.store import ops_recovery  # noqa: E402,F401
+from cmbagent_jupyter.store import ops_engine  # noqa: E402,F401
 from cmbagent_jupyter.store import ops_server  # noqa: E402,F401

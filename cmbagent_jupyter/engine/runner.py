@@ -1,0 +1,375 @@
+"""Executing a run from start (or from its last checkpoint) to an end or a stop.
+
+`RunEngine.execute()` claims the run for this process, plans it if needed
+(deep_research), stores the plan with its DAG, then lets the scheduler carry out the
+steps while a heartbeat runs and a timed checkpoint is written every
+`checkpoint_interval_s` inside long steps. It ends by settling the run: completed,
+failed, paused (a pause asked from anywhere takes effect at the next step boundary),
+cancelled, or interrupted (SIGTERM/SIGINT in the CLI: emergency checkpoint, in-flight
+steps set back to pending). Resuming is the same call on a run that stopped: the
+ledger skips completed steps and re-runs the one that was in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from cmbagent_jupyter.agents.factory import AgentFactory
+from cmbagent_jupyter.agents.specs import load_specs, step_agents
+from cmbagent_jupyter.cost.recorder import CallUsage, CostRecorder
+from cmbagent_jupyter.engine.checkpoint_files import CheckpointFiles
+from cmbagent_jupyter.engine.context import base_context, run_context, step_context
+from cmbagent_jupyter.engine.dag import Plan, PlanDAG, PlanError, plan_from_data
+from cmbagent_jupyter.engine.ledger import RunSignal, StepLedger
+from cmbagent_jupyter.engine.liveness import owner_alive
+from cmbagent_jupyter.engine.planning import PlanningFailed, PlanningPhase
+from cmbagent_jupyter.engine.scheduler import DagScheduler, ScheduleOutcome, StopRequest
+from cmbagent_jupyter.engine.settings import RunSettings
+from cmbagent_jupyter.engine.states import ACTIVE_RUN_STATES
+from cmbagent_jupyter.engine.step_worker import StepWorker
+from cmbagent_jupyter.llm.providers import ModelChoice, resolve_model
+from cmbagent_jupyter.llm.recording import RecordingModelConfig
+from cmbagent_jupyter.llm.scope import ModelScope
+from cmbagent_jupyter.llm.transcript import TranscriptModelConfig
+from cmbagent_jupyter.models import (
+    CheckpointKind,
+    EventType,
+    InvalidInput,
+    Run,
+    RunMode,
+    RunStatus,
+    Step,
+    StepStatus,
+)
+from cmbagent_jupyter.store.errors import Conflict
+from cmbagent_jupyter.store.repository import SessionStore, Store
+
+log = logging.getLogger("cmbagent.engine")
+
+StepRunner = Callable[[Step, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class RunEngine:
+    def __init__(self, store: Store, run: Run | str, *, model: ModelChoice | None = None,
+                 max_parallel: int | None = None, step_runner: StepRunner | None = None):
+        self.store = store
+        self.run = run if isinstance(run, Run) else store.find_run(run)
+        self.ss: SessionStore = store.session(self.run.session_id)
+        self.settings = RunSettings.from_config(self.run.config)
+        if max_parallel is not None:
+            self.settings = self.settings.model_copy(update={"max_parallel": int(max_parallel)})
+        self.model = model
+        self.custom_step_runner = step_runner
+        self.pid = os.getpid()
+        self.stop: StopRequest | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending_stop: tuple[str, str | None] | None = None
+        self._stop_lock = threading.Lock()
+        self.costs: CostRecorder | None = None
+        self.ledger: StepLedger | None = None
+        self.dag: PlanDAG | None = None
+        self.timed_checkpoints = 0
+
+    # -- control from other threads ----------------------------------------------
+
+    def request_stop(self, kind: str, reason: str | None = None) -> None:
+        """Pause, cancel or interrupt this run; safe from any thread (signal handlers included)."""
+        with self._stop_lock:
+            loop, stop = self._loop, self.stop
+            if loop is None or stop is None:
+                self._pending_stop = (kind, reason)
+                return
+        if loop.is_closed():
+            return
+        loop.call_soon_threadsafe(stop.request, kind, reason)
+
+    # -- the run -------------------------------------------------------------
+
+    async def execute(self) -> Run:
+        with self._stop_lock:
+            self._loop = asyncio.get_running_loop()
+            self.stop = StopRequest()
+            if self._pending_stop:
+                self.stop.request(*self._pending_stop)
+        if self.model is None and self.custom_step_runner is None:
+            self.model = resolve_model(self.run.model, home=self.store.home)
+        session = await asyncio.to_thread(self.ss.info)
+        run, steps = await self._claim()
+        self.run = run
+        files = CheckpointFiles(run, session)
+        plan = self._stored_plan(run, steps)
+        self.costs = CostRecorder(self.ss, run.id, price_override=self.model.price if self.model else None)
+        factory = self._factory()
+        base = base_context(task=run.task, run_path=run.path, config=run.config, plan=plan)
+        self.ledger = StepLedger(self.ss, files, steps, lambda outs: run_context(base, self.dag, outs),
+                                 owner_pid=self.pid)
+        heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
+        timed = asyncio.create_task(self._timed_checkpoints(), name="timed-checkpoints")
+        try:
+            if plan is None:
+                plan = await self._plan(run, factory, base)
+                if plan is None:
+                    return await self._settle_planning_stop()
+                base.update(base_context(task=run.task, run_path=run.path, config=self.run.config, plan=plan))
+            self.dag = PlanDAG(plan)
+            worker = StepWorker(factory, self.settings, run_id=run.id, run_path=Path(run.path),
+                                after_turn=self._after_turn) if factory else None
+
+            async def run_step(key: str) -> dict[str, Any]:
+                step = self.ledger.steps[key]
+                ctx = step_context(base, self.dag, key, self.ledger.outputs)
+                if self.custom_step_runner is not None:
+                    return await self.custom_step_runner(step, ctx)
+                return await worker.run(step, ctx)
+
+            scheduler = DagScheduler(self.dag, self.ledger, run_step, max_parallel=self.settings.max_parallel,
+                                     stop=self.stop, on_signal=self._on_signal)
+            outcome = await scheduler.run()
+            return await self._settle(outcome)
+        except Conflict as exc:
+            log.info("run %s stopped: %s", run.id, exc)
+            self.run = await asyncio.to_thread(self.ss.get_run, run.id)
+            if self.run.status == RunStatus.cancelled:
+                await self._reset_running("cancelled", "run cancelled")
+            return self.run
+        except (PlanningFailed, PlanError, InvalidInput) as exc:
+            return await self._fail(str(exc))
+        except Exception as exc:  # noqa: BLE001 - a run never dies silently: it is marked failed
+            log.exception("run %s failed", run.id)
+            return await self._fail(f"{type(exc).__name__}: {exc}")
+        finally:
+            heartbeat.cancel()
+            timed.cancel()
+            await asyncio.gather(heartbeat, timed, return_exceptions=True)
+            try:
+                await self.costs.flush()
+            except Exception:  # noqa: BLE001
+                log.exception("cost records of run %s not flushed", run.id)
+
+    # -- claiming ------------------------------------------------------------------
+
+    async def _claim(self) -> tuple[Run, list[Step]]:
+        run = await asyncio.to_thread(self.ss.get_run, self.run.id)
+        steps = await asyncio.to_thread(self.ss.list_steps, run.id)
+        if run.status in (RunStatus.completed, RunStatus.cancelled):
+            raise InvalidInput(f"run {run.id} is {run.status.value}; there is nothing to resume")
+        stale = None
+        if run.status in ACTIVE_RUN_STATES and run.status != RunStatus.paused:
+            if run.owner_pid and run.owner_pid != self.pid and owner_alive(run.owner_pid, run.last_heartbeat_at):
+                raise InvalidInput(f"run {run.id} is {run.status.value} in process {run.owner_pid}; pause it or wait "
+                                   f"for it to stop before resuming")
+            stale = run.owner_pid
+        if run.status == RunStatus.draft and run.mode != RunMode.deep_research:
+            plan = self._given_plan(run)
+            out = await self._store_plan(run, plan, from_draft=True)
+            return Run.model_validate(out["run"]), [Step.model_validate(s) for s in out["steps"]]
+        to = RunStatus.executing if steps else RunStatus.planning
+        if run.mode != RunMode.deep_research and not steps:
+            raise InvalidInput(f"run {run.id} ({run.mode.value}) has no steps to execute")
+        out = await self.ss.acall("engine.claim", run_id=run.id, to=to.value, owner_pid=self.pid,
+                                  stale_owner_pid=stale, reason="resumed" if run.status != RunStatus.draft else None,
+                                  allowed_from=[RunStatus.draft.value, RunStatus.paused.value,
+                                                RunStatus.interrupted.value, RunStatus.failed.value])
+        return Run.model_validate(out["run"]), [Step.model_validate(s) for s in out["steps"]]
+
+    def _given_plan(self, run: Run) -> Plan:
+        agents = step_agents()
+        if run.mode == RunMode.one_shot:
+            if self.settings.agent not in agents:
+                raise InvalidInput(f"one_shot agent must be one of {', '.join(agents)}, not {self.settings.agent!r}")
+            return plan_from_data({"sub_tasks": [{"key": "step_1", "sub_task": run.task,
+                                                  "sub_task_agent": self.settings.agent}]}, agents=agents)
+        if self.settings.plan is None:
+            raise InvalidInput("a control run needs a plan: pass plan=... (CMBAgent plan JSON)")
+        if self.custom_step_runner is not None:
+            agents = sorted({*agents, *_plan_agents(self.settings.plan)})
+        return plan_from_data(self.settings.plan, agents=agents)
+
+    def _stored_plan(self, run: Run, steps: list[Step]) -> Plan | None:
+        """The plan of a run that has one; the store's steps must match it (the ledger check)."""
+        if not steps:
+            return None
+        raw = run.config.get("final_plan")
+        if raw is None:
+            raise InvalidInput(f"run {run.id} has steps but no final_plan in its config")
+        plan = Plan.model_validate(raw)
+        expected = {s.key: (s.number, s.sub_task_agent) for s in plan.sub_tasks}
+        found = {s.key: (s.number, s.agent) for s in steps}
+        if expected != found:
+            diff = sorted(set(expected.items()) ^ set(found.items()))
+            raise InvalidInput(f"the steps recorded for run {run.id} do not match its plan ({diff[:4]}); "
+                               f"refusing to guess which steps are done")
+        return plan
+
+    async def _store_plan(self, run: Run, plan: Plan, *, from_draft: bool = False) -> dict[str, Any]:
+        dag = PlanDAG(plan)
+        config = {"final_plan": plan.to_json(), "plan_levels": dag.levels()}
+        if not from_draft and self._planning is not None:
+            config.update(plans=self._planning.plans, reviews=self._planning.reviews)
+        return await self.ss.acall("engine.plan_ready", run_id=run.id, steps=[s.to_store() for s in plan.sub_tasks],
+                                   config=config, dag=dag.to_json(), mermaid=dag.to_mermaid(), owner_pid=self.pid)
+
+    # -- planning ------------------------------------------------------------------
+
+    _planning: PlanningPhase | None = None
+
+    async def _plan(self, run: Run, factory: AgentFactory | None, base: dict[str, Any]) -> Plan | None:
+        if factory is None:
+            raise InvalidInput("a deep_research run needs a model for its planner")
+        self._planning = PlanningPhase(factory, self.settings, task=run.task, run_id=run.id, run_path=Path(run.path),
+                                       step_agents=step_agents(), after_turn=self._after_turn)
+        task = asyncio.create_task(self._planning.run(), name="planning")
+        while True:
+            stop_wait = asyncio.create_task(self.stop.changed.wait())
+            done, _ = await asyncio.wait([task, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+            stop_wait.cancel()
+            if task in done:
+                break
+            self.stop.changed.clear()
+            if self.stop.hard:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                return None
+        plan = task.result()
+        out = await self._store_plan(run, plan)
+        self.run = Run.model_validate(out["run"])
+        steps = [Step.model_validate(s) for s in out["steps"]]
+        self.ledger.steps = {s.key: s for s in steps}
+        self.ledger.files.run = self.run
+        return plan
+
+    async def _settle_planning_stop(self) -> Run:
+        kind = self.stop.kind
+        if kind == "interrupt":
+            out = await self.ledger.checkpoint(CheckpointKind.emergency, to=RunStatus.interrupted.value,
+                                               reason=self.stop.reason or "interrupted during planning")
+        else:
+            out = await self.ss.acall("engine.settle", run_id=self.run.id, to=RunStatus.cancelled.value,
+                                      reason=self.stop.reason or "cancelled during planning")
+        self.run = Run.model_validate(out["run"])
+        return self.run
+
+    # -- agents --------------------------------------------------------------------
+
+    def _factory(self) -> AgentFactory | None:
+        if self.model is None:
+            return None
+        config = self.model.config
+        if self.settings.record:
+            config = RecordingModelConfig(config, self.settings.record, task=self.run.task, resume=True)
+        config = TranscriptModelConfig(config, on_usage=self._on_usage)
+        return AgentFactory(load_specs(self.settings.instructions), config)
+
+    def _on_usage(self, scope: ModelScope, response: Any) -> None:
+        usage = response.usage
+        self.costs.add(CallUsage(scope=scope, model=response.model or self.model.model,
+                                 provider=response.provider or self.model.provider,
+                                 prompt_tokens=int(usage.prompt_tokens or 0),
+                                 completion_tokens=int(usage.completion_tokens or 0)))
+
+    async def _after_turn(self, scope: ModelScope, reply: Any) -> None:
+        text = reply.body or ""
+        calls = [c.name for c in reply.response.tool_calls.calls] if reply.response.tool_calls else []
+        event = {"type": EventType.agent_message.value, "session_id": self.run.session_id, "run_id": self.run.id,
+                 "payload": {"agent": scope.agent, "step": scope.step, "step_id": scope.step_id,
+                             "content": text[:4000], "truncated": len(text) > 4000, "tool_calls": calls}}
+        await asyncio.gather(self.costs.flush(), self.ss.acall("event.append", events=[event]))
+
+    # -- while running ----------------------------------------------------------------
+
+    def _on_signal(self, signal: RunSignal) -> None:
+        if signal.pause_requested:
+            self.stop.request("pause", "pause requested")
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval_s)
+            try:
+                hb = await self.ss.acall("run.heartbeat", run_id=self.run.id, owner_pid=self.pid)
+            except Exception as exc:  # noqa: BLE001 - a missed beat is retried at the next one
+                log.warning("heartbeat of run %s failed: %s", self.run.id, exc)
+                continue
+            if hb.get("status") == RunStatus.cancelled.value:
+                self.stop.request("cancel", "cancelled")
+            elif hb.get("status") not in (s.value for s in ACTIVE_RUN_STATES):
+                self.stop.request("cancel", f"run became {hb.get('status')}")
+            elif hb.get("pause_requested"):
+                self.stop.request("pause", "pause requested")
+
+    async def _timed_checkpoints(self) -> None:
+        interval = float(self.run.checkpoint_interval_s)
+        while True:
+            await asyncio.sleep(interval)
+            if self.ledger is None:
+                continue
+            running = sorted(self.ledger.in_flight())
+            if not running and self.dag is not None:
+                continue
+            try:
+                await self.ledger.checkpoint(CheckpointKind.timed, extra={"running_steps": running},
+                                             step_key=running[0] if running else None)
+                self.timed_checkpoints += 1
+            except Exception as exc:  # noqa: BLE001
+                log.warning("timed checkpoint of run %s failed: %s", self.run.id, exc)
+
+    # -- ending ---------------------------------------------------------------------
+
+    async def _settle(self, outcome: ScheduleOutcome) -> Run:
+        ledger = self.ledger
+        in_flight = sorted(ledger.in_flight())
+        if outcome.stopped == "interrupt":
+            out = await ledger.checkpoint(CheckpointKind.emergency, to=RunStatus.interrupted.value,
+                                          reason=self.stop.reason or "interrupted", reset=in_flight)
+        elif outcome.stopped == "cancel":
+            out = await ledger.checkpoint(CheckpointKind.manual, to=RunStatus.cancelled.value,
+                                          reason=self.stop.reason or "cancelled", reset=in_flight,
+                                          reset_to=StepStatus.cancelled.value)
+        elif outcome.failed:
+            key, error = next(iter(outcome.failed.items()))
+            out = await ledger.checkpoint(CheckpointKind.error, to=RunStatus.failed.value,
+                                          reason=f"step {key} failed", error=error[:4000])
+        elif outcome.remaining:
+            out = await ledger.checkpoint(CheckpointKind.manual, to=RunStatus.paused.value,
+                                          reason=self.stop.reason or "paused at a step boundary")
+        else:
+            out = await self.ss.acall("engine.settle", run_id=self.run.id, to=RunStatus.completed.value,
+                                      reason="all steps completed")
+        self.run = Run.model_validate(out["run"])
+        return self.run
+
+    async def _fail(self, error: str) -> Run:
+        try:
+            if self.ledger is not None:
+                out = await self.ledger.checkpoint(CheckpointKind.error, to=RunStatus.failed.value,
+                                                   reason="run failed", error=error[:4000],
+                                                   reset=sorted(self.ledger.in_flight()),
+                                                   reset_to=StepStatus.failed.value)
+            else:
+                out = await self.ss.acall("engine.settle", run_id=self.run.id, to=RunStatus.failed.value,
+                                          reason="run failed", error=error[:4000])
+            self.run = Run.model_validate(out["run"])
+        except Exception:  # noqa: BLE001
+            log.exception("could not mark run %s failed", self.run.id)
+        return self.run
+
+    async def _reset_running(self, to: str, reason: str) -> None:
+        if self.ledger is None:
+            return
+        running = [self.ledger.steps[k].id for k in self.ledger.in_flight()]
+        if running:
+            try:
+                await self.ss.acall("engine.settle", run_id=self.run.id, to=self.run.status.value, reason=reason,
+                                    reset_steps=running, reset_to=to)
+            except Exception:  # noqa: BLE001
+                log.exception("could not reset the steps of run %s", self.run.id)
+
+
+def _plan_agents(plan: Any) -> set[str]:
+    items = plan.get("sub_tasks", plan.get("steps", [])) if isinstance(plan, dict) else plan
+    return {str(i.get("sub_task_agent") or i.get("agent")) for i in items or [] if isinstance(i, dict)}

@@ -1,0 +1,105 @@
+"""Carrying out one step with its agents.
+
+An engineer step: the engineer writes `control/codebase/step_N.py`, the executor runs it
+through its `run_python` tool (a subprocess in `control/`); a failure goes back to the
+engineer with the error, up to `max_n_attempts`. A researcher step: the researcher
+writes Markdown, saved as `control/data/report_step_N.md`. A step's outputs hold only
+what the step produced (no timings), so a re-run gives the same outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from cmbagent_jupyter.agents.execution import ExecutionResult, run_python_file, run_python_tool
+from cmbagent_jupyter.agents.factory import AgentFactory
+from cmbagent_jupyter.agents.specs import AgentOutput
+from cmbagent_jupyter.engine import prompts
+from cmbagent_jupyter.engine.scheduler import StepFailed
+from cmbagent_jupyter.engine.settings import RunSettings
+from cmbagent_jupyter.llm.scope import SCOPE_KEY, ModelScope
+from cmbagent_jupyter.models import Step
+
+AfterTurn = Callable[[ModelScope, Any], Awaitable[None]]
+
+
+class StepWorker:
+    def __init__(self, factory: AgentFactory, settings: RunSettings, *, run_id: str, run_path: Path,
+                 after_turn: AfterTurn):
+        self.factory = factory
+        self.settings = settings
+        self.run_id = run_id
+        self.control = Path(run_path) / "control"
+        self.after_turn = after_turn
+
+    async def run(self, step: Step, ctx: dict[str, Any]) -> dict[str, Any]:
+        spec = self.factory.spec(step.agent)
+        if spec.output == AgentOutput.python:
+            return await self._code_step(step, ctx)
+        if spec.output == AgentOutput.markdown:
+            return await self._writing_step(step, ctx)
+        raise StepFailed(f"step {step.number} is given to agent {step.agent!r}, which does not carry out steps")
+
+    def _scope(self, agent: str, step: Step, code_file: str | None = None) -> ModelScope:
+        return ModelScope(agent=agent, run_id=self.run_id, step=step.key, step_number=step.number, step_id=step.id,
+                          code_file=code_file, chat_dir=str(self.control / "chats"))
+
+    async def _code_step(self, step: Step, ctx: dict[str, Any]) -> dict[str, Any]:
+        code_file = f"step_{step.number}.py"
+        codebase = self.control / "codebase"
+        codebase.mkdir(parents=True, exist_ok=True)
+        eng_scope = self._scope(step.agent, step, code_file)
+        exe_scope = self._scope("executor", step, code_file)
+        engineer = self.factory.build(step.agent)
+        reply = await engineer.ask(prompts.engineer_request(ctx, code_file), dependencies={SCOPE_KEY: eng_scope})
+        await self.after_turn(eng_scope, reply)
+        error = ""
+        for attempt in range(1, self.settings.max_n_attempts + 1):
+            code = prompts.extract_python(reply.body)
+            if code is None:
+                error = "The reply holds no ```python block with the script."
+            else:
+                (codebase / code_file).write_text(code, encoding="utf-8")
+                result = await self._execute(codebase, code_file, exe_scope)
+                if result.ok:
+                    return {
+                        "agent": step.agent, "code_file": f"codebase/{code_file}", "attempts": attempt,
+                        "summary": (result.stdout.strip()[-1500:] or f"{code_file} ran without output."),
+                        "stdout": result.stdout, "files": result.files, "figures": result.figures,
+                    }
+                error = result.summary()
+            if attempt < self.settings.max_n_attempts:
+                reply = await reply.ask(prompts.engineer_retry(attempt, error))
+                await self.after_turn(eng_scope, reply)
+        raise StepFailed(f"step {step.number} ({step.key}) failed after {self.settings.max_n_attempts} attempt(s): "
+                         f"{error[-2500:]}")
+
+    async def _execute(self, codebase: Path, code_file: str, scope: ModelScope) -> ExecutionResult:
+        results: list[ExecutionResult] = []
+        tool = run_python_tool(codebase, self.control, results, timeout_s=self.settings.step_timeout_s,
+                               allowed=lambda name: name == code_file)
+        executor = self.factory.build("executor", tools={"run_python": tool})
+        reply = await executor.ask(prompts.executor_request(code_file), dependencies={SCOPE_KEY: scope})
+        await self.after_turn(scope, reply)
+        if results:
+            return results[-1]
+        # the model answered without running the file: the step's code still has to run
+        return await run_python_file(codebase / code_file, cwd=self.control, timeout_s=self.settings.step_timeout_s)
+
+    async def _writing_step(self, step: Step, ctx: dict[str, Any]) -> dict[str, Any]:
+        scope = self._scope(step.agent, step)
+        writer = self.factory.build(step.agent)
+        reply = await writer.ask(prompts.researcher_request(ctx), dependencies={SCOPE_KEY: scope})
+        await self.after_turn(scope, reply)
+        text = (reply.body or "").strip()
+        if not text:
+            raise StepFailed(f"step {step.number} ({step.key}): the {step.agent} returned nothing")
+        rel = f"data/report_step_{step.number}.md"
+        path = self.control / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        body = prompts.strip_fence(text)
+        path.write_text(body, encoding="utf-8")
+        return {"agent": step.agent, "report": rel, "summary": body[:1500], "files": [rel], "figures": [],
+                "attempts": 1}

@@ -1,0 +1,1 @@
+"""Models: provider configuration, the offline scripted model, recording and transcripts."""

@@ -1,0 +1,64 @@
+"""A model config around another: every call goes to the inner model, then to `observe`.
+
+The recorder and the transcript writer are such wrappers. They are AG2 model configs
+themselves (provider, model, copy, create), so agents use them like any other model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ag2.events import ModelResponse
+
+from cmbagent_jupyter.llm.scope import ModelScope, TurnCounter, scope_of
+
+
+class ModelConfigWrapper:
+    def __init__(self, inner: Any):
+        self.inner = inner
+        self.turns = TurnCounter()
+
+    @property
+    def provider(self) -> Any:
+        return self.inner.provider
+
+    @property
+    def model(self) -> str:
+        return self.inner.model
+
+    def copy(self) -> "ModelConfigWrapper":
+        return self
+
+    def create(self) -> "_WrappedClient":
+        return _WrappedClient(self, self.inner.create())
+
+    def create_files_client(self) -> Any:
+        return self.inner.create_files_client()
+
+    def announcement(self) -> str | None:
+        inner = getattr(self.inner, "announcement", None)
+        return inner() if callable(inner) else None
+
+    def unwrap(self) -> Any:
+        inner = self.inner
+        while isinstance(inner, ModelConfigWrapper):
+            inner = inner.inner
+        return inner
+
+    def observe(self, scope: ModelScope, turn: int, messages: Sequence[Any], context: Any,
+                response: ModelResponse) -> None:
+        raise NotImplementedError
+
+
+class _WrappedClient:
+    def __init__(self, config: ModelConfigWrapper, client: Any):
+        self.config = config
+        self.client = client
+
+    async def __call__(self, messages: Sequence[Any], context: Any, **kwargs: Any) -> ModelResponse:
+        scope = scope_of(context)
+        turn = self.config.turns.next(scope)
+        response = await self.client(messages, context, **kwargs)
+        self.config.observe(scope, turn, messages, context, response)
+        return response

@@ -1,0 +1,289 @@
+"""Store operations of the planning-and-control engine: few calls, each one transaction.
+
+A run's hot path is `engine.advance`: one call records the steps that finished (status,
+outputs, checkpoint row, history, events) and marks the steps that may start now, so
+a step's completion is durable before anything that depends on it begins. Concurrent
+calls share the service's group commit. `engine.plan_ready` stores a validated plan,
+its DAG and the run's move to executing at once; `engine.claim` hands a run to the
+process that will execute it (compare-and-swap on the previous owner); `engine.settle`
+ends or suspends a run with its last checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cmbagent_jupyter.engine.states import IllegalTransition, check_step_transition
+from cmbagent_jupyter.models import CheckpointKind, EventType, RunStatus, StepStatus, new_id, utcnow
+from cmbagent_jupyter.store.database import dumps, from_db_time, to_db_time
+from cmbagent_jupyter.store.errors import Conflict, Invalid
+from cmbagent_jupyter.store.ops import (
+    OpContext,
+    _arg,
+    _history,
+    _run_row,
+    checkpoint_put,
+    op,
+    run_transition,
+    step_list,
+    step_put_plan,
+)
+
+ACTIVE = (RunStatus.planning.value, RunStatus.executing.value, RunStatus.waiting_approval.value)
+
+
+def _checkpoint_rows(sid: str, rid: str, items: list[tuple[str | None, dict[str, Any]]], now) -> list[tuple]:
+    rows = []
+    for step_id, cp in items:
+        try:
+            kind = CheckpointKind(cp.get("kind") or "step_complete").value
+        except ValueError:
+            raise Invalid(f"unknown checkpoint kind {cp.get('kind')!r}") from None
+        rows.append((cp.get("id") or new_id("checkpoint"), sid, rid, step_id, kind, dumps(cp.get("context") or {}),
+                     cp.get("pickle_path"), now))
+    return rows
+
+
+CHECKPOINT_COLUMNS = ("id", "session_id", "run_id", "step_id", "kind", "context", "pickle_path", "created_at")
+HISTORY_COLUMNS = ("id", "session_id", "entity_type", "entity_id", "from_state", "to_state", "reason", "actor", "at")
+
+
+@op("engine.advance", write=True)
+def engine_advance(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Record finished steps and start ready ones, in one transaction.
+
+    args: run_id; complete: [{step_id, outputs, checkpoint: {id, context, pickle_path}}];
+    fail: [{step_id, error}]; start: [step_id]; owner_pid. A completed step cannot be
+    completed again, and nothing is recorded unless the run is still active.
+    """
+    sid = _arg(args, "session_id", "session")
+    rid = _arg(args, "run_id", "run")
+    complete = args.get("complete") or []
+    fail = args.get("fail") or []
+    start = args.get("start") or []
+    if not isinstance(complete, list) or not isinstance(fail, list) or not isinstance(start, list):
+        raise Invalid("complete, fail and start must be lists")
+    run = ctx.db.fetchone("SELECT status, coalesce(pause_requested, false) AS pause_requested, owner_pid FROM runs "
+                          "WHERE id = ? AND session_id = ?", [rid, sid])
+    if run is None:
+        _run_row(ctx, sid, rid)
+    if run["status"] not in ACTIVE:
+        raise Conflict(f"run {rid} is {run['status']}; its steps are not recorded any more")
+    owner = args.get("owner_pid")
+    if owner is not None and run["owner_pid"] is not None and int(run["owner_pid"]) != int(owner):
+        raise Conflict(f"run {rid} is now executed by process {run['owner_pid']}, not {owner}")
+    ids = [c.get("step_id") for c in complete] + [f.get("step_id") for f in fail] + list(start)
+    for i in ids:
+        _arg({"id": i}, "id", "step")
+    if len(set(ids)) != len(ids):
+        raise Invalid("a step appears twice in one advance")
+    steps = {}
+    if ids:
+        rows = ctx.db.fetch(
+            f"SELECT id, key, number, agent, status FROM steps WHERE run_id = ? AND session_id = ? "
+            f"AND id IN ({', '.join('?' * len(ids))})", [rid, sid, *ids])
+        steps = {r["id"]: r for r in rows}
+        unknown = [i for i in ids if i not in steps]
+        if unknown:
+            raise Invalid(f"step(s) {', '.join(unknown)} are not steps of run {rid}")
+    now_dt = utcnow()
+    now = to_db_time(now_dt)
+    history: list[tuple] = []
+    checkpoints: list[tuple[str | None, dict[str, Any]]] = []
+    events: list[tuple[EventType, dict[str, Any]]] = []
+
+    def moved(step: dict[str, Any], dst: StepStatus, reason: str) -> dict[str, Any]:
+        src = step["status"]
+        if src == StepStatus.completed.value and dst == StepStatus.completed:
+            raise Conflict(f"step {step['key']} of run {rid} is completed already; a completed step is never "
+                           f"recorded twice")
+        if src != dst.value:
+            try:
+                check_step_transition(step["id"], src, dst.value)
+            except IllegalTransition as exc:
+                raise Conflict(str(exc)) from None
+            history.append((new_id("transition"), sid, "step", step["id"], src, dst.value, reason, args.get("actor"),
+                            now))
+        return {"step_id": step["id"], "key": step["key"], "number": step["number"], "agent": step["agent"],
+                "from": src, "to": dst.value}
+
+    done_values: list[Any] = []
+    for c in complete:
+        step = steps[c["step_id"]]
+        events.append((EventType.step_completed, moved(step, StepStatus.completed, "step finished")))
+        done_values += [step["id"], dumps(c.get("outputs") or {})]
+        if c.get("checkpoint"):
+            checkpoints.append((step["id"], c["checkpoint"]))
+    if complete:
+        ctx.db.execute(
+            "UPDATE steps SET status = 'completed', outputs = v.o, completed_at = ?, progress = 1.0, error = NULL "
+            f"FROM (VALUES {', '.join(['(?, ?)'] * len(complete))}) AS v(id, o) WHERE steps.id = v.id",
+            [now, *done_values])
+    for f in fail:
+        step = steps[f["step_id"]]
+        payload = moved(step, StepStatus.failed, "step failed")
+        payload["error"] = str(f.get("error") or "")[:2000]
+        events.append((EventType.step_failed, payload))
+        ctx.db.execute("UPDATE steps SET status = 'failed', error = ? WHERE id = ?", [f.get("error"), step["id"]])
+    if start:
+        fresh = []
+        for i in start:
+            step = steps[i]
+            payload = moved(step, StepStatus.running, "step started" if step["status"] != "running"
+                            else "re-run of a step in flight at a crash")
+            events.append((EventType.step_started, payload))
+            fresh.append(i)
+        ctx.db.execute(
+            f"UPDATE steps SET status = 'running', started_at = ?, attempts = attempts + 1, error = NULL, "
+            f"progress = 0.0 WHERE id IN ({', '.join('?' * len(fresh))})", [now, *fresh])
+    if history:
+        ctx.db.insert_rows("state_history", HISTORY_COLUMNS, history)
+    if checkpoints:
+        rows = _checkpoint_rows(sid, rid, checkpoints, now)
+        ctx.db.insert_rows("checkpoints", CHECKPOINT_COLUMNS, rows)
+        for r in rows:
+            events.append((EventType.checkpoint_saved, {"checkpoint_id": r[0], "kind": r[4], "step_id": r[3]}))
+    ctx.db.execute("UPDATE runs SET last_heartbeat_at = ? WHERE id = ?", [now, rid])
+    for etype, payload in events:
+        ctx.emit(etype, sid, rid, payload)
+    return {"run_status": run["status"], "pause_requested": bool(run["pause_requested"]),
+            "at": now_dt.isoformat()}
+
+
+@op("engine.plan_ready", write=True)
+def engine_plan_ready(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Store a validated plan with its DAG, note it in the run's config, checkpoint, and start executing."""
+    sid = _arg(args, "session_id", "session")
+    rid = _arg(args, "run_id", "run")
+    run = _run_row(ctx, sid, rid)
+    if run["status"] not in (RunStatus.draft.value, RunStatus.planning.value):
+        raise Conflict(f"run {rid} is {run['status']}; a plan is stored while it is draft or planning")
+    steps = step_put_plan(ctx, {"session_id": sid, "run_id": rid, "steps": args.get("steps")})
+    config = dict(run["config"])
+    config.update(args.get("config") or {})
+    ctx.db.execute("UPDATE runs SET config = ? WHERE id = ?", [dumps(config), rid])
+    dag = args.get("dag") or {}
+    ctx.db.execute("DELETE FROM dag_nodes WHERE run_id = ?", [rid])
+    ctx.db.execute("DELETE FROM dag_edges WHERE run_id = ?", [rid])
+    ctx.db.insert_rows("dag_nodes", ("session_id", "run_id", "node_id", "kind", "label", "status", "level"),
+                       [(sid, rid, n["id"], n.get("kind") or "agent", str(n.get("label") or "")[:500],
+                         n.get("status"), n.get("level")) for n in dag.get("nodes") or []])
+    ctx.db.insert_rows("dag_edges", ("session_id", "run_id", "source", "target", "kind"),
+                       [(sid, rid, e["source"], e["target"], e.get("kind") or "sequential")
+                        for e in dag.get("edges") or []])
+    ctx.emit(EventType.dag_created, sid, rid, {"dag": dag, "mermaid": args.get("mermaid")})
+    if args.get("checkpoint"):
+        cp = args["checkpoint"]
+        checkpoint_put(ctx, {"session_id": sid, "run_id": rid, "kind": cp.get("kind") or "step_complete",
+                             "context": cp.get("context"), "pickle_path": cp.get("pickle_path"), "id": cp.get("id")})
+    out = run_transition(ctx, {"session_id": sid, "run_id": rid, "to": RunStatus.executing.value,
+                               "reason": args.get("reason") or "plan ready", "actor": args.get("actor"),
+                               "owner_pid": args.get("owner_pid"),
+                               "expected_from": [RunStatus.draft.value, RunStatus.planning.value]})
+    return {"run": out, "steps": steps}
+
+
+@op("engine.claim", write=True)
+def engine_claim(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Hand a run to the calling process (`owner_pid`) and move it to `to` (planning or executing).
+
+    A run still marked active is only taken over when its owner is the one the caller
+    found dead (`stale_owner_pid`); it is first recorded as interrupted, so the history
+    shows the crash. Two processes racing to resume: one wins, the other gets Conflict.
+    """
+    sid = _arg(args, "session_id", "session")
+    rid = _arg(args, "run_id", "run")
+    run = _run_row(ctx, sid, rid)
+    to = args.get("to")
+    if to not in (RunStatus.planning.value, RunStatus.executing.value):
+        raise Invalid("a run is claimed to plan or to execute")
+    allowed = list(args.get("allowed_from") or [])
+    status = run["status"]
+    if status in ACTIVE:
+        stale = args.get("stale_owner_pid")
+        if stale is None or run["owner_pid"] is None or int(run["owner_pid"]) != int(stale):
+            raise Conflict(f"run {rid} is {status} and owned by process {run['owner_pid']}; it can be resumed once "
+                           f"that process is gone")
+        run_transition(ctx, {"session_id": sid, "run_id": rid, "to": RunStatus.interrupted.value,
+                             "reason": f"owner process {stale} is gone", "actor": args.get("actor")})
+        status = RunStatus.interrupted.value
+        allowed.append(status)
+    if allowed and status not in allowed:
+        raise Conflict(f"run {rid} is {status}; expected one of {', '.join(allowed)}")
+    out = run_transition(ctx, {"session_id": sid, "run_id": rid, "to": to, "reason": args.get("reason"),
+                               "actor": args.get("actor"), "owner_pid": args.get("owner_pid"),
+                               "expected_from": [status]})
+    return {"run": out, "steps": step_list(ctx, {"session_id": sid, "run_id": rid})}
+
+
+@op("engine.settle", write=True)
+def engine_settle(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """End or suspend a run: its last checkpoint, in-flight steps set back, and the move, together."""
+    sid = _arg(args, "session_id", "session")
+    rid = _arg(args, "run_id", "run")
+    run = _run_row(ctx, sid, rid)
+    to = _arg(args, "to")
+    if run["status"] != to and run["status"] in (RunStatus.completed.value, RunStatus.cancelled.value):
+        raise Conflict(f"run {rid} is {run['status']} already")
+    reset_to = args.get("reset_to") or StepStatus.pending.value
+    if reset_to not in (StepStatus.pending.value, StepStatus.cancelled.value, StepStatus.failed.value):
+        raise Invalid("in-flight steps are set back to pending, cancelled or failed")
+    for step_id in args.get("reset_steps") or []:
+        row = ctx.db.fetchone("SELECT id, key, number, agent, status FROM steps WHERE id = ? AND run_id = ?",
+                              [_arg({"id": step_id}, "id", "step"), rid])
+        if row and row["status"] == StepStatus.running.value:
+            ctx.db.execute("UPDATE steps SET status = ? WHERE id = ?", [reset_to, step_id])
+            _history(ctx, sid, "step", step_id, "running", reset_to, args.get("reason"), args.get("actor"))
+            ctx.emit(EventType.step_state_changed, sid, rid,
+                     {"step_id": step_id, "key": row["key"], "number": row["number"], "agent": row["agent"],
+                      "from": "running", "to": reset_to})
+    if args.get("checkpoint"):
+        cp = args["checkpoint"]
+        checkpoint_put(ctx, {"session_id": sid, "run_id": rid, "kind": cp.get("kind") or "manual",
+                             "context": cp.get("context"), "pickle_path": cp.get("pickle_path"), "id": cp.get("id"),
+                             "step_id": cp.get("step_id")})
+    if run["status"] == to:
+        return {"run": _run_row(ctx, sid, rid)}
+    fields: dict[str, Any] = {"session_id": sid, "run_id": rid, "to": to, "reason": args.get("reason"),
+                              "actor": args.get("actor")}
+    if args.get("error") is not None:
+        fields["error"] = args["error"]
+    if args.get("expected_from"):
+        fields["expected_from"] = args["expected_from"]
+    return {"run": run_transition(ctx, fields)}
+
+
+@op("engine.runs", write=False)
+def engine_runs(ctx: OpContext, args: dict[str, Any]) -> list[dict[str, Any]]:
+    """Runs with their session's name and step counts, for `cmbagent status` (all sessions by default)."""
+    params: list[Any] = []
+    where = ["s.status != 'deleted'"]
+    if args.get("session_id"):
+        where.append("r.session_id = ?")
+        params.append(_arg(args, "session_id", "session"))
+    if args.get("status"):
+        statuses = args["status"] if isinstance(args["status"], list) else [args["status"]]
+        where.append(f"r.status IN ({', '.join('?' * len(statuses))})")
+        params += statuses
+    limit = min(int(args.get("limit") or 200), 10_000)
+    rows = ctx.db.fetch(
+        "SELECT r.id, r.session_id, s.name AS session_name, r.task, r.mode, r.status, r.model, r.created_at, "
+        "r.started_at, r.completed_at, r.last_heartbeat_at, r.owner_pid, coalesce(r.pause_requested, false) AS "
+        "pause_requested, r.error, r.path, "
+        "(SELECT count(*) FROM steps t WHERE t.run_id = r.id) AS steps_total, "
+        "(SELECT count(*) FROM steps t WHERE t.run_id = r.id AND t.status = 'completed') AS steps_completed, "
+        "(SELECT count(*) FROM steps t WHERE t.run_id = r.id AND t.status = 'running') AS steps_running, "
+        "(SELECT coalesce(sum(cost_usd), 0) FROM cost_records c WHERE c.run_id = r.id) AS cost_usd "
+        f"FROM runs r JOIN sessions s ON s.id = r.session_id WHERE {' AND '.join(where)} "
+        f"ORDER BY r.created_at DESC LIMIT {limit}", params)
+    out = []
+    for r in rows:
+        r = dict(r)
+        for k in ("created_at", "started_at", "completed_at", "last_heartbeat_at"):
+            if r[k] is not None:
+                r[k] = from_db_time(r[k]).isoformat()
+        for k in ("steps_total", "steps_completed", "steps_running"):
+            r[k] = int(r[k] or 0)
+        r["cost_usd"] = float(r["cost_usd"] or 0.0)
+        out.append(r)
+    return out
