@@ -1,7 +1,28 @@
-"""anywidget components; their front ends are bundled from the repository's widgets/src."""
+"""anywidget components; their front ends are bundled from the repository's widgets/src.
+
+`RunView(run_id)` is what a run shows in a cell; its parts (`DagWidget`,
+`ApprovalWidget`, `CostWidget`, `EventLogWidget`, `RunHeaderWidget`) can each be
+shown alone for a run, and all of them read the store, never the engine's memory.
+"""
 
 from __future__ import annotations
 
-from cmbagent_jupyter.widgets.base import STATIC_DIR, DagWidget, EventLogWidget, bundle_path
+from cmbagent_jupyter.widgets.approval import ApprovalWidget
+from cmbagent_jupyter.widgets.base import STATIC_DIR, bundle_path
+from cmbagent_jupyter.widgets.cost import CostWidget
+from cmbagent_jupyter.widgets.dag import DagWidget, run_graph
+from cmbagent_jupyter.widgets.event_log import EventLogWidget
+from cmbagent_jupyter.widgets.feed import RunFeed
+from cmbagent_jupyter.widgets.run_view import RunHeaderWidget, RunView
 
-__all__ = ["STATIC_DIR", "DagWidget", "EventLogWidget", "bundle_path"]
+__all__ = [
+    "STATIC_DIR", "ApprovalWidget", "CostWidget", "DagWidget", "EventLogWidget", "RunFeed", "RunHeaderWidget",
+    "RunView", "bundle_path", "display_run", "run_graph",
+]
+
+
+def display_run(handle, **kwargs) -> RunView:
+    """The `RunView` of a run handle (anything with `run_id`, optionally `session_id` and
+    `home`), wired to the handle's pause / resume / cancel."""
+    return RunView(handle.run_id, getattr(handle, "session_id", None), getattr(handle, "home", None),
+                   handle=handle, **kwargs)

@@ -1,6 +1,10 @@
-// DAG widget: lays out the plan graph (trait `graph`) with dagre, draws it as
-// SVG coloured by node status and reports clicks to Python as
-// {type: "node_click", id}.
+// DAG widget: the run's plan graph (trait `graph`) laid out with dagre and drawn
+// as SVG, nodes coloured by state and edges by whether their dependency is met.
+// Pan by dragging, zoom with the buttons or Ctrl+wheel, "Fit" shows everything.
+// A click sends {type: "node_click", id}; Python answers with the node's detail
+// ({type: "detail", id, detail}: output, attempts, code, figures as data URLs,
+// cost), shown below the graph. A failed step's detail has a feedback box that
+// sends {type: "retry", step_id, feedback}.
 import dagre, {
   type EdgeLabel,
   type Graph as LayoutGraph,
@@ -8,19 +12,29 @@ import dagre, {
   type NodeLabel,
 } from '@dagrejs/dagre';
 import { Cleanup, RenderProps, element } from './_anywidget';
-
-export type NodeStatus =
-  | 'pending'
-  | 'running'
-  | 'completed'
-  | 'failed'
-  | 'paused'
-  | 'waiting_approval';
+import {
+  Notice,
+  badge,
+  button,
+  formatInt,
+  formatTime,
+  formatUsd,
+  isMessage,
+  showNotice,
+  statusColor,
+  statusTextColor,
+  styleElement,
+  svg,
+  truncate,
+} from './_common';
 
 export interface GraphNode {
   id: string;
   label?: string;
-  status?: NodeStatus | string;
+  status?: string | null;
+  kind?: string;
+  agent?: string;
+  number?: number;
 }
 
 export interface GraphEdge {
@@ -35,50 +49,110 @@ export interface Graph {
 
 interface DagState {
   graph: Graph;
+  selected: string;
+  height: number;
 }
 
-export const STATUS_COLORS: Record<NodeStatus, string> = {
-  pending: '#9e9e9e',
-  running: '#1e88e5',
-  completed: '#43a047',
-  failed: '#e53935',
-  paused: '#ffb300',
-  waiting_approval: '#8e24aa',
-};
-
-const SVG_NS = 'http://www.w3.org/2000/svg';
-const NODE_HEIGHT = 36;
-const CHAR_WIDTH = 7;
-const MARGIN = 12;
-
-function svg<K extends keyof SVGElementTagNameMap>(
-  tag: K,
-  attrs: Record<string, string | number> = {}
-): SVGElementTagNameMap[K] {
-  const node = document.createElementNS(SVG_NS, tag);
-  for (const [name, value] of Object.entries(attrs)) {
-    node.setAttribute(name, String(value));
-  }
-  return node;
+export interface Figure {
+  name: string;
+  data_url?: string;
+  error?: string;
 }
 
-export function statusColor(status: string | undefined): string {
-  return STATUS_COLORS[(status ?? 'pending') as NodeStatus] ?? STATUS_COLORS.pending;
+export interface Attempt {
+  attempt: number;
+  status: string;
+  error_type?: string | null;
+  error?: string | null;
+  feedback?: string | null;
+  cost_usd?: number;
+  started_at?: string | null;
 }
+
+export interface CodeFile {
+  name: string;
+  text: string;
+}
+
+export interface NodeDetail {
+  id: string;
+  kind?: string;
+  title?: string;
+  status?: string | null;
+  agent?: string | null;
+  number?: number | null;
+  description?: string;
+  started_at?: string | null;
+  completed_at?: string | null;
+  error?: string | null;
+  output_html?: string;
+  output_text?: string;
+  code?: CodeFile[];
+  figures?: Figure[];
+  files?: string[];
+  attempts?: Attempt[];
+  cost?: { cost_usd: number; tokens: number; calls: number; by_model?: { model: string; cost_usd: number; tokens: number }[] };
+  can_retry?: boolean;
+  plan?: { number: number; agent: string; text: string }[];
+}
+
+interface DetailMessage {
+  type: 'detail';
+  id: string;
+  detail: NodeDetail | null;
+}
+
+const NODE_WIDTH = 190;
+const NODE_HEIGHT = 40;
+const MARGIN = 16;
+const LABEL_CHARS = 26;
+const MIN_SCALE = 0.05;
+const MAX_SCALE = 3;
+
+const STYLE = `
+.cmbagent-dag-toolbar { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; margin-bottom: 4px; }
+.cmbagent-dag-legend { display: flex; flex-wrap: wrap; gap: 8px; margin-left: auto; font-size: 11px; }
+.cmbagent-dag-legend span.swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px;
+  margin-right: 3px; vertical-align: middle; }
+.cmbagent-dag-viewport { position: relative; overflow: hidden; border: 1px solid var(--jp-border-color2, #ddd);
+  border-radius: 4px; background: var(--jp-layout-color0, #fff); cursor: grab; user-select: none; }
+.cmbagent-dag-viewport.dragging { cursor: grabbing; }
+.cmbagent-dag-viewport svg { display: block; width: 100%; height: 100%; }
+.cmbagent-dag-node { cursor: pointer; }
+.cmbagent-dag-node.selected rect { stroke: var(--jp-brand-color1, #1976d2); stroke-width: 3; }
+.cmbagent-dag-empty { padding: 12px; }
+.cmbagent-dag-detail { margin-top: 6px; border: 1px solid var(--jp-border-color2, #ddd); border-radius: 4px;
+  padding: 6px 10px; }
+.cmbagent-dag-detail h4 { margin: 8px 0 4px; font-size: 13px; }
+.cmbagent-dag-detail-head { display: flex; gap: 8px; align-items: center; }
+.cmbagent-dag-detail-head .title { font-weight: 600; font-size: 14px; }
+.cmbagent-dag-detail-head .cmbagent-btn { margin-left: auto; }
+.cmbagent-dag-figures { display: flex; flex-wrap: wrap; gap: 8px; }
+.cmbagent-dag-figures figure { margin: 0; max-width: 100%; }
+.cmbagent-dag-figures img { max-width: 520px; width: 100%; border: 1px solid var(--jp-border-color3, #eee); }
+.cmbagent-dag-figures figcaption { font-size: 11px; }
+.cmbagent-dag-output { max-height: 420px; overflow: auto; }
+.cmbagent-dag-retry { margin-top: 8px; padding: 6px; border-left: 3px solid #e53935;
+  background: var(--jp-layout-color2, #fafafa); }
+.cmbagent-dag-retry .cmbagent-btn { margin-top: 4px; }
+`;
+
+const LEGEND = ['pending', 'running', 'waiting_approval', 'completed', 'failed', 'paused', 'skipped'];
 
 export type Layout = LayoutGraph<GraphLabel, NodeLabel, EdgeLabel>;
 
+export function nodeText(node: GraphNode): string {
+  const base = node.label ?? node.id;
+  const prefix = node.number ? `${node.number}. ` : '';
+  return truncate(prefix + base.replace(/\s+/g, ' '), LABEL_CHARS);
+}
+
 export function layout(graph: Graph): Layout {
   const g: Layout = new dagre.graphlib.Graph();
-  g.setGraph({ rankdir: 'TB', nodesep: 24, ranksep: 36, marginx: MARGIN, marginy: MARGIN });
+  g.setGraph({ rankdir: 'TB', nodesep: 20, ranksep: 34, marginx: MARGIN, marginy: MARGIN });
   g.setDefaultEdgeLabel(() => ({}));
   for (const node of graph.nodes ?? []) {
-    const label = node.label ?? node.id;
-    g.setNode(node.id, {
-      label,
-      width: Math.max(80, label.length * CHAR_WIDTH + 24),
-      height: NODE_HEIGHT,
-    });
+    g.setNode(node.id, { width: NODE_WIDTH, height: NODE_HEIGHT });
   }
   for (const edge of graph.edges ?? []) {
     if (g.hasNode(edge.source) && g.hasNode(edge.target)) {
@@ -89,107 +163,512 @@ export function layout(graph: Graph): Layout {
   return g;
 }
 
-export function draw(
-  container: HTMLElement,
-  graph: Graph,
-  onClick: (id: string) => void
-): void {
-  container.replaceChildren();
-  const nodes = graph.nodes ?? [];
-  if (nodes.length === 0) {
-    container.appendChild(element('div', 'cmbagent-dag-empty', 'No plan yet.'));
-    return;
-  }
-  const g = layout(graph);
-  const { width = 0, height = 0 } = g.graph();
-  const root = svg('svg', {
-    width,
-    height,
-    viewBox: `0 0 ${width} ${height}`,
-    class: 'cmbagent-dag',
-  });
-  const defs = svg('defs');
-  const marker = svg('marker', {
-    id: 'cmbagent-dag-arrow',
-    viewBox: '0 0 10 10',
-    refX: 10,
-    refY: 5,
-    markerWidth: 6,
-    markerHeight: 6,
-    orient: 'auto-start-reverse',
-  });
-  marker.appendChild(svg('path', { d: 'M 0 0 L 10 5 L 0 10 z', fill: '#616161' }));
-  defs.appendChild(marker);
-  root.appendChild(defs);
+/** What decides the layout: node ids and edges (not states, which only recolour). */
+function structureKey(graph: Graph): string {
+  const nodes = (graph.nodes ?? []).map((n) => n.id).join('\u0001');
+  const edges = (graph.edges ?? []).map((e) => `${e.source}>${e.target}`).join('\u0001');
+  return `${nodes}\u0002${edges}`;
+}
 
-  for (const e of g.edges()) {
-    const points = g.edge(e).points ?? [];
-    const d = points.map((p, i) => `${i === 0 ? 'M' : 'L'} ${p.x} ${p.y}`).join(' ');
-    root.appendChild(
-      svg('path', {
-        d,
-        fill: 'none',
-        stroke: '#616161',
-        'stroke-width': 1.5,
-        'marker-end': 'url(#cmbagent-dag-arrow)',
-        class: 'cmbagent-dag-edge',
-      })
+interface View {
+  k: number;
+  x: number;
+  y: number;
+}
+
+class DagView {
+  private readonly root: HTMLElement;
+  private readonly toolbar: HTMLElement;
+  private readonly legend: HTMLElement;
+  private readonly viewport: HTMLElement;
+  private readonly detailHost: HTMLElement;
+  private svgRoot: SVGSVGElement | null = null;
+  private scene: SVGGElement | null = null;
+  private structure = '';
+  private size = { width: 0, height: 0 };
+  private view: View = { k: 1, x: 0, y: 0 };
+  private nodeEls = new Map<string, SVGGElement>();
+  private edgeEls: { el: SVGPathElement; source: string }[] = [];
+  private detail: NodeDetail | null = null;
+  private noticeHost: HTMLElement | null = null;
+  private labelsShown = true;
+
+  constructor(
+    el: HTMLElement,
+    private readonly model: RenderProps<DagState>['model']
+  ) {
+    this.root = element('div', 'cmbagent-w cmbagent-dag-widget');
+    this.toolbar = element('div', 'cmbagent-dag-toolbar');
+    this.legend = element('div', 'cmbagent-dag-legend');
+    this.viewport = element('div', 'cmbagent-dag-viewport');
+    this.detailHost = element('div', 'cmbagent-dag-detail-host');
+    this.toolbar.append(
+      button('Fit', 'cmbagent-dag-fit', () => this.fit()),
+      button('+', 'cmbagent-dag-zoom-in', () => this.zoomBy(1.25)),
+      button('−', 'cmbagent-dag-zoom-out', () => this.zoomBy(0.8)),
+      this.legend
     );
+    this.root.append(styleElement(STYLE), this.toolbar, this.viewport, this.detailHost);
+    el.appendChild(this.root);
+    this.bindPanZoom();
   }
 
-  for (const node of nodes) {
-    const placed = g.node(node.id);
-    if (!placed) {
-      continue;
+  private graph(): Graph {
+    return this.model.get('graph') ?? {};
+  }
+
+  update(): void {
+    const graph = this.graph();
+    const key = structureKey(graph);
+    if (key !== this.structure || !this.svgRoot) {
+      this.structure = key;
+      this.draw(graph);
+      this.fit();
+    } else {
+      this.recolour(graph);
     }
-    const x = (placed.x ?? 0) - placed.width / 2;
-    const y = (placed.y ?? 0) - placed.height / 2;
-    const group = svg('g', {
-      class: 'cmbagent-dag-node',
-      transform: `translate(${x}, ${y})`,
-      'data-id': node.id,
-      'data-status': node.status ?? 'pending',
-      cursor: 'pointer',
+    this.drawLegend(graph);
+    this.markSelected();
+  }
+
+  private drawLegend(graph: Graph): void {
+    const counts = new Map<string, number>();
+    for (const n of graph.nodes ?? []) {
+      if (n.kind === 'planning' || n.kind === 'terminator') {
+        continue;
+      }
+      const s = n.status ?? 'pending';
+      counts.set(s, (counts.get(s) ?? 0) + 1);
+    }
+    this.legend.replaceChildren();
+    for (const status of LEGEND) {
+      const item = element('span', 'cmbagent-dag-legend-item');
+      item.dataset.status = status;
+      const swatch = element('span', 'swatch');
+      swatch.style.background = statusColor(status);
+      item.append(swatch, `${status.replace('_', ' ')} ${counts.get(status) ?? 0}`);
+      this.legend.appendChild(item);
+    }
+  }
+
+  private draw(graph: Graph): void {
+    this.viewport.replaceChildren();
+    this.nodeEls.clear();
+    this.edgeEls = [];
+    this.svgRoot = null;
+    this.scene = null;
+    const nodes = graph.nodes ?? [];
+    if (nodes.length === 0) {
+      this.viewport.style.height = 'auto';
+      this.viewport.appendChild(element('div', 'cmbagent-dag-empty cmbagent-muted', 'No plan yet.'));
+      return;
+    }
+    const g = layout(graph);
+    const { width = 0, height = 0 } = g.graph();
+    this.size = { width, height };
+    const viewportHeight = Math.max(160, Math.min(Number(this.model.get('height')) || 460, height + 8));
+    this.viewport.style.height = `${viewportHeight}px`;
+
+    const root = svg('svg', { class: 'cmbagent-dag', 'data-nodes': nodes.length });
+    const defs = svg('defs');
+    for (const [id, colour] of [
+      ['cmbagent-arrow-met', '#2e7d32'],
+      ['cmbagent-arrow', '#9e9e9e'],
+    ]) {
+      const marker = svg('marker', {
+        id,
+        viewBox: '0 0 10 10',
+        refX: 10,
+        refY: 5,
+        markerWidth: 6,
+        markerHeight: 6,
+        orient: 'auto-start-reverse',
+      });
+      marker.appendChild(svg('path', { d: 'M 0 0 L 10 5 L 0 10 z', fill: colour }));
+      defs.appendChild(marker);
+    }
+    root.appendChild(defs);
+    const scene = svg('g', { class: 'cmbagent-dag-scene' });
+    root.appendChild(scene);
+
+    for (const e of g.edges()) {
+      const points = g.edge(e).points ?? [];
+      const d = points.map((p, i) => `${i === 0 ? 'M' : 'L'} ${p.x} ${p.y}`).join(' ');
+      const path = svg('path', { d, fill: 'none', class: 'cmbagent-dag-edge', 'data-source': e.v, 'data-target': e.w });
+      scene.appendChild(path);
+      this.edgeEls.push({ el: path, source: e.v });
+    }
+    for (const node of nodes) {
+      const placed = g.node(node.id);
+      if (!placed) {
+        continue;
+      }
+      const x = (placed.x ?? 0) - placed.width / 2;
+      const y = (placed.y ?? 0) - placed.height / 2;
+      const group = svg('g', { class: 'cmbagent-dag-node', transform: `translate(${x}, ${y})`, 'data-id': node.id });
+      const terminal = node.kind === 'planning' || node.kind === 'terminator';
+      group.appendChild(
+        svg('rect', {
+          width: placed.width,
+          height: placed.height,
+          rx: terminal ? placed.height / 2 : 6,
+          ry: terminal ? placed.height / 2 : 6,
+          stroke: '#424242',
+          'stroke-width': 1,
+        })
+      );
+      const text = svg('text', {
+        x: placed.width / 2,
+        y: node.agent ? placed.height / 2 - 6 : placed.height / 2,
+        'text-anchor': 'middle',
+        'dominant-baseline': 'central',
+        'font-size': 12,
+        'font-family': 'sans-serif',
+        class: 'cmbagent-dag-label',
+      });
+      text.textContent = nodeText(node);
+      group.appendChild(text);
+      if (node.agent) {
+        const agent = svg('text', {
+          x: placed.width / 2,
+          y: placed.height / 2 + 9,
+          'text-anchor': 'middle',
+          'dominant-baseline': 'central',
+          'font-size': 10,
+          'font-family': 'sans-serif',
+          class: 'cmbagent-dag-agent',
+        });
+        agent.textContent = node.agent;
+        group.appendChild(agent);
+      }
+      group.appendChild(svg('title'));
+      group.addEventListener('click', (ev) => {
+        ev.stopPropagation();
+        this.select(node.id);
+      });
+      scene.appendChild(group);
+      this.nodeEls.set(node.id, group);
+    }
+    this.viewport.appendChild(root);
+    this.svgRoot = root;
+    this.scene = scene;
+    this.recolour(graph);
+  }
+
+  private recolour(graph: Graph): void {
+    const status = new Map<string, string>();
+    for (const node of graph.nodes ?? []) {
+      const s = node.status ?? 'pending';
+      status.set(node.id, s);
+      const group = this.nodeEls.get(node.id);
+      if (!group) {
+        continue;
+      }
+      group.dataset.status = s;
+      group.querySelector('rect')?.setAttribute('fill', statusColor(s));
+      for (const t of Array.from(group.querySelectorAll('text'))) {
+        t.setAttribute('fill', statusTextColor(s));
+      }
+      const title = group.querySelector('title');
+      if (title) {
+        const who = node.agent ? ` (${node.agent})` : '';
+        title.textContent = `${node.number ? `${node.number}. ` : ''}${node.label ?? node.id}${who}: ${s.replace('_', ' ')}`;
+      }
+    }
+    for (const { el, source } of this.edgeEls) {
+      const met = status.get(source) === 'completed';
+      el.setAttribute('stroke', met ? '#2e7d32' : '#9e9e9e');
+      el.setAttribute('stroke-width', met ? '1.8' : '1.3');
+      el.setAttribute('stroke-dasharray', met ? '' : '4 3');
+      el.setAttribute('marker-end', `url(#${met ? 'cmbagent-arrow-met' : 'cmbagent-arrow'})`);
+      el.dataset.met = String(met);
+    }
+  }
+
+  private markSelected(): void {
+    const selected = this.model.get('selected');
+    for (const [id, group] of this.nodeEls) {
+      group.classList.toggle('selected', id === selected);
+    }
+  }
+
+  // -- pan and zoom --------------------------------------------------------------
+
+  private applyView(): void {
+    if (!this.scene) {
+      return;
+    }
+    const { k, x, y } = this.view;
+    this.scene.setAttribute('transform', `translate(${x}, ${y}) scale(${k})`);
+    this.svgRoot?.setAttribute('data-scale', k.toFixed(3));
+    const showLabels = k >= 0.35;
+    if (showLabels !== this.labelsShown) {
+      this.labelsShown = showLabels;
+      this.scene.classList.toggle('cmbagent-dag-compact', !showLabels);
+      for (const t of Array.from(this.scene.querySelectorAll('text'))) {
+        (t as SVGTextElement).style.display = showLabels ? '' : 'none';
+      }
+    }
+  }
+
+  fit(): void {
+    const width = this.viewport.clientWidth || 600;
+    const height = this.viewport.clientHeight || 400;
+    const { width: gw, height: gh } = this.size;
+    if (!gw || !gh) {
+      return;
+    }
+    const k = Math.max(MIN_SCALE, Math.min(1, width / gw, height / gh));
+    this.view = { k, x: (width - gw * k) / 2, y: Math.max(0, (height - gh * k) / 2) };
+    this.applyView();
+  }
+
+  zoomBy(factor: number, cx?: number, cy?: number): void {
+    const width = this.viewport.clientWidth || 600;
+    const height = this.viewport.clientHeight || 400;
+    const px = cx ?? width / 2;
+    const py = cy ?? height / 2;
+    const k = Math.max(MIN_SCALE, Math.min(MAX_SCALE, this.view.k * factor));
+    const ratio = k / this.view.k;
+    this.view = { k, x: px - (px - this.view.x) * ratio, y: py - (py - this.view.y) * ratio };
+    this.applyView();
+  }
+
+  private bindPanZoom(): void {
+    let drag: { x: number; y: number; vx: number; vy: number } | null = null;
+    this.viewport.addEventListener('pointerdown', (ev) => {
+      if ((ev.target as Element).closest('.cmbagent-dag-node')) {
+        return;
+      }
+      drag = { x: ev.clientX, y: ev.clientY, vx: this.view.x, vy: this.view.y };
+      this.viewport.classList.add('dragging');
+      this.viewport.setPointerCapture?.(ev.pointerId);
     });
-    group.appendChild(
-      svg('rect', {
-        width: placed.width,
-        height: placed.height,
-        rx: 6,
-        ry: 6,
-        fill: statusColor(node.status),
-        stroke: '#424242',
+    this.viewport.addEventListener('pointermove', (ev) => {
+      if (!drag) {
+        return;
+      }
+      this.view = { ...this.view, x: drag.vx + ev.clientX - drag.x, y: drag.vy + ev.clientY - drag.y };
+      this.applyView();
+    });
+    const end = () => {
+      drag = null;
+      this.viewport.classList.remove('dragging');
+    };
+    this.viewport.addEventListener('pointerup', end);
+    this.viewport.addEventListener('pointercancel', end);
+    this.viewport.addEventListener(
+      'wheel',
+      (ev) => {
+        const rect = this.viewport.getBoundingClientRect();
+        if (ev.ctrlKey || ev.metaKey) {
+          ev.preventDefault();
+          this.zoomBy(ev.deltaY < 0 ? 1.15 : 1 / 1.15, ev.clientX - rect.left, ev.clientY - rect.top);
+          return;
+        }
+        // Plain wheel pans a graph larger than the view; otherwise the page scrolls.
+        const { k } = this.view;
+        const overflowY = this.size.height * k > rect.height + 1;
+        const overflowX = this.size.width * k > rect.width + 1;
+        if (!overflowX && !overflowY) {
+          return;
+        }
+        ev.preventDefault();
+        this.view = {
+          ...this.view,
+          x: overflowX ? this.view.x - ev.deltaX : this.view.x,
+          y: overflowY ? this.view.y - ev.deltaY : this.view.y,
+        };
+        this.applyView();
+      },
+      { passive: false }
+    );
+  }
+
+  // -- node detail -----------------------------------------------------------------
+
+  select(id: string): void {
+    this.model.send({ type: 'node_click', id });
+  }
+
+  onMessage(msg: unknown): void {
+    if (isMessage<DetailMessage>(msg, 'detail')) {
+      this.detail = msg.detail;
+      this.renderDetail();
+    } else if (isMessage<Notice>(msg, 'notice') && this.noticeHost) {
+      showNotice(this.noticeHost, msg.text, msg.level);
+    }
+  }
+
+  /** The detail shown belongs to the selected node; a cleared selection hides it. */
+  onSelected(): void {
+    // Python answers a selection with its detail; until then, hide the old one.
+    this.markSelected();
+    this.renderDetail();
+  }
+
+  private renderDetail(): void {
+    this.detailHost.replaceChildren();
+    this.noticeHost = null;
+    const d = this.detail;
+    if (!d || d.id !== this.model.get('selected')) {
+      return;
+    }
+    const box = element('div', 'cmbagent-dag-detail');
+    box.dataset.id = d.id;
+    const head = element('div', 'cmbagent-dag-detail-head');
+    head.appendChild(element('span', 'title', d.title ?? d.id));
+    if (d.status) {
+      head.appendChild(badge(d.status));
+    }
+    if (d.agent) {
+      head.appendChild(element('span', 'cmbagent-muted', d.agent));
+    }
+    head.appendChild(
+      button('Close', 'cmbagent-dag-detail-close', () => {
+        this.model.set('selected', '');
+        this.model.save_changes();
       })
     );
-    const text = svg('text', {
-      x: placed.width / 2,
-      y: placed.height / 2,
-      'text-anchor': 'middle',
-      'dominant-baseline': 'central',
-      fill: '#ffffff',
-      'font-size': 12,
-      'font-family': 'sans-serif',
-    });
-    text.textContent = placed.label ?? node.id;
-    group.appendChild(text);
-    const title = svg('title');
-    title.textContent = `${node.id}: ${node.status ?? 'pending'}`;
-    group.appendChild(title);
-    group.addEventListener('click', () => onClick(node.id));
-    root.appendChild(group);
+    box.appendChild(head);
+    const times = [d.started_at && `started ${formatTime(d.started_at)}`, d.completed_at && `finished ${formatTime(d.completed_at)}`]
+      .filter(Boolean)
+      .join(' · ');
+    if (times) {
+      box.appendChild(element('div', 'cmbagent-muted', times));
+    }
+    if (d.description) {
+      box.appendChild(element('div', 'cmbagent-dag-description', d.description));
+    }
+    if (d.error) {
+      const err = element('pre', 'cmbagent-dag-error', d.error);
+      err.style.color = '#b71c1c';
+      box.appendChild(err);
+    }
+    if (d.plan && d.plan.length) {
+      box.appendChild(element('h4', undefined, 'Plan'));
+      const list = element('ol', 'cmbagent-dag-plan');
+      for (const step of d.plan) {
+        const li = element('li', undefined, `${step.text} `);
+        li.appendChild(element('span', 'cmbagent-muted', `(${step.agent})`));
+        list.appendChild(li);
+      }
+      box.appendChild(list);
+    }
+    if (d.output_html || d.output_text) {
+      box.appendChild(element('h4', undefined, 'Output'));
+      const out = element('div', 'cmbagent-dag-output');
+      if (d.output_html) {
+        // Rendered by Python with raw HTML disabled (markdown-it), so this is markup we made.
+        out.innerHTML = d.output_html;
+      } else {
+        out.appendChild(element('pre', undefined, d.output_text));
+      }
+      box.appendChild(out);
+    }
+    if (d.figures && d.figures.length) {
+      box.appendChild(element('h4', undefined, `Figures (${d.figures.length})`));
+      const figs = element('div', 'cmbagent-dag-figures');
+      for (const f of d.figures) {
+        const fig = element('figure');
+        if (f.data_url) {
+          const img = element('img', 'cmbagent-dag-figure');
+          img.src = f.data_url;
+          img.alt = f.name;
+          fig.appendChild(img);
+        } else {
+          fig.appendChild(element('div', 'cmbagent-muted', f.error ?? 'not shown'));
+        }
+        fig.appendChild(element('figcaption', 'cmbagent-muted', f.name));
+        figs.appendChild(fig);
+      }
+      box.appendChild(figs);
+    }
+    for (const code of d.code ?? []) {
+      box.appendChild(element('h4', undefined, `Code: ${code.name}`));
+      box.appendChild(element('pre', 'cmbagent-dag-code', code.text));
+    }
+    if (d.files && d.files.length) {
+      box.appendChild(element('h4', undefined, 'Files'));
+      box.appendChild(element('div', 'cmbagent-muted', d.files.join(', ')));
+    }
+    if (d.attempts && d.attempts.length) {
+      box.appendChild(element('h4', undefined, `Attempts (${d.attempts.length})`));
+      const table = element('table', 'cmbagent-dag-attempts');
+      const header = element('tr');
+      for (const h of ['#', 'status', 'error', 'feedback', 'cost']) {
+        header.appendChild(element('th', undefined, h));
+      }
+      table.appendChild(header);
+      for (const a of d.attempts) {
+        const row = element('tr');
+        row.dataset.status = a.status;
+        row.appendChild(element('td', undefined, String(a.attempt)));
+        const st = element('td');
+        st.appendChild(badge(a.status));
+        row.appendChild(st);
+        row.appendChild(element('td', undefined, truncate([a.error_type, a.error].filter(Boolean).join(': '), 300)));
+        row.appendChild(element('td', undefined, a.feedback ?? ''));
+        row.appendChild(element('td', undefined, formatUsd(a.cost_usd)));
+        table.appendChild(row);
+      }
+      box.appendChild(table);
+    }
+    if (d.cost && d.cost.calls > 0) {
+      box.appendChild(element('h4', undefined, 'Cost'));
+      const parts = (d.cost.by_model ?? []).map((m) => `${m.model}: ${formatUsd(m.cost_usd)} (${formatInt(m.tokens)} tokens)`);
+      box.appendChild(
+        element(
+          'div',
+          'cmbagent-dag-cost',
+          `${formatUsd(d.cost.cost_usd)} · ${formatInt(d.cost.tokens)} tokens · ${d.cost.calls} calls` +
+            (parts.length ? ` — ${parts.join('; ')}` : '')
+        )
+      );
+    }
+    if (d.can_retry) {
+      const retry = element('div', 'cmbagent-dag-retry');
+      retry.appendChild(element('div', undefined, 'This step failed. Tell the agent what to do differently on the next attempt:'));
+      const text = element('textarea', 'cmbagent-dag-retry-feedback');
+      text.placeholder = 'e.g. use numpy.fft instead of healpy; save the plot as PNG';
+      const send = button('Retry with feedback', 'warn cmbagent-dag-retry-send', () => {
+        const feedback = text.value.trim();
+        if (!feedback) {
+          showNotice(notices, 'Write some feedback first.', 'error');
+          return;
+        }
+        send.disabled = true;
+        this.model.send({ type: 'retry', step_id: d.id, feedback });
+      });
+      retry.append(text, send);
+      box.appendChild(retry);
+    }
+    const notices = element('div', 'cmbagent-dag-notices');
+    this.noticeHost = notices;
+    box.appendChild(notices);
+    this.detailHost.appendChild(box);
   }
-  container.appendChild(root);
 }
 
 export function render({ model, el }: RenderProps<DagState>): Cleanup {
-  const container = element('div', 'cmbagent-dag-container');
-  container.style.overflow = 'auto';
-  el.appendChild(container);
-  const onClick = (id: string) => model.send({ type: 'node_click', id });
-  const update = () => draw(container, model.get('graph') ?? {}, onClick);
+  const view = new DagView(el, model);
+  const update = () => view.update();
+  const onSelected = () => view.onSelected();
+  const onMessage = (msg: unknown) => view.onMessage(msg);
   update();
+  // The element is measured once it is attached: fit again on the next frame.
+  requestAnimationFrame(() => view.fit());
+  if (model.get('selected')) {
+    view.select(model.get('selected'));
+  }
   model.on('change:graph', update);
-  return () => model.off('change:graph', update);
+  model.on('change:selected', onSelected);
+  model.on('msg:custom', onMessage);
+  return () => {
+    model.off('change:graph', update);
+    model.off('change:selected', onSelected);
+    model.off('msg:custom', onMessage);
+  };
 }
 
 export default { render };

@@ -1,0 +1,188 @@
+"""The live DAG of a run: plan steps as nodes coloured by state, dependencies as edges."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+import traitlets
+
+from cmbagent_jupyter.models import ApprovalRequest, Run, Step
+from cmbagent_jupyter.widgets.base import FeedWidget, bundle_path
+from cmbagent_jupyter.widgets.details import end_detail, planning_detail, step_detail, step_title
+
+NodeClickCallback = Callable[[str], Any]
+
+PLANNING = "planning"
+END = "end"
+
+_RUN_TO_END = {"completed": "completed", "failed": "failed", "cancelled": "cancelled", "interrupted": "interrupted",
+               "paused": "pending"}
+
+
+def planning_status(run: Run, steps: list[Step], approvals: list[ApprovalRequest]) -> str:
+    if any(a.status.value == "pending" and a.step_id is None for a in approvals):
+        return "waiting_approval"
+    if run.status.value == "planning":
+        return "running"
+    if steps:
+        return "completed"
+    if run.status.value in ("failed", "cancelled", "interrupted"):
+        return run.status.value
+    return "pending"
+
+
+def end_status(run: Run) -> str:
+    return _RUN_TO_END.get(run.status.value, "pending")
+
+
+def run_graph(run: Run, steps: list[Step], approvals: list[ApprovalRequest] = ()) -> dict[str, Any]:
+    """{"nodes": [...], "edges": [...]}: a planning node, the steps, a terminator.
+
+    A step with no dependency hangs off the planning node; a step nothing depends
+    on leads to the terminator. A step with a pending approval shows as waiting.
+    """
+    waiting = {a.step_id for a in approvals if a.status.value == "pending" and a.step_id}
+    by_key = {s.key: s for s in steps}
+    nodes = [{"id": PLANNING, "kind": "planning", "label": "plan", "status": planning_status(run, steps, approvals)}]
+    edges = []
+    has_dependents: set[str] = set()
+    for s in sorted(steps, key=lambda s: s.number):
+        status = "waiting_approval" if s.id in waiting and s.status.value == "pending" else s.status.value
+        nodes.append({"id": s.id, "kind": "step", "key": s.key, "number": s.number, "agent": s.agent,
+                      "label": step_title(s).split(". ", 1)[-1], "status": status})
+        deps = [by_key[d] for d in s.depends_on if d in by_key]
+        if not deps:
+            edges.append({"source": PLANNING, "target": s.id})
+        for d in deps:
+            edges.append({"source": d.id, "target": s.id})
+            has_dependents.add(d.id)
+    nodes.append({"id": END, "kind": "terminator", "label": "done", "status": end_status(run)})
+    for s in steps:
+        if s.id not in has_dependents:
+            edges.append({"source": s.id, "target": END})
+    if not steps:
+        edges.append({"source": PLANNING, "target": END})
+    return {"nodes": nodes, "edges": edges}
+
+
+class DagWidget(FeedWidget):
+    """A run's plan graph, live, with a detail view per node (output, attempts, code,
+    figures, cost) and a feedback box on failed steps.
+
+    `DagWidget("run_...")` follows a run from the store. Without a run it draws
+    whatever `graph` is set to ({"nodes": [{id, label, status}], "edges": [{source,
+    target}]}). A click in the browser arrives as {"type": "node_click", "id": ...}:
+    the node becomes `selected` and its detail is sent as {"type": "detail", ...}.
+    """
+
+    _esm = bundle_path("dag")
+    graph = traitlets.Dict().tag(sync=True)
+    selected = traitlets.Unicode("").tag(sync=True)
+    height = traitlets.Int(460).tag(sync=True)
+
+    _handlers = {"node_click": "_on_node_click", "retry": "_on_retry"}
+
+    def __init__(self, run_id: str | None = None, **kwargs: Any) -> None:
+        self._node_click_callbacks: list[NodeClickCallback] = []
+        self._detail_key: str | None = None
+        self.retry_handler: Callable[[str, str], str] | None = None
+        super().__init__(run_id, **kwargs)
+
+    # -- state from the feed ------------------------------------------------------
+
+    def update_from_feed(self, feed: Any, events: list[dict[str, Any]], parts: frozenset[str]) -> None:
+        if parts & {"run", "steps", "approvals"}:
+            graph = run_graph(feed.run, feed.steps, feed.approvals)
+            if graph != self.graph:
+                self.graph = graph
+        if self.selected and parts & {"run", "steps", "approvals", "costs", "files"}:
+            self.send_detail(only_if_changed=True)
+
+    # -- selection and detail ---------------------------------------------------------
+
+    def on_node_click(self, callback: NodeClickCallback, remove: bool = False) -> None:
+        """Call `callback(node_id)` whenever a node is clicked (`remove=True` stops it)."""
+        if remove:
+            self._node_click_callbacks.remove(callback)
+        else:
+            self._node_click_callbacks.append(callback)
+
+    def select(self, ref: str | int) -> str:
+        """Select a node by id, step key or step number (as a click would); returns its id."""
+        node_id = self.node_id(ref)
+        if node_id == self.selected:
+            self.send_detail()
+        else:
+            self.selected = node_id
+        return node_id
+
+    def node_id(self, ref: str | int) -> str:
+        ids = [n["id"] for n in self.graph.get("nodes", [])]
+        if isinstance(ref, str) and (ref in ids or not self.feed):
+            return ref
+        for s in self.feed.steps if self.feed else []:
+            if ref in (s.key, s.number, str(s.number)):
+                return s.id
+        raise KeyError(f"no node {ref!r} in this DAG; nodes are {', '.join(ids) or 'none yet'}")
+
+    @traitlets.observe("selected")
+    def _selected_changed(self, change: dict[str, Any]) -> None:
+        self._detail_key = None
+        if change["new"]:
+            self.send_detail()
+
+    def detail(self, node_id: str | None = None) -> dict[str, Any] | None:
+        """The detail of a node (the selected one by default), as the browser gets it."""
+        node_id = node_id or self.selected
+        feed = self.feed
+        if not node_id or feed is None:
+            return None
+        graph = {n["id"]: n for n in self.graph.get("nodes", [])}
+        status = graph.get(node_id, {}).get("status") or "pending"
+        if node_id == PLANNING:
+            return planning_detail(feed.run, feed.steps, feed.costs, status)
+        if node_id == END:
+            return end_detail(feed.run, feed.steps, feed.costs, status)
+        step = feed.step_by_id(node_id)
+        if step is None:
+            return None
+        attempts = feed.session.call("attempt.list", step_id=step.id)
+        detail = step_detail(step, feed.run, attempts, feed.costs)
+        detail["status"] = status
+        return detail
+
+    def send_detail(self, *, only_if_changed: bool = False) -> None:
+        detail = self.detail()
+        if detail is None and not self.feed:
+            return
+        key = hashlib.sha1(json.dumps(detail, sort_keys=True, default=str).encode()).hexdigest()
+        if only_if_changed and key == self._detail_key:
+            return
+        self._detail_key = key
+        self.send({"type": "detail", "id": self.selected, "detail": detail})
+
+    # -- messages from the browser ------------------------------------------------------
+
+    def _on_node_click(self, msg: dict[str, Any]) -> None:
+        node_id = str(msg.get("id"))
+        if self.feed is not None:
+            self.select(node_id)
+        else:
+            self.selected = node_id
+        for callback in list(self._node_click_callbacks):
+            callback(node_id)
+
+    def _on_retry(self, msg: dict[str, Any]) -> None:
+        step_id = str(msg.get("step_id") or "")
+        feedback = str(msg.get("feedback") or "").strip()
+        if not feedback:
+            raise ValueError("write some feedback for the next attempt first")
+        if self.feed is None:
+            raise ValueError("this DAG is not following a run")
+        from cmbagent_jupyter.widgets.control import retry_with_feedback
+
+        handler = self.retry_handler or (lambda sid, fb: retry_with_feedback(self.feed, sid, fb))
+        self.notify(handler(step_id, feedback))

@@ -1,0 +1,136 @@
+"""What a run shows in a cell: header and controls, approval card, DAG, events, costs."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import ipywidgets
+import traitlets
+
+from cmbagent_jupyter.widgets.approval import ApprovalWidget
+from cmbagent_jupyter.widgets.base import FeedWidget, bundle_path
+from cmbagent_jupyter.widgets.control import available_controls, retry_with_feedback
+from cmbagent_jupyter.widgets.cost import CostWidget
+from cmbagent_jupyter.widgets.dag import DagWidget
+from cmbagent_jupyter.widgets.event_log import EventLogWidget
+from cmbagent_jupyter.widgets.feed import RunFeed
+
+
+def run_summary(feed: RunFeed) -> dict[str, Any]:
+    run = feed.run
+    steps = feed.steps
+    return {
+        "id": run.id, "task": run.task, "status": run.status.value, "mode": run.mode.value, "model": run.model,
+        "session": run.session_id, "steps_total": len(steps),
+        "steps_done": sum(1 for s in steps if s.status.value in ("completed", "skipped")),
+        "steps_failed": sum(1 for s in steps if s.status.value == "failed"),
+        "cost_usd": round(sum(c.cost_usd for c in feed.costs), 6),
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "completed_at": run.completed_at.isoformat() if run.completed_at else None,
+        "error": run.error, "parent_run_id": run.parent_run_id,
+    }
+
+
+class RunHeaderWidget(FeedWidget):
+    """The run's task, state, progress and cost, with pause / resume / cancel.
+
+    The buttons call `controller(action, run_id)`: `RunView` gives it the run handle's
+    methods when it has one. Without a controller, pause is a store write (the engine
+    pauses at the next step boundary); resume and cancel need the engine.
+    """
+
+    _esm = bundle_path("run_header")
+    run = traitlets.Dict().tag(sync=True)
+    controls = traitlets.List(traitlets.Unicode()).tag(sync=True)
+
+    _handlers = {"control": "_on_control"}
+
+    def __init__(self, run_id: str | None = None, *, controller: Callable[[str, str], Any] | None = None,
+                 **kwargs: Any) -> None:
+        self.controller = controller
+        super().__init__(run_id, **kwargs)
+
+    def update_from_feed(self, feed: Any, events: list[dict[str, Any]], parts: frozenset[str]) -> None:
+        if parts & {"run", "steps", "costs"}:
+            summary = run_summary(feed)
+            if summary != self.run:
+                self.run = summary
+            controls = available_controls(feed.run.status.value)
+            if controls != self.controls:
+                self.controls = controls
+
+    def control(self, action: str) -> str:
+        if action not in self.controls:
+            raise ValueError(f"cannot {action} run {self.feed.run_id}: it is {self.feed.run.status.value}")
+        if self.controller is not None:
+            self.controller(action, self.feed.run_id)
+        elif action == "pause":
+            self.feed.session.request_pause(self.feed.run_id)
+        else:
+            from cmbagent_jupyter.widgets.engine_link import engine_control
+
+            engine_control(action, self.feed)
+        return f"{action} requested for run {self.feed.run_id}"
+
+    def _on_control(self, msg: dict[str, Any]) -> None:
+        self.notify(self.control(str(msg.get("action"))))
+        self.feed.refresh({"run"})
+        self.update_from_feed(self.feed, [], frozenset({"run"}))
+
+
+class RunView(ipywidgets.VBox):
+    """A run, live: header with controls, approval card, DAG with node detail, and
+    tabs with the event log and the cost chart. All parts share one `RunFeed` (one
+    store subscription); each part is also a widget of its own (`view.dag`, ...).
+
+    `RunView(run_id)` reads the run from the store in `home` (or CMBAGENT_HOME);
+    `handle=` (a run handle from `session.run(...)`) routes pause / resume / cancel
+    and retries through the engine.
+    """
+
+    def __init__(self, run_id: str, session_id: str | None = None, home: Any = None, *, store: Any = None,
+                 handle: Any = None, live: bool = True, coalesce_s: float = 0.15, **kwargs: Any) -> None:
+        self.feed = RunFeed(run_id, session_id, home, store=store, live=False, coalesce_s=coalesce_s)
+        self.handle = handle
+        controller = _handle_controller(handle) if handle is not None else None
+        self.header = RunHeaderWidget(feed=self.feed, controller=controller)
+        self.approvals = ApprovalWidget(feed=self.feed)
+        self.dag = DagWidget(feed=self.feed)
+        self.dag.retry_handler = self._retry
+        self.events = EventLogWidget(feed=self.feed)
+        self.cost = CostWidget(feed=self.feed)
+        self.tabs = ipywidgets.Tab(children=[self.events, self.cost], titles=("Events", "Cost"))
+        super().__init__(children=[self.header, self.approvals, self.dag, self.tabs], **kwargs)
+        self.add_class("cmbagent-run-view")
+        if live:
+            self.feed.start()
+
+    @property
+    def run_id(self) -> str:
+        return self.feed.run_id
+
+    def _retry(self, step_id: str, feedback: str) -> str:
+        resume = None
+        if self.handle is not None and hasattr(self.handle, "resume"):
+            resume = lambda _run_id: self.handle.resume()  # noqa: E731
+        else:
+            from cmbagent_jupyter.widgets.engine_link import resumer
+
+            resume = resumer(self.feed)
+        return retry_with_feedback(self.feed, step_id, feedback, resume=resume)
+
+    def close(self) -> None:
+        for child in (self.header, self.approvals, self.dag, self.events, self.cost, self.tabs):
+            child.close()
+        self.feed.close()
+        super().close()
+
+
+def _handle_controller(handle: Any) -> Callable[[str, str], Any]:
+    def control(action: str, _run_id: str) -> Any:
+        method = getattr(handle, action, None)
+        if method is None:
+            raise ValueError(f"this run handle cannot {action}")
+        return method()
+
+    return control
