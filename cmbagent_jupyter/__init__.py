@@ -4,6 +4,21 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+_API_NAMES = ("open_session", "get_run", "SessionHandle", "RunHandle")
+
+
+def __getattr__(name: str):
+    """The Python API, imported on first use so `import cmbagent_jupyter` stays light."""
+    if name in _API_NAMES:
+        from cmbagent_jupyter import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'cmbagent_jupyter' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API_NAMES])
+
 
 def _jupyter_labextension_paths() -> list[dict[str, str]]:
     return [{"src": "labextension", "dest": "cmbagent-jupyter"}]
