@@ -16,7 +16,6 @@ from cmbagent_jupyter.home import home_path
 from cmbagent_jupyter.models import EVENT_SCHEMA_VERSION, event_json_schema
 from cmbagent_jupyter.store import StoreClient, StoreUnavailable, service_pid, stop_service
 from cmbagent_jupyter.store.protocol import read_runtime
-from cmbagent_jupyter.store.recovery import check_database, database_file, import_context, recover
 
 schema_app = typer.Typer(help="JSON Schemas of what cmbagent-jupyter exchanges.", no_args_is_help=True)
 store_app = typer.Typer(help="The store service that owns this home's database.", no_args_is_help=True)
@@ -65,6 +64,8 @@ def recover_cmd(
 
     Stops the store service; a database that cannot be opened is kept as
     store.duckdb.corrupt-<timestamp> and a new one is built from the files."""
+    from cmbagent_jupyter.store.recovery import check_database, database_file, recover  # opens DuckDB itself
+
     with fail_cleanly():
         home = home_path()
         stop_service(home)
@@ -97,6 +98,8 @@ def import_context_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Start a draft run from a CMBAgent context pickle.  Example: cmbagent import-context ctx.pkl --session "Project X" """
+    from cmbagent_jupyter.store.recovery import import_context
+
     with fail_cleanly(), open_store() as store:
         s = resolve_session(store, session)
         ss = store.session(s.id)
@@ -114,7 +117,7 @@ def store_status(as_json: bool = JSON_OPTION) -> None:
     """Whether the store service runs, its pid and socket, schema version and database size."""
     with fail_cleanly():
         home = home_path()
-        db = database_file(home)
+        db = home / "store.duckdb"
         info = {"home": str(home), "running": False, "pid": None, "socket": None, "schema": None,
                 "database": str(db), "db_bytes": db.stat().st_size if db.exists() else 0}
         pid = service_pid(home)

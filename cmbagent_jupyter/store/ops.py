@@ -331,13 +331,17 @@ def session_set_status(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     except ValueError:
         raise Invalid(f"unknown session status {args.get('status')!r}; expected active, archived or deleted") from None
     row = _session_row(ctx, sid)
-    if status == SessionStatus.deleted or status == SessionStatus.archived:
+    if status in (SessionStatus.deleted, SessionStatus.archived):
+        # a paused run may sleep in an archived session (restore, then resume it); deleting needs it cancelled
+        blocking = [s.value for s in ACTIVE_RUN_STATES if status == SessionStatus.deleted or s != RunStatus.paused]
         active = ctx.db.scalar(
-            f"SELECT count(*) FROM runs WHERE session_id = ? AND status IN ({', '.join('?' * len(ACTIVE_RUN_STATES))})",
-            [sid, *[s.value for s in ACTIVE_RUN_STATES]],
+            f"SELECT count(*) FROM runs WHERE session_id = ? AND status IN ({', '.join('?' * len(blocking))})",
+            [sid, *blocking],
         )
         if active:
-            raise Conflict(f"session {sid} has {active} active run(s); pause or cancel them before {status.value} ")
+            advice = "cancel them before deleting it" if status == SessionStatus.deleted else \
+                "pause or cancel them before archiving it"
+            raise Conflict(f"session {sid} has {active} active run(s); {advice}")
     now = utcnow()
     ctx.db.execute("UPDATE sessions SET status = ?, updated_at = ? WHERE id = ?", [status.value, to_db_time(now), sid])
     _history(ctx, sid, "session", sid, row["status"], status.value, args.get("reason"), args.get("actor"))

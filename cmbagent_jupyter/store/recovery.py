@@ -170,8 +170,14 @@ def _rebuild_run(ss: SessionStore, run_path: Path, run: _RunFiles, report: Recov
         if done["status"] != done.get("was"):
             report.interrupted.append(run.run_id)
     if latest is not None and isinstance(latest.get("steps"), list):
+        # a step_complete checkpoint proves its step finished, even if the step list in
+        # the pickle was taken a moment before the step was marked completed
+        finished = {(doc.get("checkpoint") or {}).get("step_id") for _, doc in run.checkpoints
+                    if (doc.get("checkpoint") or {}).get("kind") == CheckpointKind.step_complete.value}
+        steps = [{**s, "status": "completed"} if isinstance(s, dict) and s.get("id") in finished else s
+                 for s in latest["steps"]]
         try:
-            report.steps += ss.call("recovery.import_steps", run_id=run.run_id, steps=latest["steps"])["created"]
+            report.steps += ss.call("recovery.import_steps", run_id=run.run_id, steps=steps)["created"]
         except StoreError as exc:
             report.skipped.append({"path": str(run_path), "reason": f"steps: {exc.message}"})
     for pkl, doc in run.checkpoints:
