@@ -195,6 +195,14 @@ class RunHandle:
         except Exception:  # noqa: BLE001
             return f"<cmbagent run {self.id}>"
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """In a notebook a run shows as its live widget (cmbagent_jupyter.widgets.RunView)."""
+        from cmbagent_jupyter.widgets import display_run
+
+        bundle = display_run(self)._repr_mimebundle_(include=include, exclude=exclude)
+        bundle["text/plain"] = repr(self)
+        return bundle
+
     # -- reading ---------------------------------------------------------------
 
     def status(self) -> Run:

@@ -358,3 +358,88 @@ def client_process(home: Path, script: str, *args: str, **env: str) -> Iterator[
         for stream in (proc.stdin, proc.stdout, proc.stderr):
             if stream:
                 stream.close()
+
+
+# ---------------------------------------------------------------------------
+# Notebook experience fixtures (tests/test_widgets_*.py, tests/test_magics*.py,
+# tests/test_notebooks*.py): widgets driven like a comm would, the Python API in
+# a temp home, a scripted run
+# ---------------------------------------------------------------------------
+
+
+class WidgetWire:
+    """What a widget's front end would see and say: captured `send` calls, and
+    custom messages delivered to the widget exactly as its comm delivers them."""
+
+    def __init__(self, widget):
+        self.widget = widget
+        self.sent: list[dict] = []
+        widget.send = lambda content, buffers=None: self.sent.append(content)
+
+    def click(self, content: dict) -> None:
+        self.widget._handle_msg({"content": {"data": {"method": "custom", "content": content}}, "buffers": []})
+
+    def of_type(self, type_: str) -> list[dict]:
+        return [m for m in self.sent if m.get("type") == type_]
+
+    def last(self, type_: str) -> dict:
+        found = self.of_type(type_)
+        assert found, f"no {type_!r} message was sent; sent: {[m.get('type') for m in self.sent]}"
+        return found[-1]
+
+
+@pytest.fixture
+def wire():
+    """`wire(widget)` -> WidgetWire; widgets wired here are closed after the test."""
+    wired = []
+
+    def make(widget) -> WidgetWire:
+        wired.append(widget)
+        return WidgetWire(widget)
+
+    yield make
+    for widget in wired:
+        widget.close()
+
+
+@pytest.fixture
+def api_home(cmb_home: Path):
+    """`cmb_home` for tests that use `cmbagent_jupyter.api`: its cached store client for
+    this home is closed before the service is stopped (a closed client never restarts it)."""
+    yield cmb_home
+    from cmbagent_jupyter import api
+
+    store = api._STORES.pop(str(cmb_home), None)
+    if store is not None:
+        store.close()
+
+
+def completed_scripted_run(home: Path, task: str = "Compute the CMB temperature power spectrum of a toy map"):
+    """A run of the shipped `cmb_power_spectrum` scenario on the scripted model, waited for."""
+    from cmbagent_jupyter import api
+
+    handle = api.open_session("widgets", home=home).run(task, scenario="cmb_power_spectrum", quiet=True)
+    run = handle.wait(180)
+    assert run.status.value == "completed", f"scripted run ended {run.status.value}: {run.error}"
+    return handle
+
+
+def planned_run(store, n_steps: int = 3, *, task: str = "Toy CMB analysis", session: str = "widgets",
+                agents: tuple[str, ...] = ("engineer", "engineer", "researcher"), parallel: bool = False):
+    """A run in the store with a plan of `n_steps` (a chain, or all after step 1 when
+    `parallel`), moved to executing: what the engine leaves before its first step."""
+    try:
+        sess = store.resolve_session(session)
+    except Exception:  # noqa: BLE001 - NotFound: make it
+        sess = store.create_session(session)
+    ss = store.session(sess.id)
+    run = ss.create_run(task)
+    ss.transition_run(run.id, "planning")
+    plan = []
+    for i in range(1, n_steps + 1):
+        deps = [] if i == 1 else (["step_1"] if parallel else [f"step_{i - 1}"])
+        plan.append({"key": f"step_{i}", "agent": agents[(i - 1) % len(agents)], "depends_on": deps,
+                     "description": f"Sub-task {i}", "inputs": {"sub_task": f"Sub-task number {i}"}})
+    steps = ss.put_plan(run.id, plan)
+    run = ss.transition_run(run.id, "executing")
+    return ss, run, steps

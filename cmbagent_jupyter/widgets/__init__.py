@@ -22,7 +22,12 @@ __all__ = [
 
 
 def display_run(handle, **kwargs) -> RunView:
-    """The `RunView` of a run handle (anything with `run_id`, optionally `session_id` and
-    `home`), wired to the handle's pause / resume / cancel."""
-    return RunView(handle.run_id, getattr(handle, "session_id", None), getattr(handle, "home", None),
-                   handle=handle, **kwargs)
+    """The `RunView` of a run handle (`cmbagent_jupyter.api.RunHandle`), wired to its
+    pause / resume / cancel; the same view is reused each time the handle is shown."""
+    view = getattr(handle, "_run_view", None)
+    if view is None or view.comm is None:
+        run_id = getattr(handle, "run_id", None) or handle.id
+        view = RunView(run_id, getattr(handle, "session_id", None), store=getattr(handle, "store", None),
+                       handle=handle, **kwargs)
+        handle._run_view = view
+    return view

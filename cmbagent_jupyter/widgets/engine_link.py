@@ -1,27 +1,20 @@
-"""The few widget actions that need the engine (resume, cancel), through its public API."""
+"""The widget actions that need the engine (resume, cancel), through its public API."""
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
 
-def _api() -> Any:
-    try:
-        from cmbagent_jupyter import api
-    except ImportError as exc:  # pragma: no cover - the engine ships api.py
-        raise RuntimeError(f"the engine API is not available ({exc}); use `cmbagent resume` instead") from None
-    return api
-
-
 def engine_control(action: str, feed: Any) -> None:
-    """Resume or cancel a run that this kernel may not be running."""
-    api = _api()
-    handle = api.open_session(feed.run.session_id, create=False, home=feed.store.home).attach(feed.run_id)
+    """Resume (in this process) or cancel a run that this view has no handle for."""
+    from cmbagent_jupyter.api import get_run
+
+    handle = get_run(feed.run_id, home=feed.store.home)
     getattr(handle, action)()
 
 
 def resumer(feed: Any) -> Callable[[str], Any]:
-    def resume(run_id: str) -> Any:
+    def resume(_run_id: str) -> Any:
         engine_control("resume", feed)
 
     return resume
