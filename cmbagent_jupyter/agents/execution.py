@@ -11,6 +11,7 @@ await kills the process group.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import os
 import signal
@@ -71,7 +72,8 @@ async def run_python_file(path: Path, *, cwd: Path, timeout_s: float = 600.0,
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(BOOTSTRAP), str(path), report, cwd=str(cwd), env=full_env, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
+        preexec_fn=_die_with_parent)
     timed_out = False
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout_s)
@@ -89,6 +91,15 @@ async def run_python_file(path: Path, *, cwd: Path, timeout_s: float = 600.0,
         stderr=err.decode(errors="replace")[-MAX_CAPTURE:], files=changed,
         figures=[f for f in changed if Path(f).suffix.lower() in FIGURE_SUFFIXES],
         duration_s=time.monotonic() - started, timed_out=timed_out)
+
+
+def _die_with_parent() -> None:
+    """In the child: be killed when the engine's process dies, so a step never outlives its run's owner."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
 
 
 def _written_files(report: Path, cwd: Path) -> list[str]:

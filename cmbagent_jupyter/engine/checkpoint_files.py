@@ -31,7 +31,7 @@ class CheckpointFiles:
         return cid, path, now
 
     def write(self, *, cid: str, path: Path, created_at: Any, kind: CheckpointKind | str, context: dict[str, Any],
-              steps: list[Step], run: Run | None = None, step_id: str | None = None,
+              steps: list[Step] | list[dict[str, Any]], run: Run | None = None, step_id: str | None = None,
               step_numbers: list[int] = ()) -> None:
         """Write the checkpoint pickle (fsynced, atomic) and CMBAgent's context pickles for `step_numbers`."""
         run = run or self.run
@@ -42,7 +42,7 @@ class CheckpointFiles:
                            "created_at": created_at.isoformat()},
             "session": self.session.model_dump(mode="json"),
             "run": run.model_dump(mode="json"),
-            "steps": [s.model_dump(mode="json") for s in steps],
+            "steps": [s if isinstance(s, dict) else s.model_dump(mode="json") for s in steps],
             "context": context,
         }
         _atomic_write(path, pickle.dumps(document, protocol=pickle.HIGHEST_PROTOCOL), sync=True)

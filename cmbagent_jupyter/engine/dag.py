@@ -15,7 +15,7 @@ import re
 from typing import Any, Iterable
 
 import networkx as nx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from cmbagent_jupyter.models import InvalidInput
 
@@ -61,6 +61,7 @@ class Plan(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     sub_tasks: list[PlanStep]
+    _index: dict[str, PlanStep] = PrivateAttr(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """CMBAgent's final_plan shape, plus our keys and dependencies."""
@@ -71,10 +72,9 @@ class Plan(BaseModel):
         return [s.key for s in self.sub_tasks]
 
     def step(self, key: str) -> PlanStep:
-        for s in self.sub_tasks:
-            if s.key == key:
-                return s
-        raise KeyError(key)
+        if len(self._index) != len(self.sub_tasks):
+            self._index = {s.key: s for s in self.sub_tasks}
+        return self._index[key]
 
 
 def extract_json(text: str) -> Any:
@@ -188,21 +188,32 @@ class PlanDAG:
             raise PlanError(f"the plan's dependencies form a cycle ({path}); a step can only depend on steps "
                             f"that can finish before it starts")
         self.graph = g
+        number = {s.key: s.number for s in plan.sub_tasks}
+        self._order = list(nx.lexicographical_topological_sort(g, key=number.__getitem__))
+        self._levels = [sorted(gen, key=number.__getitem__) for gen in nx.topological_generations(g)]
+        ancestors: dict[str, set[str]] = {}
+        for k in self._order:
+            acc: set[str] = set()
+            for d in g.predecessors(k):
+                acc.add(d)
+                acc |= ancestors[d]
+            ancestors[k] = acc
+        self._ancestors = {k: sorted(v, key=number.__getitem__) for k, v in ancestors.items()}
+        self._deps = {k: sorted(g.predecessors(k), key=number.__getitem__) for k in g.nodes}
 
     def order(self) -> list[str]:
         """A topological order that prefers lower step numbers."""
-        return list(nx.lexicographical_topological_sort(self.graph, key=lambda k: self.graph.nodes[k]["number"]))
+        return list(self._order)
 
     def levels(self) -> list[list[str]]:
         """Steps grouped so that each group only needs steps of earlier groups (they can run together)."""
-        return [sorted(gen, key=lambda k: self.graph.nodes[k]["number"])
-                for gen in nx.topological_generations(self.graph)]
+        return [list(lvl) for lvl in self._levels]
 
     def dependencies(self, key: str) -> list[str]:
-        return sorted(self.graph.predecessors(key), key=lambda k: self.graph.nodes[k]["number"])
+        return list(self._deps[key])
 
     def ancestors(self, key: str) -> list[str]:
-        return sorted(nx.ancestors(self.graph, key), key=lambda k: self.graph.nodes[k]["number"])
+        return list(self._ancestors[key])
 
     def dependents(self, key: str) -> list[str]:
         return sorted(self.graph.successors(key), key=lambda k: self.graph.nodes[k]["number"])

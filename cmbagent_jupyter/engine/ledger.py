@@ -40,6 +40,7 @@ class StepLedger:
         self.outputs: dict[str, dict[str, Any]] = {
             s.key: dict(s.outputs) for s in steps if s.status == StepStatus.completed}
         self.context_of = context_of
+        self._dumps: dict[str, dict[str, Any]] = {}
         self.owner_pid = owner_pid if owner_pid is not None else os.getpid()
         self.checkpoints_written = 0
 
@@ -53,6 +54,12 @@ class StepLedger:
 
     def context(self) -> dict[str, Any]:
         return self.context_of(self.outputs)
+
+    def _steps_json(self, steps: dict[str, Step], changed: set[str]) -> list[dict[str, Any]]:
+        """The steps as the checkpoint file holds them; only the ones that changed are dumped again."""
+        for key in changed | (set(steps) - set(self._dumps)):
+            self._dumps[key] = steps[key].model_dump(mode="json")
+        return sorted(self._dumps.values(), key=lambda d: d["number"])
 
     # -- recording ------------------------------------------------------------------
 
@@ -88,7 +95,7 @@ class StepLedger:
                     entry["checkpoint"] = row
                 args["complete"].append(entry)
             context = self.context_of(outputs)
-            steps_now = sorted(mirror.values(), key=lambda s: s.number)
+            steps_now = self._steps_json(mirror, changed={k for k, _ in complete} | {k for k, _ in fail} | set(start))
             numbers = [mirror[k].number for k, _ in complete]
 
             def write_files() -> None:
@@ -112,7 +119,7 @@ class StepLedger:
         """A checkpoint outside step completion (timed, emergency, manual); with `to`, also move the run."""
         cid, path, created = self.files.new_checkpoint(kind)
         context = {**self.context(), **(extra or {})}
-        steps_now = sorted(self.steps.values(), key=lambda s: s.number)
+        steps_now = self._steps_json(self.steps, changed=set(self.steps))
         step_id = self.steps[step_key].id if step_key else None
         row = CheckpointFiles.store_row(cid, path, kind, {"kind": kind.value, **(extra or {})})
         row["step_id"] = step_id

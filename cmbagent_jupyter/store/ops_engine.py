@@ -54,7 +54,8 @@ def engine_advance(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
 
     args: run_id; complete: [{step_id, outputs, checkpoint: {id, context, pickle_path}}];
     fail: [{step_id, error}]; start: [step_id]; owner_pid. A completed step cannot be
-    completed again, and nothing is recorded unless the run is still active.
+    completed again, and nothing is recorded unless the run is still active. It costs
+    one read and one update of the steps, plus the history, checkpoint and event rows.
     """
     sid = _arg(args, "session_id", "session")
     rid = _arg(args, "run_id", "run")
@@ -63,34 +64,35 @@ def engine_advance(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     start = args.get("start") or []
     if not isinstance(complete, list) or not isinstance(fail, list) or not isinstance(start, list):
         raise Invalid("complete, fail and start must be lists")
-    run = ctx.db.fetchone("SELECT status, coalesce(pause_requested, false) AS pause_requested, owner_pid FROM runs "
-                          "WHERE id = ? AND session_id = ?", [rid, sid])
-    if run is None:
-        _run_row(ctx, sid, rid)
-    if run["status"] not in ACTIVE:
-        raise Conflict(f"run {rid} is {run['status']}; its steps are not recorded any more")
-    owner = args.get("owner_pid")
-    if owner is not None and run["owner_pid"] is not None and int(run["owner_pid"]) != int(owner):
-        raise Conflict(f"run {rid} is now executed by process {run['owner_pid']}, not {owner}")
     ids = [c.get("step_id") for c in complete] + [f.get("step_id") for f in fail] + list(start)
     for i in ids:
         _arg({"id": i}, "id", "step")
     if len(set(ids)) != len(ids):
         raise Invalid("a step appears twice in one advance")
-    steps = {}
-    if ids:
-        rows = ctx.db.fetch(
-            f"SELECT id, key, number, agent, status FROM steps WHERE run_id = ? AND session_id = ? "
-            f"AND id IN ({', '.join('?' * len(ids))})", [rid, sid, *ids])
-        steps = {r["id"]: r for r in rows}
-        unknown = [i for i in ids if i not in steps]
-        if unknown:
-            raise Invalid(f"step(s) {', '.join(unknown)} are not steps of run {rid}")
+    # one read: the run's state, and the steps named (if any)
+    in_ids = f"AND t.id IN ({', '.join('?' * len(ids))})" if ids else "AND false"
+    rows = ctx.db.fetch(
+        "SELECT r.status AS run_status, coalesce(r.pause_requested, false) AS pause_requested, r.owner_pid, "
+        "t.id, t.key, t.number, t.agent, t.status FROM runs r "
+        f"LEFT JOIN steps t ON t.run_id = r.id {in_ids} WHERE r.id = ? AND r.session_id = ?", [*ids, rid, sid])
+    if not rows:
+        _run_row(ctx, sid, rid)
+    run = rows[0]
+    if run["run_status"] not in ACTIVE:
+        raise Conflict(f"run {rid} is {run['run_status']}; its steps are not recorded any more")
+    owner = args.get("owner_pid")
+    if owner is not None and run["owner_pid"] is not None and int(run["owner_pid"]) != int(owner):
+        raise Conflict(f"run {rid} is now executed by process {run['owner_pid']}, not {owner}")
+    steps = {r["id"]: r for r in rows if r["id"] is not None}
+    unknown = [i for i in ids if i not in steps]
+    if unknown:
+        raise Invalid(f"step(s) {', '.join(unknown)} are not steps of run {rid}")
     now_dt = utcnow()
     now = to_db_time(now_dt)
     history: list[tuple] = []
     checkpoints: list[tuple[str | None, dict[str, Any]]] = []
     events: list[tuple[EventType, dict[str, Any]]] = []
+    updates: list[Any] = []
 
     def moved(step: dict[str, Any], dst: StepStatus, reason: str) -> dict[str, Any]:
         src = step["status"]
@@ -107,46 +109,45 @@ def engine_advance(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         return {"step_id": step["id"], "key": step["key"], "number": step["number"], "agent": step["agent"],
                 "from": src, "to": dst.value}
 
-    done_values: list[Any] = []
     for c in complete:
         step = steps[c["step_id"]]
         events.append((EventType.step_completed, moved(step, StepStatus.completed, "step finished")))
-        done_values += [step["id"], dumps(c.get("outputs") or {})]
+        updates += [step["id"], StepStatus.completed.value, dumps(c.get("outputs") or {}), None]
         if c.get("checkpoint"):
             checkpoints.append((step["id"], c["checkpoint"]))
-    if complete:
-        ctx.db.execute(
-            "UPDATE steps SET status = 'completed', outputs = v.o, completed_at = ?, progress = 1.0, error = NULL "
-            f"FROM (VALUES {', '.join(['(?, ?)'] * len(complete))}) AS v(id, o) WHERE steps.id = v.id",
-            [now, *done_values])
     for f in fail:
         step = steps[f["step_id"]]
         payload = moved(step, StepStatus.failed, "step failed")
         payload["error"] = str(f.get("error") or "")[:2000]
         events.append((EventType.step_failed, payload))
-        ctx.db.execute("UPDATE steps SET status = 'failed', error = ? WHERE id = ?", [f.get("error"), step["id"]])
-    if start:
-        fresh = []
-        for i in start:
-            step = steps[i]
-            payload = moved(step, StepStatus.running, "step started" if step["status"] != "running"
-                            else "re-run of a step in flight at a crash")
-            events.append((EventType.step_started, payload))
-            fresh.append(i)
+        updates += [step["id"], StepStatus.failed.value, None, str(f.get("error") or "")]
+    for i in start:
+        step = steps[i]
+        reason = "step started" if step["status"] != "running" else "re-run of a step in flight at a crash"
+        events.append((EventType.step_started, moved(step, StepStatus.running, reason)))
+        updates += [step["id"], StepStatus.running.value, None, None]
+    if ids:
+        # one update for every step named: completed ones get their outputs, started ones a new attempt
         ctx.db.execute(
-            f"UPDATE steps SET status = 'running', started_at = ?, attempts = attempts + 1, error = NULL, "
-            f"progress = 0.0 WHERE id IN ({', '.join('?' * len(fresh))})", [now, *fresh])
+            "UPDATE steps SET status = v.st, "
+            "outputs = CASE WHEN v.st = 'completed' THEN v.o ELSE steps.outputs END, "
+            "completed_at = CASE WHEN v.st = 'completed' THEN ?::TIMESTAMP ELSE steps.completed_at END, "
+            "progress = CASE WHEN v.st = 'completed' THEN 1.0 WHEN v.st = 'running' THEN 0.0 ELSE steps.progress END, "
+            "started_at = CASE WHEN v.st = 'running' THEN ?::TIMESTAMP ELSE steps.started_at END, "
+            "attempts = steps.attempts + CASE WHEN v.st = 'running' THEN 1 ELSE 0 END, "
+            "error = v.err "
+            f"FROM (VALUES {', '.join(['(?, ?, ?::JSON, ?)'] * len(ids))}) AS v(id, st, o, err) "
+            "WHERE steps.id = v.id", [now, now, *updates])
     if history:
         ctx.db.insert_rows("state_history", HISTORY_COLUMNS, history)
     if checkpoints:
-        rows = _checkpoint_rows(sid, rid, checkpoints, now)
-        ctx.db.insert_rows("checkpoints", CHECKPOINT_COLUMNS, rows)
-        for r in rows:
+        cp_rows = _checkpoint_rows(sid, rid, checkpoints, now)
+        ctx.db.insert_rows("checkpoints", CHECKPOINT_COLUMNS, cp_rows)
+        for r in cp_rows:
             events.append((EventType.checkpoint_saved, {"checkpoint_id": r[0], "kind": r[4], "step_id": r[3]}))
-    ctx.db.execute("UPDATE runs SET last_heartbeat_at = ? WHERE id = ?", [now, rid])
     for etype, payload in events:
         ctx.emit(etype, sid, rid, payload)
-    return {"run_status": run["status"], "pause_requested": bool(run["pause_requested"]),
+    return {"run_status": run["run_status"], "pause_requested": bool(run["pause_requested"]),
             "at": now_dt.isoformat()}
 
 

@@ -1,0 +1,189 @@
+"""Engine benchmarks: `python benchmarks/engine.py` prints the figures and the ratios.
+
+(a) Per-step overhead of a 200-step DAG whose steps do nothing (no model), executed
+    with durable checkpoints (a store transaction and an fsynced checkpoint pickle per
+    step boundary), against LangGraph with its SQLite checkpointer on the same DAG
+    shape. Two shapes: a chain (every step waits for the previous one) and 25 levels
+    of 8 steps (each depending on the step above it). Target: ratio <= 0.33.
+(b) 8 independent steps with 1 s of simulated model latency each (the scripted model
+    through AG2's real client path), max_parallel=8 against max_parallel=1.
+    Target: speedup >= 6.
+
+Each figure comes from one run in a fresh CMBAGENT_HOME whose store service was
+started beforehand (its start-up is not a per-step cost). Options: --only a|b,
+--steps N, --json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import operator
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cmbagent_jupyter.engine.runner import RunEngine  # noqa: E402
+from cmbagent_jupyter.llm.providers import scripted_choice  # noqa: E402
+from cmbagent_jupyter.store import Store, stop_service  # noqa: E402
+
+
+# ---------------------------------------------------------------- shapes
+
+
+def chain(n: int) -> list[dict[str, Any]]:
+    return [{"key": f"s{i}", "sub_task": f"step {i}", "sub_task_agent": "engineer",
+             "depends_on": [f"s{i - 1}"] if i else []} for i in range(n)]
+
+
+def layered(n: int, width: int = 8) -> list[dict[str, Any]]:
+    return [{"key": f"s{i}", "sub_task": f"step {i}", "sub_task_agent": "engineer",
+             "depends_on": [f"s{i - width}"] if i >= width else []} for i in range(n)]
+
+
+# ---------------------------------------------------------------- (a) ours
+
+
+async def _noop_step(step: Any, ctx: dict[str, Any]) -> dict[str, Any]:
+    return {"summary": f"{step.key} done", "files": [], "figures": []}
+
+
+def ours(steps: list[dict[str, Any]], max_parallel: int) -> dict[str, float]:
+    home = tempfile.mkdtemp(prefix="cmbagent-bench-")
+    store = Store(home)
+    try:
+        session = store.create_session("bench")
+        ss = store.session(session.id)
+        run = ss.create_run("no-model DAG", mode="control", config={"plan": {"sub_tasks": steps},
+                                                                    "max_parallel": max_parallel})
+        engine = RunEngine(store, run, step_runner=_noop_step)
+        t0 = time.perf_counter()
+        out = asyncio.run(engine.execute())
+        elapsed = time.perf_counter() - t0
+        assert out.status.value == "completed", (out.status, out.error)
+        done = sum(s.status.value == "completed" for s in ss.list_steps(run.id))
+        assert done == len(steps), done
+        checkpoints = len(ss.list_checkpoints(run.id))
+        pickles = len(list((Path(run.path) / "checkpoints").glob("*.pkl")))
+        return {"seconds": elapsed, "per_step_ms": elapsed / len(steps) * 1000, "checkpoints": checkpoints,
+                "pickles": pickles}
+    finally:
+        store.close()
+        stop_service(home)
+
+
+# ---------------------------------------------------------------- (a) LangGraph
+
+
+class LangGraphState(TypedDict):
+    outputs: Annotated[dict, operator.or_]
+
+
+def langgraph(steps: list[dict[str, Any]]) -> dict[str, float]:
+    from langgraph.checkpoint.sqlite import SqliteSaver
+    from langgraph.graph import END, START, StateGraph
+
+    State = LangGraphState
+
+    def node(key: str):
+        def run(state: State) -> dict:
+            return {"outputs": {key: {"summary": f"{key} done", "files": [], "figures": []}}}
+        return run
+
+    g = StateGraph(State)
+    for s in steps:
+        g.add_node(s["key"], node(s["key"]))
+    has_successor = {d for s in steps for d in s["depends_on"]}
+    for s in steps:
+        if not s["depends_on"]:
+            g.add_edge(START, s["key"])
+        for d in s["depends_on"]:
+            g.add_edge(d, s["key"])
+        if s["key"] not in has_successor:
+            g.add_edge(s["key"], END)
+    d = tempfile.mkdtemp(prefix="langgraph-bench-")
+    conn = sqlite3.connect(os.path.join(d, "checkpoints.sqlite"), check_same_thread=False)
+    app = g.compile(checkpointer=SqliteSaver(conn))
+    t0 = time.perf_counter()
+    out = app.invoke({"outputs": {}}, {"configurable": {"thread_id": "bench"}, "recursion_limit": 100_000})
+    elapsed = time.perf_counter() - t0
+    assert len(out["outputs"]) == len(steps)
+    rows = conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
+    conn.close()
+    return {"seconds": elapsed, "per_step_ms": elapsed / len(steps) * 1000, "checkpoints": rows}
+
+
+# ---------------------------------------------------------------- (b) parallel speedup
+
+
+def parallel(n: int, latency_s: float, max_parallel: int) -> dict[str, float]:
+    import yaml
+
+    home = tempfile.mkdtemp(prefix="cmbagent-bench-")
+    scenario = Path(home) / "latency.yaml"
+    scenario.write_text(yaml.safe_dump({
+        "name": "latency", "price": {"input_per_mtok": 0, "output_per_mtok": 0}, "latency_s": latency_s,
+        "turns": [{"agent": "researcher", "step": f"s{i}", "turn": 1, "content": f"# Finding {i}\nDone."}
+                  for i in range(n)]}))
+    plan = {"sub_tasks": [{"key": f"s{i}", "sub_task": f"independent question {i}", "sub_task_agent": "researcher",
+                           "depends_on": []} for i in range(n)]}
+    store = Store(home)
+    try:
+        session = store.create_session("bench")
+        ss = store.session(session.id)
+        choice = scripted_choice(str(scenario))
+        run = ss.create_run("parallel steps", mode="control", model=choice.ref,
+                            config={"plan": plan, "max_parallel": max_parallel})
+        engine = RunEngine(store, run, model=choice)
+        t0 = time.perf_counter()
+        out = asyncio.run(engine.execute())
+        elapsed = time.perf_counter() - t0
+        assert out.status.value == "completed", (out.status, out.error)
+        return {"seconds": elapsed}
+    finally:
+        store.close()
+        stop_service(home)
+
+
+# ---------------------------------------------------------------- main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", choices=["a", "b"])
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--json", action="store_true")
+    ns = ap.parse_args()
+    results: dict[str, Any] = {}
+    if ns.only in (None, "a"):
+        print(f"(a) per-step overhead, {ns.steps}-step no-model DAG, durable checkpoints", flush=True)
+        for name, steps, par in (("chain", chain(ns.steps), 1), ("layered 8 wide", layered(ns.steps), 8)):
+            mine = ours(steps, par)
+            lg = langgraph(steps)
+            ratio = mine["per_step_ms"] / lg["per_step_ms"]
+            results[f"a_{name}"] = {"cmbagent": mine, "langgraph_sqlite": lg, "ratio": ratio}
+            print(f"  {name:15s} cmbagent {mine['per_step_ms']:7.3f} ms/step ({mine['checkpoints']} checkpoints, "
+                  f"{mine['pickles']} pickles) | LangGraph+SQLite {lg['per_step_ms']:7.3f} ms/step "
+                  f"({lg['checkpoints']} checkpoints) | ratio {ratio:.2f} (target <= 0.33)", flush=True)
+    if ns.only in (None, "b"):
+        print("(b) 8 independent steps, 1 s simulated model latency each", flush=True)
+        one = parallel(8, 1.0, 1)
+        eight = parallel(8, 1.0, 8)
+        speedup = one["seconds"] / eight["seconds"]
+        results["b"] = {"max_parallel_1_s": one["seconds"], "max_parallel_8_s": eight["seconds"], "speedup": speedup}
+        print(f"  max_parallel=1 {one['seconds']:.2f} s | max_parallel=8 {eight['seconds']:.2f} s | "
+              f"speedup {speedup:.2f}x (target >= 6)", flush=True)
+    if ns.json:
+        print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
