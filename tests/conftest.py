@@ -361,6 +361,96 @@ def client_process(home: Path, script: str, *args: str, **env: str) -> Iterator[
 
 
 # ---------------------------------------------------------------------------
+# Server extension fixtures (tests/test_server_*.py, tests/test_sidebar*.py):
+# every Jupyter server a test starts uses its own CMBAGENT_HOME, and the store
+# service it started there is stopped afterwards
+# ---------------------------------------------------------------------------
+
+SERVER_FIXTURES = ("jp_serverapp", "jupyter_lab_server")
+
+
+@pytest.fixture(autouse=True)
+def _server_store_home(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Our server extension connects to (so starts) a store service at server start.
+
+    For a test with a Jupyter server, CMBAGENT_HOME is the same temp home `cmb_home`
+    uses; after the test the extension's client is closed (waiting for its start-up
+    connection) and the home's service stopped by its own pid.
+    """
+    if not any(name in request.fixturenames for name in SERVER_FIXTURES):
+        yield None
+        return
+    home = (tmp_path / "cmbagent-home").resolve()
+    monkeypatch.setenv("CMBAGENT_HOME", str(home))
+    app = request.getfixturevalue("jp_serverapp") if "jp_serverapp" in request.fixturenames else None
+    yield home
+    if app is not None:
+        api = app.web_app.settings.get("cmbagent_api")
+        if api is not None:
+            api.close()
+    from cmbagent_jupyter.store import stop_service
+
+    stop_service(home)
+    left = store_service_pids(home)
+    for pid in left:
+        os.kill(pid, 9)
+    assert not left, f"store service process(es) {left} still running for {home} after the test"
+
+
+@pytest.fixture
+def server_api(jp_serverapp, cmb_home: Path):
+    """The in-process server's core (`ServerAPI`), talking to the store in `cmb_home`."""
+    api = jp_serverapp.web_app.settings["cmbagent_api"]
+    assert api.home == cmb_home
+    yield api
+    api.close()  # before cmb_home stops the service: a closed client never restarts it
+
+
+@dataclass
+class ApiReply:
+    code: int
+    body: dict
+
+    @property
+    def message(self) -> str:
+        return self.body.get("message", "")
+
+
+@pytest.fixture
+def api_call(jp_fetch, server_api):
+    """`await api_call("GET", "sessions", params=..., body=...)` -> ApiReply, errors included."""
+    import json
+
+    async def call(method: str, *path: str, params: dict | None = None, body=None, raw: str | None = None,
+                   headers: dict | None = None) -> ApiReply:
+        kwargs = {"method": method, "raise_error": False, "params": params or {}}
+        if headers is not None:
+            kwargs["headers"] = headers
+        if method in ("POST", "PUT", "PATCH"):
+            kwargs["body"] = raw if raw is not None else json.dumps(body if body is not None else {})
+        response = await jp_fetch("cmbagent", "api", *path, **kwargs)
+        text = response.body.decode() if response.body else ""
+        return ApiReply(response.code, json.loads(text) if text.strip().startswith("{") else {"text": text})
+
+    return call
+
+
+@pytest.fixture
+def unauthenticated_call(jp_serverapp, http_server_client, jp_base_url):
+    """A request to our API without the token; returns the HTTP status code."""
+
+    async def call(method: str, *path: str, body: str | None = None) -> int:
+        url = f"{jp_base_url}cmbagent/api/{'/'.join(path)}"
+        if method in ("POST", "PUT", "PATCH") and body is None:
+            body = "{}"
+        response = await http_server_client.fetch(url, method=method, body=body, raise_error=False,
+                                                  follow_redirects=False, allow_nonstandard_methods=True)
+        return response.code
+
+    return call
+
+
+# ---------------------------------------------------------------------------
 # Notebook experience fixtures (tests/test_widgets_*.py, tests/test_magics*.py,
 # tests/test_notebooks*.py): widgets driven like a comm would, the Python API in
 # a temp home, a scripted run
