@@ -53,6 +53,10 @@ Load with %load_ext cmbagent_jupyter. Runs live in CMBAGENT_HOME (default ~/.cmb
 """
 
 
+SUBCOMMANDS = ("run", "status", "show", "wait", "pause", "resume", "cancel", "approvals", "approve", "reject",
+               "modify", "branch", "sessions", "cost", "agents")
+
+
 class MagicError(Exception):
     """A usage or input error, shown as one line."""
 
@@ -180,6 +184,8 @@ class CmbagentMagics(Magics):
         if not argv or argv[0] in ("help", "-h", "--help"):
             print(HELP)
             return None
+        if argv[0] not in SUBCOMMANDS:
+            raise MagicError(f"unknown subcommand {argv[0]!r}; use one of {', '.join(SUBCOMMANDS)} (see %cmbagent?)")
         args = _parser().parse_args(argv)
         handler = getattr(self, f"_cmd_{args.command}")
         return handler(args)
@@ -200,8 +206,21 @@ class CmbagentMagics(Magics):
         if run_id:
             return self._api().get_run(run_id, home=self.home)
         if self.last_run is None:
+            self.last_run = self._latest_run_of_this_process()
+        if self.last_run is None:
             raise MagicError("no run given and none started in this kernel: name one, e.g. %cmbagent status RUN_ID")
         return self.last_run
+
+    def _latest_run_of_this_process(self) -> Any:
+        """The newest run this kernel executed (also when started with `session.run(...)`)."""
+        import os
+
+        store = self._store()
+        runs = [r for s in store.list_sessions() for r in store.session(s.id).list_runs() if r.owner_pid == os.getpid()]
+        if not runs:
+            return None
+        latest = max(runs, key=lambda r: r.created_at)
+        return self._api().get_run(latest.id, home=self.home)
 
     def _store(self) -> Any:
         from cmbagent_jupyter.api import _store
@@ -241,7 +260,7 @@ class CmbagentMagics(Magics):
         print(f"task: {run.task}")
         print(f"steps: {done}/{len(steps)} completed   cost: {_money(cost)}")
         if run.error:
-            print(f"error: {run.error}")
+            print(f"error: {run.error.strip().splitlines()[0] if run.error.strip() else run.error}")
         if steps:
             print(_table(["#", "key", "agent", "status", "attempts"],
                          [[s.number, s.key, s.agent, s.status.value, s.attempts] for s in steps]))
