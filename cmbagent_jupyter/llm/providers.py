@@ -160,7 +160,8 @@ def resolve_model(ref: str | None = None, *, scenario: str | None = None,
     if prov is None:
         known = sorted({*settings.providers, "openai", "anthropic", "gemini"})
         raise InvalidInput(f"unknown model provider {provider_name!r} in {ref!r}; known providers: "
-                           f"{', '.join(known)} (add others to {MODELS_FILE})")
+                           f"{', '.join(known)} (add others to {MODELS_FILE}; a model name holding '/' goes after its "
+                           f"provider, e.g. local/org/model)")
     model = model or prov.default_model or DEFAULT_MODELS.get(prov.kind)
     if not model:
         raise InvalidInput(f"provider {provider_name!r} has no default_model; name one: --model {provider_name}/MODEL")
@@ -199,8 +200,7 @@ def _first_configured(settings: ModelSettings) -> str | None:
 def _split(ref: str, settings: ModelSettings) -> tuple[str, str | None]:
     if "/" in ref:
         head, tail = ref.split("/", 1)
-        if head in settings.providers or head in {k.value for k in ProviderKind}:
-            return head, tail or None
+        return head, tail or None
     if ref in settings.providers or ref in ("openai", "anthropic", "gemini"):
         return ref, None
     lowered = ref.lower()
