@@ -173,16 +173,19 @@ def test_interrupt_checkpoints_and_a_resume_skips_what_was_done(engine_home: Pat
     assert by_key["a"].outputs == {s.key: s for s in handle.steps()}["a"].outputs
 
 
-def test_cancel_stops_the_running_step_and_cannot_be_resumed(engine_home: Path, tmp_path: Path):
+def test_cancel_from_another_process_stops_the_running_step(engine_home: Path, tmp_path: Path):
     steps = [{"key": "long", "depends_on": []}, {"key": "after", "depends_on": ["long"]}]
     scenario, plan = control_scenario(tmp_path / "cancel.yaml", steps, sleep_s=30)
     handle = open_session(home=engine_home).run("cancel me", mode="control", plan=plan, scenario=str(scenario),
-                                                 quiet=True)
+                                                 heartbeat_interval_s=0.2, quiet=True)
     wait_event(handle.ss, handle.id, lambda e: e["type"] == "step.started", what="the first step to start")
-    handle.cancel()
+    beat = handle.status().last_heartbeat_at
+    out = cmbagent(engine_home, "cancel", handle.id)
+    assert out.returncode == 0 and "is cancelled" in out.stdout, out.stderr
     run = handle.wait(30)
     assert run.status == RunStatus.cancelled
-    assert [s.status.value for s in handle.steps()] == ["cancelled", "pending"]
+    assert run.last_heartbeat_at > beat, "the owner kept beating while its step ran"
+    assert [s.status.value for s in handle.steps()] == ["cancelled", "pending"], "the step's process was stopped"
     assert executions(run.path) == []
     with pytest.raises(InvalidInput, match="only a paused, interrupted, failed or stalled run can be resumed"):
         handle.resume()
