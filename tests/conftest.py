@@ -533,3 +533,92 @@ def planned_run(store, n_steps: int = 3, *, task: str = "Toy CMB analysis", sess
     steps = ss.put_plan(run.id, plan)
     run = ss.transition_run(run.id, "executing")
     return ss, run, steps
+
+
+class EventSocket:
+    """A client of /cmbagent/api/events: JSON frames in, JSON messages out."""
+
+    def __init__(self, connection):
+        self.connection = connection
+        self.frames: list[dict] = []
+
+    async def next(self, timeout: float = 30.0) -> dict:
+        import asyncio
+        import json
+
+        text = await asyncio.wait_for(self.connection.read_message(), timeout)
+        if text is None:
+            raise ConnectionError("the server closed the event socket")
+        frame = json.loads(text)
+        self.frames.append(frame)
+        return frame
+
+    async def until(self, predicate, timeout: float = 60.0, what: str = "a frame") -> dict:
+        """Read frames until one matches; fail at the deadline, naming what was awaited."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; "
+                                     f"last frames: {self.frames[-3:]}")
+            try:
+                frame = await self.next(left)
+            except TimeoutError:
+                continue
+            if predicate(frame):
+                return frame
+
+    async def first(self, predicate, timeout: float = 60.0, what: str = "a frame") -> dict:
+        """The first frame received so far that matches, else the next one that does."""
+        for frame in self.frames:
+            if predicate(frame):
+                return frame
+        return await self.until(predicate, timeout, what)
+
+    async def send(self, message: dict) -> None:
+        import json
+
+        await self.connection.write_message(json.dumps(message))
+
+    def events(self) -> list[dict]:
+        """The store events received so far (frames with a gseq), in arrival order."""
+        return [f for f in self.frames if "gseq" in f and "type" in f and "payload" in f]
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+@pytest.fixture
+def event_socket(jp_ws_fetch, server_api):
+    """`await event_socket(session_id=..., since=...)` -> an EventSocket; all closed after."""
+    sockets: list[EventSocket] = []
+
+    async def connect(**params) -> EventSocket:
+        query = {k: str(v) for k, v in params.items() if v is not None}
+        sock = EventSocket(await jp_ws_fetch("cmbagent", "api", "events", params=query))
+        sockets.append(sock)
+        return sock
+
+    yield connect
+    for sock in sockets:
+        sock.close()
+
+
+@pytest.fixture
+def stream_settings(jp_serverapp):
+    """The live event-stream options of the in-process server (heartbeat_s, queue_size)."""
+    return jp_serverapp.web_app.settings["cmbagent_stream"]
+
+
+async def until(condition, timeout: float = 30.0, what: str = "condition"):
+    """Await a condition by polling it without blocking the event loop the server runs on."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.02)

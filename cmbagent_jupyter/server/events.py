@@ -65,6 +65,7 @@ class EventsHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
         super().open(*args, **kwargs)
         options = self.settings.get("cmbagent_stream", {})
         self.stream = EventStream(self.api, self.scope, self._send, **options)
+        self.settings.setdefault("cmbagent_streams", set()).add(self.stream)
         self.stream.start(self.snapshot, self.since)
 
     async def _send(self, frame: dict[str, Any]) -> None:
@@ -81,3 +82,4 @@ class EventsHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
     def on_close(self) -> None:
         if self.stream is not None:
             self.stream.close()
+            self.settings.get("cmbagent_streams", set()).discard(self.stream)

@@ -108,15 +108,16 @@ class EventStream:
         self.queue.append(event)
         self.wakeup.set()
 
-    def _overflow(self) -> None:
+    def _overflow(self, why: str | None = None) -> None:
+        """Stop following the store; tell the client where to come back from."""
         self.stalled = True
         self.queue.clear()
         self._drop_subscription()
-        log.info("event stream client too slow: dropped its queue at gseq %s", self.last_sent)
+        why = why or f"more than {self.queue_size} events were waiting for this connection"
+        log.info("event stream stopped at gseq %s: %s", self.last_sent, why)
         asyncio.ensure_future(self.send({
             "type": "replay_required", "since": self.last_sent,
-            "message": f"more than {self.queue_size} events were waiting for this connection; "
-                       "reconnect (or send request_state) with this `since` to receive the rest",
+            "message": f"{why}; reconnect (or send request_state) with this `since` to receive the rest",
         }))
 
     # ------------------------------------------------------------ writer
@@ -176,7 +177,12 @@ class EventStream:
             frame["id"] = restart.request_id
         await self.send(frame)
         self.last_sent = start
-        await self._replay(generation, start, live_from)
+        try:
+            await self._replay(generation, start, live_from)
+        except Exception as exc:  # noqa: BLE001 - the store went away mid-replay: the client retries later
+            if generation == self.generation and not self.closed:
+                await self._send_error(exc, restart.request_id)
+                self._overflow(f"the replay stopped ({type(exc).__name__})")
 
     async def _replay(self, generation: int, start: int, until: int) -> None:
         cursor = start
