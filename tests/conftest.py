@@ -366,6 +366,8 @@ def client_process(home: Path, script: str, *args: str, **env: str) -> Iterator[
 # service it started there is stopped afterwards
 # ---------------------------------------------------------------------------
 
+from contextlib import asynccontextmanager  # noqa: E402 (this section stands on its own)
+
 SERVER_FIXTURES = ("jp_serverapp", "jupyter_lab_server")
 
 
@@ -622,3 +624,99 @@ async def until(condition, timeout: float = 30.0, what: str = "condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+def kernel_env(home: Path) -> dict[str, str]:
+    """A kernel's environment: this checkout importable, the test's CMBAGENT_HOME."""
+    return subprocess_env(home)
+
+
+class KernelError(AssertionError):
+    pass
+
+
+def _cell_outcome(messages: list[dict]) -> str:
+    text, errors = [], []
+    for msg in messages:
+        kind, content = msg["header"]["msg_type"], msg["content"]
+        if kind == "stream":
+            text.append(content["text"])
+        elif kind == "error":
+            errors.append(f"{content['ename']}: {content['evalue']}\n" + "\n".join(content["traceback"][-5:]))
+    if errors:
+        raise KernelError("the kernel cell failed:\n" + ANSI_ESCAPE.sub("", "\n".join(errors)))
+    return "".join(text)
+
+
+@asynccontextmanager
+async def python_kernel(home: Path):
+    """A real ipykernel process (jupyter_client) using `home`; shut down (by its manager) after."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    km = AsyncKernelManager(kernel_name="python3")
+    await km.start_kernel(env=kernel_env(home))
+    kc = km.client()
+    kc.start_channels()
+    try:
+        await kc.wait_for_ready(timeout=120)
+        yield kc
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
+
+
+def submit_cell(kc, code: str) -> str:
+    """Send a cell to the kernel without waiting for it; returns its message id."""
+    return kc.execute(code, store_history=False)
+
+
+async def cell_result(kc, msg_id: str, timeout: float = 120.0) -> str:
+    """Wait for a submitted cell to finish; its printed output, or KernelError with the traceback."""
+    import queue
+
+    deadline = time.monotonic() + timeout
+    messages = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"kernel cell {msg_id} still running after {timeout:.0f} s")
+        try:
+            msg = await kc.get_iopub_msg(timeout=min(left, 1.0))
+        except queue.Empty:
+            continue
+        if msg.get("parent_header", {}).get("msg_id") != msg_id:
+            continue
+        if msg["header"]["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            return _cell_outcome(messages)
+        messages.append(msg)
+
+
+async def run_cell(kc, code: str, timeout: float = 120.0) -> str:
+    return await cell_result(kc, submit_cell(kc, code), timeout)
+
+
+@pytest.fixture
+def voila_dashboard(tmp_path: Path, cmb_home: Path) -> Iterator[ServerProcess]:
+    """`voila examples/dashboard.ipynb` on 127.0.0.1 with a token, its kernel using `cmb_home`
+    (session "lab" preselected); stopped by its own pid after the test."""
+    import shutil
+
+    home = tmp_path / "voila-home"
+    root = home / "root"
+    root.mkdir(parents=True)
+    shutil.copy(REPO_ROOT / "examples" / "dashboard.ipynb", root / "dashboard.ipynb")
+    port = free_port()
+    token = secrets.token_hex(16)
+    argv = [
+        interpreter_bin("voila"),
+        str(root / "dashboard.ipynb"),
+        "--no-browser",
+        f"--port={port}",
+        "--Voila.ip=127.0.0.1",
+        f"--Voila.token={token}",
+        "--ServerApp.port_retries=0",
+        "--ServerApp.allow_root=True",
+    ]
+    env = {**scratch_jupyter_env(home), "CMBAGENT_HOME": str(cmb_home), "CMBAGENT_DASHBOARD_SESSION": "lab"}
+    with spawn_server(argv, env, port, token, tmp_path / "voila-dashboard.log", "static/favicon.ico") as server:
+        yield server
