@@ -9,9 +9,10 @@
     through AG2's real client path), max_parallel=8 against max_parallel=1.
     Target: speedup >= 6.
 
-Each figure comes from one run in a fresh CMBAGENT_HOME whose store service was
-started beforehand (its start-up is not a per-step cost). Options: --only a|b,
---steps N, --json.
+Each figure is the median of --repeat runs (default 3), each in a fresh CMBAGENT_HOME
+whose store service was started beforehand (its start-up is not a per-step cost).
+The store's own floor (one minimal write transaction) is printed for reference.
+Options: --only a|b, --steps N, --repeat N, --json.
 """
 
 from __future__ import annotations
@@ -74,6 +75,28 @@ def ours(steps: list[dict[str, Any]], max_parallel: int) -> dict[str, float]:
         pickles = len(list((Path(run.path) / "checkpoints").glob("*.pkl")))
         return {"seconds": elapsed, "per_step_ms": elapsed / len(steps) * 1000, "checkpoints": checkpoints,
                 "pickles": pickles}
+    finally:
+        store.close()
+        stop_service(home)
+
+
+def store_floor(calls: int = 100) -> dict[str, float]:
+    """What one minimal write transaction costs through the store service (a heartbeat: one UPDATE)."""
+    home = tempfile.mkdtemp(prefix="cmbagent-bench-")
+    store = Store(home)
+    try:
+        ss = store.session(store.create_session("floor").id)
+        run = ss.create_run("floor", mode="one_shot")
+        ss.heartbeat(run.id, os.getpid())
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            ss.heartbeat(run.id, os.getpid())
+        write_ms = (time.perf_counter() - t0) / calls * 1000
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            store.call("store.ping")
+        read_ms = (time.perf_counter() - t0) / calls * 1000
+        return {"write_ms": write_ms, "read_ms": read_ms}
     finally:
         store.close()
         stop_service(home)
@@ -155,18 +178,28 @@ def parallel(n: int, latency_s: float, max_parallel: int) -> dict[str, float]:
 # ---------------------------------------------------------------- main
 
 
+def _median(results: list[dict[str, float]], key: str = "per_step_ms") -> dict[str, float]:
+    ordered = sorted(results, key=lambda r: r[key])
+    return ordered[len(ordered) // 2]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=["a", "b"])
     ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--repeat", type=int, default=3, help="runs per figure; the median is reported")
     ap.add_argument("--json", action="store_true")
     ns = ap.parse_args()
     results: dict[str, Any] = {}
     if ns.only in (None, "a"):
         print(f"(a) per-step overhead, {ns.steps}-step no-model DAG, durable checkpoints", flush=True)
+        floor = store_floor()
+        results["store_floor"] = floor
+        print(f"  store service floor: {floor['write_ms']:.2f} ms per minimal write transaction, "
+              f"{floor['read_ms']:.2f} ms per read round trip", flush=True)
         for name, steps, par in (("chain", chain(ns.steps), 1), ("layered 8 wide", layered(ns.steps), 8)):
-            mine = ours(steps, par)
-            lg = langgraph(steps)
+            mine = _median([ours(steps, par) for _ in range(ns.repeat)])
+            lg = _median([langgraph(steps) for _ in range(ns.repeat)])
             ratio = mine["per_step_ms"] / lg["per_step_ms"]
             results[f"a_{name}"] = {"cmbagent": mine, "langgraph_sqlite": lg, "ratio": ratio}
             print(f"  {name:15s} cmbagent {mine['per_step_ms']:7.3f} ms/step ({mine['checkpoints']} checkpoints, "
@@ -174,8 +207,8 @@ def main() -> int:
                   f"({lg['checkpoints']} checkpoints) | ratio {ratio:.2f} (target <= 0.33)", flush=True)
     if ns.only in (None, "b"):
         print("(b) 8 independent steps, 1 s simulated model latency each", flush=True)
-        one = parallel(8, 1.0, 1)
-        eight = parallel(8, 1.0, 8)
+        one = _median([parallel(8, 1.0, 1) for _ in range(max(1, ns.repeat // 2))], key="seconds")
+        eight = _median([parallel(8, 1.0, 8) for _ in range(ns.repeat)], key="seconds")
         speedup = one["seconds"] / eight["seconds"]
         results["b"] = {"max_parallel_1_s": one["seconds"], "max_parallel_8_s": eight["seconds"], "speedup": speedup}
         print(f"  max_parallel=1 {one['seconds']:.2f} s | max_parallel=8 {eight['seconds']:.2f} s | "
