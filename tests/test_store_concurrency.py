@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import time
+import uuid
 from collections import Counter, defaultdict
 from contextlib import ExitStack
 from pathlib import Path
@@ -25,11 +27,12 @@ print("ready", flush=True)
 sys.stdin.readline()
 with open(ack_path, "w", buffering=1) as acks:
     for i in range(n):
-        event_id = "evt_" + uuid.uuid4().hex[:20]
-        [ack] = client.call("event.append", {"session_id": session_id, "events": [
-            {"id": event_id, "type": "log", "run_id": run_id, "payload": {"writer": writer, "i": i}}]})
-        assert ack["id"] == event_id, ack
-        acks.write(f"{event_id} {ack['seq']} {ack['gseq']}\n")
+        event = {"type": "log", "run_id": run_id, "payload": {"writer": writer, "i": i}}
+        if writer % 2 == 0:  # even writers name their events, odd ones let the store do it
+            event["id"] = "evt_" + uuid.uuid4().hex[:20]
+        [ack] = client.call("event.append", {"session_id": session_id, "events": [event]})
+        assert ack["id"] == event.get("id", ack["id"]), ack
+        acks.write(f"{ack['id']} {ack['seq']} {ack['gseq']}\n")
 client.close()
 print("done", flush=True)
 """
@@ -143,3 +146,32 @@ def test_sigkilled_service_loses_and_doubles_no_acknowledged_write(store, cmb_ho
         assert not lost and not doubled, f"writer {w}: lost {len(lost)}, doubled {len(doubled)}"
     assert len(events) == len(runs) * n
     assert_runs_are_gapless(ss.events(limit=100_000))
+
+
+def resend(client, op: str, args: dict, rid: str, retry: bool):
+    """Send a request frame as the client does after losing its connection (same rid)."""
+    conn = client._ensure(time.monotonic() + 30)
+    return conn.request({"op": op, "args": args, "rid": rid, "retry": retry})
+
+
+def test_a_resent_write_is_answered_not_applied_again(store):
+    ss = store.session(store.create_session("resend").id)
+    run = ss.create_run("r")
+    client = store.client
+    for op, args in [("event.append", {"session_id": ss.session_id,
+                                       "events": [{"type": "log", "run_id": run.id, "payload": {"n": 1}}]}),
+                     ("run.create", {"session_id": ss.session_id, "task": "created once"}),
+                     ("cost.add", {"session_id": ss.session_id, "records": [{"model": "m", "cost_usd": 1.0}]})]:
+        rid = uuid.uuid4().hex
+        first = resend(client, op, args, rid, retry=False).result(30)
+        again = resend(client, op, args, rid, retry=True).result(30)
+        assert first["ok"] and again == {**first, "id": again["id"]}, op
+        # first try and resend in flight together (one batch): still applied once
+        rid = uuid.uuid4().hex
+        both = [resend(client, op, args, rid, retry=False), resend(client, op, args, rid, retry=True)]
+        a, b = (f.result(30) for f in both)
+        assert a["result"] == b["result"], op
+
+    assert [e.payload for e in ss.events(run_id=run.id, types=["log"])] == [{"n": 1}, {"n": 1}]
+    assert sorted(r.task for r in ss.list_runs()) == ["created once", "created once", "r"]
+    assert ss.usage()["cost_usd"] == 2.0

@@ -305,7 +305,8 @@ class StoreClient:
                     stale.unlink()
                 except FileNotFoundError:
                     pass
-            cmd = [sys.executable, "-m", "cmbagent_jupyter.store.service", "--home", str(self.home)]
+            # -P: the caller's working directory must not put another checkout's code in the service
+            cmd = [sys.executable, "-P", "-m", "cmbagent_jupyter.store.service", "--home", str(self.home)]
             if self.idle_seconds is not None:
                 cmd += ["--idle-seconds", str(self.idle_seconds)]
             env = dict(os.environ)
@@ -314,7 +315,7 @@ class StoreClient:
             env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
             with open(self.home / "logs" / "store.stderr", "ab") as errlog:
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errlog,
-                                        start_new_session=True, close_fds=True, env=env)
+                                        start_new_session=True, close_fds=True, env=env, cwd=self.home)
             threading.Thread(target=proc.wait, name="store-service-reaper", daemon=True).start()
             self._wait_for_runtime(deadline, proc)
 

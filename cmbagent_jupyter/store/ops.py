@@ -9,6 +9,7 @@ by it, so one session never reads another's rows.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -64,7 +65,12 @@ def op(name: str, *, write: bool) -> Callable[[OpFunc], OpFunc]:
 class SeqAllocator:
     """Per-run (and per-session) event sequence numbers and the store-wide order.
 
-    Values handed out inside a batch are tentative until the batch commits.
+    Values handed out inside a batch are tentative until the batch commits. It also
+    remembers the scope facts the hot path checks on every call (session S is live,
+    run R belongs to session S), so appending an event costs no lookup statements: a
+    run never changes session and runs are never deleted; a session's status changes
+    only through `session.set_status`, which forgets it. Facts learned in a batch
+    count only once it commits.
     """
 
     def __init__(self, db: Database):
@@ -73,6 +79,26 @@ class SeqAllocator:
         self.pending: dict[tuple[str, str], int] = {}
         self.gseq_committed = int(db.scalar("SELECT coalesce(max(gseq), 0) FROM events") or 0)
         self.gseq_pending = self.gseq_committed
+        self.live_sessions: set[str] = set()
+        self.run_sessions: dict[str, str] = {}
+        self._learned_sessions: set[str] = set()
+        self._learned_runs: dict[str, str] = {}
+
+    def knows_session(self, session_id: str) -> bool:
+        return session_id in self.live_sessions or session_id in self._learned_sessions
+
+    def knows_run(self, session_id: str, run_id: str) -> bool:
+        return (self.run_sessions.get(run_id) or self._learned_runs.get(run_id)) == session_id
+
+    def learn_session(self, session_id: str) -> None:
+        self._learned_sessions.add(session_id)
+
+    def learn_run(self, session_id: str, run_id: str) -> None:
+        self._learned_runs[run_id] = session_id
+
+    def forget_session(self, session_id: str) -> None:
+        self.live_sessions.discard(session_id)
+        self._learned_sessions.discard(session_id)
 
     def next(self, session_id: str, run_id: str | None) -> tuple[int, int]:
         # a run's events are numbered per run, whatever session asked: one counter per run id
@@ -97,10 +123,16 @@ class SeqAllocator:
         self.committed.update(self.pending)
         self.pending.clear()
         self.gseq_committed = self.gseq_pending
+        self.live_sessions |= self._learned_sessions
+        self.run_sessions.update(self._learned_runs)
+        self._learned_sessions.clear()
+        self._learned_runs.clear()
 
     def rollback(self) -> None:
         self.pending.clear()
         self.gseq_pending = self.gseq_committed
+        self._learned_sessions.clear()
+        self._learned_runs.clear()
 
 
 EVENT_COLUMNS = ("id", "session_id", "run_id", "seq", "gseq", "type", "ts", "payload")
@@ -112,6 +144,12 @@ class OpContext:
     home: Path
     seqs: SeqAllocator
     events: list[dict[str, Any]] = field(default_factory=list)
+    # the request being applied: its idempotency id, whether it is a resend, and whether
+    # the service must record it in the applied_requests ledger (an op that is idempotent
+    # by its own ids clears `ledger` and saves that statement)
+    rid: str | None = None
+    retry: bool = False
+    ledger: bool = True
 
     def emit(
         self,
@@ -212,6 +250,21 @@ def _run_row(ctx: OpContext, session_id: str, run_id: str) -> dict[str, Any]:
     out = _row(row, RUN_JSON, RUN_TIMES)
     out["config"] = out["config"] or {}
     return out
+
+
+def _require_session(ctx: OpContext, session_id: str) -> None:
+    """NotFound unless the session exists and is not deleted; cached (see SeqAllocator)."""
+    if not ctx.seqs.knows_session(session_id):
+        _session_row(ctx, session_id)
+        ctx.seqs.learn_session(session_id)
+
+
+def _require_run(ctx: OpContext, session_id: str, run_id: str) -> None:
+    """NotFound unless the run belongs to the session; cached (see SeqAllocator)."""
+    if not ctx.seqs.knows_run(session_id, run_id):
+        if not ctx.db.scalar("SELECT count(*) FROM runs WHERE id = ? AND session_id = ?", [run_id, session_id]):
+            raise NotFound(f"run {run_id} does not exist in session {session_id}")
+        ctx.seqs.learn_run(session_id, run_id)
 
 
 def _step_row(ctx: OpContext, session_id: str, step_id: str) -> dict[str, Any]:
@@ -343,6 +396,7 @@ def session_set_status(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
                 "pause or cancel them before archiving it"
             raise Conflict(f"session {sid} has {active} active run(s); {advice}")
     now = utcnow()
+    ctx.seqs.forget_session(sid)
     ctx.db.execute("UPDATE sessions SET status = ?, updated_at = ? WHERE id = ?", [status.value, to_db_time(now), sid])
     _history(ctx, sid, "session", sid, row["status"], status.value, args.get("reason"), args.get("actor"))
     ctx.emit(EventType.session_state_changed, sid, None, {"from": row["status"], "to": status.value})
@@ -736,12 +790,23 @@ def event_append(ctx: OpContext, args: dict[str, Any]) -> list[dict[str, Any]]:
         raise Invalid("events must be a non-empty list")
     if len(events) > 10_000:
         raise Invalid(f"{len(events)} events in one call; at most 10000 are allowed")
-    _session_row(ctx, sid)
+    _require_session(ctx, sid)
+    if not all(isinstance(e, dict) for e in events):
+        raise Invalid("each event must be an object")
+    ids = [_event_id(ctx, e, i) for i, e in enumerate(events)]
+    if ctx.rid:
+        # the ids are fixed by the request id, so the events themselves show whether a
+        # resent request was applied: no ledger row needed
+        ctx.ledger = False
+        if ctx.retry:
+            found = {r["id"]: r for r in ctx.db.fetch(
+                f"SELECT id, seq, gseq FROM events WHERE session_id = ? AND id IN ({', '.join('?' * len(ids))})",
+                [sid, *ids])}
+            if len(found) == len(set(ids)):
+                return [{"id": i, "seq": found[i]["seq"], "gseq": found[i]["gseq"]} for i in ids]
     known_runs: set[str] = set()
     out = []
-    for e in events:
-        if not isinstance(e, dict):
-            raise Invalid("each event must be an object")
+    for e, event_id in zip(events, ids):
         if e.get("session_id", sid) != sid:
             raise Invalid(f"event for session {e.get('session_id')} sent in a call for session {sid}")
         try:
@@ -750,12 +815,24 @@ def event_append(ctx: OpContext, args: dict[str, Any]) -> list[dict[str, Any]]:
             raise Invalid(f"unknown event type {e.get('type')!r}") from None
         rid = e.get("run_id")
         if rid is not None and rid not in known_runs:
-            _run_row(ctx, sid, _arg(e, "run_id", "run"))
+            _require_run(ctx, sid, _arg(e, "run_id", "run"))
             known_runs.add(rid)
         ts = datetime.fromisoformat(e["ts"]) if e.get("ts") else None
-        ev = ctx.emit(etype, sid, rid, e.get("payload") or {}, event_id=e.get("id"), ts=ts)
+        ev = ctx.emit(etype, sid, rid, e.get("payload") or {}, event_id=event_id, ts=ts)
         out.append({"id": ev["id"], "seq": ev["seq"], "gseq": ev["gseq"]})
     return out
+
+
+def _event_id(ctx: OpContext, event: dict[str, Any], index: int) -> str:
+    """The client's id, else one derived from the request id (the same on a resend)."""
+    if event.get("id") is not None:
+        try:
+            return check_id("event", event["id"])
+        except InvalidInput as exc:
+            raise Invalid(str(exc)) from None
+    if ctx.rid:
+        return "evt_" + hashlib.sha1(f"{ctx.rid}:{index}".encode()).hexdigest()[:20]
+    return new_id("event")
 
 
 @op("event.list", write=False)
@@ -874,7 +951,7 @@ COST_COLUMNS = ("id", "session_id", "run_id", "step_id", "agent", "model", "prom
 @op("cost.add", write=True)
 def cost_add(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     sid = _arg(args, "session_id", "session")
-    _session_row(ctx, sid)
+    _require_session(ctx, sid)
     records = args.get("records")
     if not isinstance(records, list):
         raise Invalid("records must be a list")
@@ -888,7 +965,7 @@ def cost_add(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         for kind, key in (("run", "run_id"), ("step", "step_id")):
             ref = r.get(key)
             if ref is not None and (kind, ref) not in known:
-                (_run_row if kind == "run" else _step_row)(ctx, sid, _arg(r, key, kind))
+                (_require_run if kind == "run" else _step_row)(ctx, sid, _arg(r, key, kind))
                 known.add((kind, ref))
         cost = float(r.get("cost_usd") or 0.0)
         total += cost

@@ -193,10 +193,12 @@ class StoreService:
                 if j.rid and j.rid in applied:
                     results.append((j, True, applied[j.rid]))
                     continue
+                ctx.rid, ctx.retry, ctx.ledger = j.rid, j.retry, True
                 value = store_ops.dispatch(ctx, j.op, j.args)
                 results.append((j, True, value))
                 if j.rid:
-                    ledger.append((j.rid, dumps(value), now))
+                    if ctx.ledger:
+                        ledger.append((j.rid, dumps(value), now))
                     # a retry can share a batch with its first try (connection lost, service alive)
                     applied[j.rid] = value
             ctx.flush_events()
