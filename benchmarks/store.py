@@ -124,7 +124,7 @@ def bench(events: int, peer_events: int) -> list[dict]:
         for clients in (1, 4):
             lat, wall = run_processes(peer_writer, [(str(peer_db), f"run_peer{i}", peer_events)
                                                     for i in range(clients)])
-            rows.append(summary("peer: DuckDB opened per transaction", clients, lat, wall))
+            rows.append(summary("peer (open per write)", clients, lat, wall))
     finally:
         stop_service(home)
         shutil.rmtree(root, ignore_errors=True)
@@ -145,13 +145,13 @@ def show(rows: list[dict]) -> None:
             ratio = f"{r['p50_ms'] / service[r['clients']]['p50_ms']:.1f}x"
         t.add_row(r["setup"], str(r["clients"]), str(r["writes"]), f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
                   f"{r['writes_per_s']:.0f}", ratio)
-    Console().print(t)
+    Console(width=max(Console().width, 110)).print(t)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1000, help="writes per client through the service")
-    parser.add_argument("--peer-events", type=int, default=100, help="writes per client opening DuckDB each time")
+    parser.add_argument("--peer-events", type=int, default=50, help="writes per client opening DuckDB each time")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     ns = parser.parse_args()
     os.environ.pop("CMBAGENT_STORE_IDLE_SECONDS", None)
