@@ -50,6 +50,7 @@ class ApprovalWidget(FeedWidget):
 
     _esm = bundle_path("approval")
     approvals = traitlets.List(traitlets.Dict()).tag(sync=True)
+    show_empty = traitlets.Bool(True, help="say 'No approvals waiting.' rather than show nothing").tag(sync=True)
 
     _handlers = {"resolve": "_on_resolve"}
 

@@ -94,7 +94,7 @@ class RunView(ipywidgets.VBox):
         self.handle = handle
         controller = _handle_controller(handle) if handle is not None else None
         self.header = RunHeaderWidget(feed=self.feed, controller=controller)
-        self.approvals = ApprovalWidget(feed=self.feed)
+        self.approvals = ApprovalWidget(feed=self.feed, show_empty=False)
         self.dag = DagWidget(feed=self.feed)
         self.dag.retry_handler = self._retry
         self.events = EventLogWidget(feed=self.feed)

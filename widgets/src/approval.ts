@@ -29,6 +29,7 @@ export interface Approval {
 
 interface ApprovalState {
   approvals: Approval[];
+  show_empty: boolean;
 }
 
 const STYLE = `
@@ -144,9 +145,10 @@ export function render({ model, el }: RenderProps<ApprovalState>): Cleanup {
       }
       next.push(line);
     }
-    if (next.length === 0) {
+    if (next.length === 0 && model.get('show_empty') !== false) {
       next.push(element('div', 'cmbagent-approval-empty cmbagent-muted', 'No approvals waiting.'));
     }
+    root.style.display = next.length === 0 ? 'none' : '';
     cards.replaceChildren(...next);
   };
   const onMessage = (msg: unknown) => {
@@ -162,9 +164,11 @@ export function render({ model, el }: RenderProps<ApprovalState>): Cleanup {
   };
   update();
   model.on('change:approvals', update);
+  model.on('change:show_empty', update);
   model.on('msg:custom', onMessage);
   return () => {
     model.off('change:approvals', update);
+    model.off('change:show_empty', update);
     model.off('msg:custom', onMessage);
   };
 }

@@ -106,8 +106,10 @@ const NODE_WIDTH = 190;
 const NODE_HEIGHT = 40;
 const MARGIN = 16;
 const LABEL_CHARS = 26;
-const MIN_SCALE = 0.05;
+const MIN_SCALE = 0.01;
 const MAX_SCALE = 3;
+const READABLE_SCALE = 0.6;
+const ATTENTION = ['running', 'waiting_approval', 'failed'];
 
 const STYLE = `
 .cmbagent-dag-toolbar { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; margin-bottom: 4px; }
@@ -188,6 +190,7 @@ class DagView {
   private size = { width: 0, height: 0 };
   private view: View = { k: 1, x: 0, y: 0 };
   private nodeEls = new Map<string, SVGGElement>();
+  private positions = new Map<string, { x: number; y: number }>();
   private edgeEls: { el: SVGPathElement; source: string }[] = [];
   private detail: NodeDetail | null = null;
   private noticeHost: HTMLElement | null = null;
@@ -206,6 +209,7 @@ class DagView {
       button('Fit', 'cmbagent-dag-fit', () => this.fit()),
       button('+', 'cmbagent-dag-zoom-in', () => this.zoomBy(1.25)),
       button('−', 'cmbagent-dag-zoom-out', () => this.zoomBy(0.8)),
+      this.jumpInput(),
       this.legend
     );
     this.root.append(styleElement(STYLE), this.toolbar, this.viewport, this.detailHost);
@@ -223,7 +227,7 @@ class DagView {
     if (key !== this.structure || !this.svgRoot) {
       this.structure = key;
       this.draw(graph);
-      this.fit();
+      this.initialView();
     } else {
       this.recolour(graph);
     }
@@ -254,6 +258,7 @@ class DagView {
   private draw(graph: Graph): void {
     this.viewport.replaceChildren();
     this.nodeEls.clear();
+    this.positions.clear();
     this.edgeEls = [];
     this.svgRoot = null;
     this.scene = null;
@@ -305,6 +310,7 @@ class DagView {
       }
       const x = (placed.x ?? 0) - placed.width / 2;
       const y = (placed.y ?? 0) - placed.height / 2;
+      this.positions.set(node.id, { x: placed.x ?? 0, y: placed.y ?? 0 });
       const group = svg('g', { class: 'cmbagent-dag-node', transform: `translate(${x}, ${y})`, 'data-id': node.id });
       const terminal = node.kind === 'planning' || node.kind === 'terminator';
       group.appendChild(
@@ -420,6 +426,65 @@ class DagView {
     }
     const k = Math.max(MIN_SCALE, Math.min(1, width / gw, height / gh));
     this.view = { k, x: (width - gw * k) / 2, y: Math.max(0, (height - gh * k) / 2) };
+    this.applyView();
+  }
+
+  /**
+   * Fit a graph that is legible whole; otherwise keep labels readable (scale >= 0.6)
+   * and show the first node that needs attention (running, waiting, failed).
+   */
+  initialView(): void {
+    const width = this.viewport.clientWidth || 600;
+    const height = this.viewport.clientHeight || 400;
+    const { width: gw, height: gh } = this.size;
+    if (!gw || !gh) {
+      return;
+    }
+    const k = Math.min(1, Math.max(READABLE_SCALE, width / gw));
+    if (Math.min(1, width / gw, height / gh) >= READABLE_SCALE) {
+      this.fit();
+      return;
+    }
+    const graph = this.graph();
+    const focus = (graph.nodes ?? []).find((n) => ATTENTION.includes(n.status ?? ''));
+    const at = focus ? this.positions.get(focus.id) : undefined;
+    const x = gw * k <= width ? (width - gw * k) / 2 : at ? width / 2 - at.x * k : 0;
+    const y = at ? Math.min(0, Math.max(height - gh * k, height / 3 - at.y * k)) : 0;
+    this.view = { k, x, y };
+    this.applyView();
+  }
+
+  /** A "step #" box: Enter centres that step at a readable scale and selects it. */
+  private jumpInput(): HTMLInputElement {
+    const input = element('input', 'cmbagent-dag-jump');
+    input.type = 'number';
+    input.min = '1';
+    input.placeholder = 'step #';
+    input.title = 'Go to step number';
+    input.style.width = '6em';
+    input.addEventListener('keydown', (ev) => {
+      if (ev.key !== 'Enter') {
+        return;
+      }
+      const wanted = Number(input.value);
+      const node = (this.graph().nodes ?? []).find((n) => n.number === wanted);
+      if (node) {
+        this.focusNode(node.id);
+        this.select(node.id);
+      }
+    });
+    return input;
+  }
+
+  focusNode(id: string): void {
+    const at = this.positions.get(id);
+    if (!at) {
+      return;
+    }
+    const width = this.viewport.clientWidth || 600;
+    const height = this.viewport.clientHeight || 400;
+    const k = Math.max(this.view.k, 1);
+    this.view = { k, x: width / 2 - at.x * k, y: height / 2 - at.y * k };
     this.applyView();
   }
 
@@ -657,7 +722,7 @@ export function render({ model, el }: RenderProps<DagState>): Cleanup {
   const onMessage = (msg: unknown) => view.onMessage(msg);
   update();
   // The element is measured once it is attached: fit again on the next frame.
-  requestAnimationFrame(() => view.fit());
+  requestAnimationFrame(() => view.initialView());
   if (model.get('selected')) {
     view.select(model.get('selected'));
   }
