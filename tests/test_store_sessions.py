@@ -100,3 +100,18 @@ def test_quotas_are_changed_validated_and_written_to_the_session_file(store):
     with pytest.raises(Invalid, match="max_cost_usd"):
         ss.set_quotas(max_cost_usd=-1)
     assert ss.info().quotas.max_cost_usd == 20
+
+
+def test_a_deleted_session_takes_no_more_events_or_costs(store):
+    s = store.create_session("short-lived")
+    ss = store.session(s.id)
+    run = ss.create_run("t")
+    ss.emit("log", run.id)  # the service now knows the session is live
+    ss.add_costs([{"model": "m", "cost_usd": 0.1, "run_id": run.id}])
+    ss.transition_run(run.id, "cancelled")
+    store.delete_session(s.id)
+
+    with pytest.raises(NotFound, match=f"session {s.id} does not exist"):
+        ss.emit("log", run.id)
+    with pytest.raises(NotFound, match=f"session {s.id} does not exist"):
+        ss.add_costs([{"model": "m", "cost_usd": 0.1}])
