@@ -138,3 +138,22 @@ def test_agents_lists_the_step_agents(shell, capsys):
     magic(shell, "agents")
     out = capsys.readouterr().out
     assert "engineer" in out and "researcher" in out and "planner" in out
+
+
+def test_show_pause_and_cancel_act_on_any_run(shell, store, capsys):
+    ss, run, _ = planned_run(store, 2)
+    view = magic(shell, f"show {run.id}")
+    try:
+        assert view.run_id == run.id and view.dag.graph["nodes"]
+    finally:
+        view.close()
+    magic(shell, f"pause {run.id}")
+    out = capsys.readouterr().out.strip()
+    after = ss.get_run(run.id)
+    assert after.status.value == "paused" or after.pause_requested, out
+    assert out.startswith(f"run {run.id}")
+    magic(shell, f"cancel {run.id}")
+    assert capsys.readouterr().out.strip() == f"run {run.id} cancelled"
+    assert ss.get_run(run.id).status.value == "cancelled"
+    magic(shell, f"resume {run.id}")
+    assert "cancelled" in one_line_error(capsys)

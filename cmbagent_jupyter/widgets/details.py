@@ -107,7 +107,7 @@ def step_detail(step: Step, run: Run, attempts: list[dict[str, Any]], costs: lis
         "id": step.id, "kind": "step", "title": step_title(step), "status": step.status.value, "agent": step.agent,
         "number": step.number, "description": step.description, "started_at": _iso(step.started_at),
         "completed_at": _iso(step.completed_at), "error": step.error,
-        "can_retry": step.status.value == "failed",
+        "can_retry": step.status.value == "failed", "attempt_count": step.attempts,
     }
     report = outputs.get("report")
     report_text = files.read_text(report) if isinstance(report, str) else None

@@ -93,6 +93,7 @@ export interface NodeDetail {
   attempts?: Attempt[];
   cost?: { cost_usd: number; tokens: number; calls: number; by_model?: { model: string; cost_usd: number; tokens: number }[] };
   can_retry?: boolean;
+  attempt_count?: number;
   plan?: { number: number; agent: string; text: string }[];
 }
 
@@ -596,7 +597,11 @@ class DagView {
       })
     );
     box.appendChild(head);
-    const times = [d.started_at && `started ${formatTime(d.started_at)}`, d.completed_at && `finished ${formatTime(d.completed_at)}`]
+    const times = [
+      d.attempt_count ? `attempt ${d.attempt_count}` : '',
+      d.started_at && `started ${formatTime(d.started_at)}`,
+      d.completed_at && `finished ${formatTime(d.completed_at)}`,
+    ]
       .filter(Boolean)
       .join(' · ');
     if (times) {
