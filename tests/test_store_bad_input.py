@@ -14,6 +14,7 @@ from conftest import store_service_pids
 from cmbagent_jupyter.home import HomeError
 from cmbagent_jupyter.models import InvalidInput
 from cmbagent_jupyter.store import (
+    Conflict,
     Invalid,
     NotFound,
     PayloadTooLarge,
@@ -186,3 +187,31 @@ def test_the_runtime_file_and_socket_are_private(store, cmb_home):
     assert runtime_file(cmb_home).stat().st_mode & 0o777 == 0o600
     assert os.stat(info["socket"]).st_mode & 0o777 == 0o600
     assert (cmb_home / "run").stat().st_mode & 0o777 == 0o700
+
+
+def test_records_with_bad_numbers_or_ids_are_refused(ss):
+    run = ss.create_run("t")
+    for record, complaint in [({"model": "m", "cost_usd": -5}, "cost_usd must be a non-negative number"),
+                              ({"model": "m", "cost_usd": "free"}, "cost_usd must be a non-negative number"),
+                              ({"model": "m", "prompt_tokens": -1}, "prompt_tokens must be a non-negative"),
+                              ({"model": "m", "run_id": "run_00000000000000ff"}, "does not exist")]:
+        with pytest.raises((Invalid, NotFound), match=complaint):
+            ss.add_costs([record])
+    assert ss.usage()["cost_usd"] == 0
+    with pytest.raises(Invalid, match="malformed step id"):
+        ss.put_plan(run.id, [{"id": "../../escape", "key": "step_1"}])
+    with pytest.raises(Invalid, match="step 1 of the plan must be an object"):
+        ss.put_plan(run.id, ["just text"])
+    with pytest.raises(Invalid, match="malformed checkpoint id"):
+        ss.put_checkpoint(run.id, kind="manual", context={}, checkpoint_id="ckp_../x")
+    with pytest.raises(Invalid, match="malformed event id"):
+        ss.append_events([{"id": "evt_<script>", "type": "log", "run_id": run.id}])
+    assert ss.list_steps(run.id) == [] and ss.list_checkpoints(run.id) == []
+
+
+def test_reusing_an_existing_id_is_a_conflict(store, ss):
+    run = ss.create_run("t")
+    with pytest.raises(Conflict, match=f"run {run.id} already exists"):
+        ss.call("run.create", task="again", id=run.id)
+    with pytest.raises(Conflict, match=f"session {ss.session_id} already exists"):
+        store.call("session.create", name="other", id=ss.session_id)

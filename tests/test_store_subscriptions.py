@@ -122,3 +122,18 @@ def test_a_subscriber_that_loses_its_service_misses_nothing(store, cmb_home):
     assert [e["n"] for e in seen if e["run_id"] == busy.id] == list(range(sent))
     assert [e["n"] for e in seen if e["run_id"] == quiet.id] == list(range(1, sent))
     assert len({e["id"] for e in seen}) == len(seen)
+
+
+def test_a_replay_longer_than_one_page_is_complete(store):
+    from cmbagent_jupyter.store.service import REPLAY_PAGE
+
+    ss = store.session(store.create_session("long history").id)
+    run = ss.create_run("chatty")
+    total = 2 * REPLAY_PAGE + 100
+    for start in range(0, total, 2_000):
+        ss.append_events([{"type": "log", "run_id": run.id, "payload": {"n": n}}
+                          for n in range(start, min(start + 2_000, total))])
+    sub = ss.subscribe(run_id=run.id, types=["log"], since_gseq=0)
+    ss.emit("log", run.id, n=total)
+    got = drain(sub, total + 1, deadline_s=60)
+    assert [e["payload"]["n"] for e in got] == list(range(total + 1))

@@ -322,6 +322,8 @@ def session_create(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         raise Conflict(f"a session named {name!r} already exists ({clash})")
     sid = args.get("id") or new_id("session")
     _arg({"id": sid}, "id", "session")
+    if ctx.db.scalar("SELECT count(*) FROM sessions WHERE id = ?", [sid]):
+        raise Conflict(f"session {sid} already exists")
     now = utcnow()
     path = session_dir(ctx.home, sid)
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -459,6 +461,8 @@ def run_create(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         raise Invalid(f"unknown mode {args.get('mode')!r}; expected one of {', '.join(m.value for m in RunMode)}") from None
     rid = args.get("id") or new_id("run")
     _arg({"id": rid}, "id", "run")
+    if ctx.db.scalar("SELECT count(*) FROM runs WHERE id = ?", [rid]):
+        raise Conflict(f"run {rid} already exists")
     parent = args.get("parent_run_id")
     if parent is not None:
         _run_row(ctx, sid, _arg(args, "parent_run_id", "run"))
@@ -681,6 +685,9 @@ def step_put_plan(ctx: OpContext, args: dict[str, Any]) -> list[dict[str, Any]]:
     )
     rows = []
     for i, s in enumerate(steps, start=1):
+        if not isinstance(s, dict):
+            raise Invalid(f"step {i} of the plan must be an object")
+        _arg(s, "id", "step", required=False)
         key = str(s.get("key") or f"step_{i}")
         if key in keep:
             continue
@@ -888,6 +895,7 @@ def checkpoint_put(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     if step_id is not None:
         _step_row(ctx, sid, _arg(args, "step_id", "step"))
     cid = args.get("id") or new_id("checkpoint")
+    _arg({"id": cid}, "id", "checkpoint")
     now = utcnow()
     ctx.db.execute(
         "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -967,11 +975,11 @@ def cost_add(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
             if ref is not None and (kind, ref) not in known:
                 (_require_run if kind == "run" else _step_row)(ctx, sid, _arg(r, key, kind))
                 known.add((kind, ref))
-        cost = float(r.get("cost_usd") or 0.0)
+        cost = _amount(r, "cost_usd", float)
         total += cost
-        pt, ct = int(r.get("prompt_tokens") or 0), int(r.get("completion_tokens") or 0)
+        pt, ct = _amount(r, "prompt_tokens", int), _amount(r, "completion_tokens", int)
         rows.append((r.get("id") or new_id("cost"), sid, r.get("run_id"), r.get("step_id"), r.get("agent"),
-                     str(r.get("model") or "unknown"), pt, ct, int(r.get("total_tokens") or pt + ct), cost,
+                     str(r.get("model") or "unknown"), pt, ct, _amount(r, "total_tokens", int) or pt + ct, cost,
                      bool(r.get("priced", True)), to_db_time(utcnow())))
     ctx.db.insert_rows("cost_records", COST_COLUMNS, rows)
     by_run: dict[str | None, list[tuple]] = {}
@@ -984,6 +992,14 @@ def cost_add(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
             "cost_usd": sum(r[9] for r in rs),
         })
     return {"count": len(rows), "cost_usd": total}
+
+
+def _amount(record: dict[str, Any], name: str, kind: type) -> Any:
+    """A non-negative number from a cost record (a negative cost would dodge the cost quota)."""
+    value = record.get(name) or 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != value:
+        raise Invalid(f"{name} must be a non-negative number, not {value!r}")
+    return kind(value)
 
 
 @op("cost.records", write=False)

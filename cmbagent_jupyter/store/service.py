@@ -51,6 +51,7 @@ log = logging.getLogger("cmbagent.store")
 DEFAULT_IDLE_SECONDS = 600.0
 MAX_BATCH = 256
 SUBSCRIBER_BUFFER_BYTES = 8 * 1024 * 1024
+REPLAY_PAGE = 5_000
 
 
 @dataclass
@@ -117,6 +118,7 @@ class StoreService:
         self.seqs: store_ops.SeqAllocator | None = None
         self.stopping: asyncio.Event | None = None
         self.sock_path = socket_path(home)
+        self.tasks: set[asyncio.Task] = set()
 
     # -- database thread -----------------------------------------------------
 
@@ -284,7 +286,9 @@ class StoreService:
                     conn.send({"id": None, "ok": False, "error": msg["error_frame"]})
                     await writer.drain()
                     break
-                asyncio.create_task(self.serve_request(conn, msg))
+                task = asyncio.create_task(self.serve_request(conn, msg))
+                self.tasks.add(task)  # the loop keeps only weak references to tasks
+                task.add_done_callback(self.tasks.discard)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -345,25 +349,36 @@ class StoreService:
             return
         conn.subs[sub.sub_id] = sub
         since = args.get("since_gseq")
-        replay: list[dict[str, Any]] = []
+        replayed = 0
         if since is not None:
-            list_args = {"session_id": sub.session_id, "run_id": sub.run_id, "since_gseq": since,
-                         "all_sessions": not sub.session_id, "types": list(sub.types) if sub.types else None,
-                         "limit": 100_000}
-            ok, value = await self.submit("event.list", list_args)
-            if not ok:
-                conn.subs.pop(sub.sub_id, None)
-                conn.send({"id": req_id, "ok": False, "error": value})
-                return
-            replay = value
-            high = max([since, *(e["gseq"] for e in replay)])
+            # page through the history (live events meanwhile wait in sub.buffer)
+            high = int(since)
+            while True:
+                list_args = {"session_id": sub.session_id, "run_id": sub.run_id, "since_gseq": high,
+                             "all_sessions": not sub.session_id, "types": list(sub.types) if sub.types else None,
+                             "limit": REPLAY_PAGE}
+                ok, value = await self.submit("event.list", list_args)
+                if not ok:
+                    conn.subs.pop(sub.sub_id, None)
+                    conn.send({"id": req_id, "ok": False, "error": value})
+                    return
+                if conn.subs.get(sub.sub_id) is not sub:  # dropped: overflow, unsubscribe, or subscribed anew
+                    conn.send({"id": req_id, "ok": True, "result": {"sub_id": sub.sub_id, "replayed": replayed,
+                                                                    "gseq": high, "dropped": True}})
+                    return
+                self.deliver(conn, sub, value)
+                replayed += len(value)
+                if value:
+                    high = value[-1]["gseq"]
+                if len(value) < REPLAY_PAGE:
+                    break
         else:
             ok, value = await self.submit("store.ping", {})
             high = value.get("gseq", 0) if ok else 0
         # `gseq`: the client resumes from here after a reconnect, even if no event came yet
-        conn.send({"id": req_id, "ok": True, "result": {"sub_id": sub.sub_id, "replayed": len(replay), "gseq": high}})
+        conn.send({"id": req_id, "ok": True, "result": {"sub_id": sub.sub_id, "replayed": replayed, "gseq": high}})
         sub.buffering = False
-        pending = replay + sorted(sub.buffer, key=lambda e: e["gseq"])
+        pending = sorted(sub.buffer, key=lambda e: e["gseq"])
         sub.buffer = []
         self.deliver(conn, sub, pending)
 
