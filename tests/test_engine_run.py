@@ -19,7 +19,6 @@ from engine_fixtures import (  # noqa: F401 - fixture
     engine_home,
     executions,
     plan_json,
-    python_reply,
     wait_event,
     write_scenario,
 )

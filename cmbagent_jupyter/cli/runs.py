@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import queue
 import signal
-import sys
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -300,7 +299,7 @@ def resume_cmd(
         if live.state == "running":
             raise InvalidInput(f"run {run.id} is {run.status.value} in process {run.owner_pid}; pause it there or "
                                f"wait for it to stop")
-        if not live.resumable:
+        if not live.resumable and run.status != RunStatus.draft:
             raise InvalidInput(f"run {run.id} is {run.status.value}; only a paused, interrupted, failed or stalled "
                                f"run can be resumed")
         choice = resolve_model(model or run.model, home=store.home)

@@ -75,6 +75,7 @@ class RunEngine:
         self.ledger: StepLedger | None = None
         self.dag: PlanDAG | None = None
         self.timed_checkpoints = 0
+        self._planning: PlanningPhase | None = None
 
     # -- control from other threads ----------------------------------------------
 
@@ -216,8 +217,6 @@ class RunEngine:
                                    config=config, dag=dag.to_json(), mermaid=dag.to_mermaid(), owner_pid=self.pid)
 
     # -- planning ------------------------------------------------------------------
-
-    _planning: PlanningPhase | None = None
 
     async def _plan(self, run: Run, factory: AgentFactory | None, base: dict[str, Any]) -> Plan | None:
         if factory is None:
