@@ -720,3 +720,41 @@ def voila_dashboard(tmp_path: Path, cmb_home: Path) -> Iterator[ServerProcess]:
     env = {**scratch_jupyter_env(home), "CMBAGENT_HOME": str(cmb_home), "CMBAGENT_DASHBOARD_SESSION": "lab"}
     with spawn_server(argv, env, port, token, tmp_path / "voila-dashboard.log", "static/favicon.ico") as server:
         yield server
+
+
+@contextmanager
+def blocking_python_kernel(home: Path):
+    """A real ipykernel process for synchronous tests (the browser ones); shut down after."""
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel(env=kernel_env(home))
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=120)
+        yield kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def wait_cell(kc, msg_id: str, timeout: float = 120.0) -> str:
+    """Block until a submitted cell finishes; its output, or KernelError with the traceback."""
+    import queue
+
+    deadline = time.monotonic() + timeout
+    messages = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"kernel cell {msg_id} still running after {timeout:.0f} s")
+        try:
+            msg = kc.get_iopub_msg(timeout=min(left, 1.0))
+        except queue.Empty:
+            continue
+        if msg.get("parent_header", {}).get("msg_id") != msg_id:
+            continue
+        if msg["header"]["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            return _cell_outcome(messages)
+        messages.append(msg)

@@ -1,8 +1,13 @@
 import { ILabShell, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { ICommandPalette } from '@jupyterlab/apputils';
+import { ICommandPalette, InputDialog, showErrorMessage } from '@jupyterlab/apputils';
+import { api } from './api';
+import { createDagPanel } from './dagview';
 import { CMBAgentSidebar, SIDEBAR_ID } from './sidebar';
 
 export const OPEN_SIDEBAR_COMMAND = 'cmbagent:open-sidebar';
+export const NEW_SESSION_COMMAND = 'cmbagent:new-session';
+export const OPEN_RUN_COMMAND = 'cmbagent:open-run';
+const RUN_ID = /^run_[0-9a-f]{12,32}$/;
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'cmbagent-jupyter:sidebar',
@@ -21,7 +26,20 @@ const plugin: JupyterFrontEndPlugin<void> = {
       console.debug(`cmbagent: no JupyterLab shell in ${app.name}; sidebar not added`);
       return;
     }
-    const sidebar = new CMBAgentSidebar();
+    const openRun = (runId: string) => {
+      const existing = [...labShell.widgets('main')].find(w => w.id === `cmbagent-run-${runId}`);
+      if (existing) {
+        labShell.activateById(existing.id);
+        return;
+      }
+      const panel = createDagPanel(runId);
+      labShell.add(panel, 'main');
+      labShell.activateById(panel.id);
+    };
+    const sidebar = new CMBAgentSidebar({
+      openRun,
+      newSession: () => void app.commands.execute(NEW_SESSION_COMMAND),
+    });
     labShell.add(sidebar, 'left', { rank: 900 });
     void sidebar.refresh();
 
@@ -32,7 +50,43 @@ const plugin: JupyterFrontEndPlugin<void> = {
         void sidebar.refresh();
       },
     });
-    palette?.addItem({ command: OPEN_SIDEBAR_COMMAND, category: 'CMBAgent' });
+    app.commands.addCommand(NEW_SESSION_COMMAND, {
+      label: 'CMBAgent: new session',
+      execute: async () => {
+        const result = await InputDialog.getText({ title: 'New CMBAgent session', label: 'Session name' });
+        const name = result.value?.trim();
+        if (!result.button.accept || !name) {
+          return;
+        }
+        try {
+          await api.createSession(name);
+          labShell.activateById(SIDEBAR_ID);
+        } catch (reason) {
+          await showErrorMessage('Could not create the session', String((reason as Error).message ?? reason));
+        }
+      },
+    });
+    app.commands.addCommand(OPEN_RUN_COMMAND, {
+      label: 'CMBAgent: open run',
+      execute: async args => {
+        let runId = typeof args.runId === 'string' ? args.runId : '';
+        if (!runId) {
+          const result = await InputDialog.getText({ title: 'Open CMBAgent run', label: 'Run id', placeholder: 'run_...' });
+          if (!result.button.accept || !result.value) {
+            return;
+          }
+          runId = result.value.trim();
+        }
+        if (!RUN_ID.test(runId)) {
+          await showErrorMessage('Not a run id', `"${runId}" is not a run id (run_ followed by hex digits).`);
+          return;
+        }
+        openRun(runId);
+      },
+    });
+    for (const command of [OPEN_SIDEBAR_COMMAND, NEW_SESSION_COMMAND, OPEN_RUN_COMMAND]) {
+      palette?.addItem({ command, category: 'CMBAgent' });
+    }
   },
 };
 

@@ -1,32 +1,108 @@
-// The left-sidebar panel. For now it shows whether the server extension
-// answers; runs, approvals and costs will live here.
+// The left-sidebar panel: server health, sessions with their runs and cost,
+// pending approvals with Approve / Reject and a feedback box, all kept live by
+// the event stream. Nothing here shouts when the server extension is missing.
 import { Widget } from '@lumino/widgets';
+import { api, ApiError, Approval, Run, Session } from './api';
+import { ConnectionStatus, EventConnection } from './events';
 import { fetchHealth, Health } from './health';
+import { SidebarModel } from './model';
 
 export const SIDEBAR_ID = 'cmbagent-sidebar';
 
-export class CMBAgentSidebar extends Widget {
-  private readonly healthNode: HTMLElement;
+const ACTIVE = new Set(['planning', 'executing', 'waiting_approval']);
+const RESUMABLE = new Set(['paused', 'interrupted', 'failed']);
 
-  constructor() {
+function el<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  className = '',
+  text?: string
+): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  if (className) {
+    node.className = className;
+  }
+  if (text !== undefined) {
+    node.textContent = text;
+  }
+  return node;
+}
+
+function button(label: string, className: string, onClick: () => void): HTMLButtonElement {
+  const b = el('button', `jp-Button cmbagent-button ${className}`, label);
+  b.type = 'button';
+  b.addEventListener('click', onClick);
+  return b;
+}
+
+export function usd(value: number | undefined): string {
+  return `$${(value ?? 0).toFixed(4)}`;
+}
+
+function describeRequest(request: Record<string, unknown>): string {
+  const text = typeof request.question === 'string' ? request.question : JSON.stringify(request);
+  return text.length > 300 ? `${text.slice(0, 299)}…` : text;
+}
+
+export interface ISidebarActions {
+  openRun(runId: string): void;
+  newSession(): void;
+}
+
+export class CMBAgentSidebar extends Widget {
+  readonly model = new SidebarModel();
+  private readonly healthNode: HTMLElement;
+  private readonly connectionNode: HTMLElement;
+  private readonly approvalsNode: HTMLElement;
+  private readonly sessionsNode: HTMLElement;
+  private readonly approvalNodes = new Map<string, HTMLElement>();
+  private stream: EventConnection | null = null;
+  private renderQueued = false;
+
+  constructor(private readonly actions: ISidebarActions | null = null) {
     super();
     this.id = SIDEBAR_ID;
     this.addClass('cmbagent-sidebar');
     this.title.label = 'CMBAgent';
     this.title.caption = 'CMBAgent research workflows';
 
-    const heading = document.createElement('h2');
-    heading.textContent = 'CMBAgent';
-    this.healthNode = document.createElement('div');
-    this.healthNode.className = 'cmbagent-sidebar-health';
+    this.healthNode = el('div', 'cmbagent-sidebar-health', 'Checking server extension...');
     this.healthNode.dataset.state = 'checking';
-    this.healthNode.textContent = 'Checking server extension...';
-    this.node.append(heading, this.healthNode);
+    this.connectionNode = el('div', 'cmbagent-connection');
+    this.connectionNode.dataset.state = 'closed';
+    const toolbar = el('div', 'cmbagent-toolbar');
+    if (actions) {
+      toolbar.append(button('New session', 'cmbagent-new-session', () => actions.newSession()));
+    }
+    this.approvalsNode = el('section', 'cmbagent-approvals');
+    this.sessionsNode = el('section', 'cmbagent-sessions');
+    this.node.append(el('h2', '', 'CMBAgent'), this.healthNode, this.connectionNode, toolbar,
+      this.approvalsNode, this.sessionsNode);
+    this.model.changed.connect(() => this.queueRender());
   }
 
-  /** Fetch the server health once and show it. */
+  /** Check the server extension; when it answers, follow the event stream. */
   async refresh(): Promise<void> {
-    this.showHealth(await fetchHealth());
+    const health = await fetchHealth();
+    this.showHealth(health);
+    if (health?.status === 'ok') {
+      this.follow();
+    }
+  }
+
+  dispose(): void {
+    this.stream?.dispose();
+    super.dispose();
+  }
+
+  private follow(): void {
+    if (this.stream) {
+      return;
+    }
+    this.stream = new EventConnection();
+    this.stream.stateReceived.connect((_, state) => this.model.reset(state));
+    this.stream.eventReceived.connect((_, ev) => this.model.apply(ev));
+    this.stream.statusChanged.connect((_, status) => this.showConnection(status));
+    this.stream.start();
   }
 
   private showHealth(health: Health | null): void {
@@ -36,6 +112,160 @@ export class CMBAgentSidebar extends Widget {
     } else {
       this.healthNode.dataset.state = 'unavailable';
       this.healthNode.textContent = 'Server extension unavailable.';
+    }
+  }
+
+  private showConnection(status: ConnectionStatus): void {
+    this.connectionNode.dataset.state = status;
+    this.connectionNode.textContent = {
+      connecting: 'Connecting to live updates...',
+      open: 'Live',
+      waiting: 'Reconnecting...',
+      closed: '',
+    }[status];
+  }
+
+  private queueRender(): void {
+    if (this.renderQueued) {
+      return;
+    }
+    this.renderQueued = true;
+    requestAnimationFrame(() => {
+      this.renderQueued = false;
+      this.render();
+    });
+  }
+
+  private render(): void {
+    this.renderApprovals();
+    this.renderSessions();
+  }
+
+  // ---------------------------------------------------------------- approvals
+
+  private renderApprovals(): void {
+    const pending = [...this.model.approvals.values()];
+    for (const [id, node] of this.approvalNodes) {
+      if (!this.model.approvals.has(id)) {
+        node.remove();
+        this.approvalNodes.delete(id);
+      }
+    }
+    let heading = this.approvalsNode.querySelector('h3');
+    if (!heading) {
+      heading = el('h3');
+      this.approvalsNode.prepend(heading);
+    }
+    heading.textContent = `Pending approvals (${pending.length})`;
+    this.approvalsNode.dataset.count = String(pending.length);
+    for (const approval of pending) {
+      if (!this.approvalNodes.has(approval.id)) {
+        const node = this.approvalItem(approval);
+        this.approvalNodes.set(approval.id, node);
+        this.approvalsNode.appendChild(node);
+      }
+    }
+  }
+
+  private approvalItem(approval: Approval): HTMLElement {
+    const item = el('div', 'cmbagent-approval');
+    item.dataset.approvalId = approval.id;
+    item.dataset.runId = approval.run_id;
+    const title = el('div', 'cmbagent-approval-title');
+    title.append(el('span', 'cmbagent-approval-kind', approval.kind.replace(/_/g, ' ')),
+      ` · ${this.model.sessionName(approval.session_id)}`);
+    const run = this.model.runs.get(approval.run_id);
+    const what = el('div', 'cmbagent-approval-run', run ? run.task : approval.run_id);
+    const request = el('div', 'cmbagent-approval-request', describeRequest(approval.request));
+    const feedback = el('textarea', 'cmbagent-feedback');
+    feedback.placeholder = 'Feedback for the agents (required to reject)';
+    feedback.rows = 2;
+    const error = el('div', 'cmbagent-approval-error');
+    const decide = async (decision: 'approve' | 'reject') => {
+      buttons.forEach(b => (b.disabled = true));
+      error.textContent = '';
+      try {
+        await api.decide(approval, decision, feedback.value.trim());
+        item.dataset.state = decision === 'approve' ? 'approved' : 'rejected';
+      } catch (reason) {
+        error.textContent = reason instanceof ApiError ? reason.message : String(reason);
+        buttons.forEach(b => (b.disabled = false));
+      }
+    };
+    const buttons = [
+      button('Approve', 'cmbagent-approve', () => void decide('approve')),
+      button('Reject', 'cmbagent-reject', () => void decide('reject')),
+    ];
+    const row = el('div', 'cmbagent-approval-buttons');
+    row.append(...buttons);
+    item.append(title, what, request, feedback, row, error);
+    return item;
+  }
+
+  // ---------------------------------------------------------------- sessions and runs
+
+  private renderSessions(): void {
+    this.sessionsNode.replaceChildren(el('h3', '', 'Sessions'));
+    const sessions = [...this.model.sessions.values()];
+    if (!sessions.length) {
+      this.sessionsNode.append(el('div', 'cmbagent-empty', this.model.loaded ? 'No sessions yet.' : 'Loading...'));
+      return;
+    }
+    const list = el('ul', 'cmbagent-session-list');
+    for (const session of sessions) {
+      list.appendChild(this.sessionItem(session));
+    }
+    this.sessionsNode.appendChild(list);
+  }
+
+  private sessionItem(session: Session): HTMLElement {
+    const item = el('li', 'cmbagent-session');
+    item.dataset.sessionId = session.id;
+    const head = el('div', 'cmbagent-session-head');
+    head.append(el('span', 'cmbagent-session-name', session.name), el('span', 'cmbagent-cost', usd(session.cost_usd)));
+    item.appendChild(head);
+    const runs = this.model.runsOf(session.id).reverse();
+    const list = el('ul', 'cmbagent-run-list');
+    for (const run of runs) {
+      list.appendChild(this.runItem(run));
+    }
+    if (!runs.length) {
+      list.appendChild(el('li', 'cmbagent-empty', 'No runs.'));
+    }
+    item.appendChild(list);
+    return item;
+  }
+
+  private runItem(run: Run): HTMLElement {
+    const item = el('li', 'cmbagent-run');
+    item.dataset.runId = run.id;
+    item.dataset.status = run.status;
+    const status = el('span', 'cmbagent-status', run.status.replace('_', ' '));
+    status.dataset.status = run.status;
+    const task = el('span', 'cmbagent-run-task', run.task);
+    task.title = `${run.task}\n${run.id}`;
+    const row = el('div', 'cmbagent-run-actions');
+    row.append(el('span', 'cmbagent-cost', usd(run.cost_usd)));
+    if (this.actions) {
+      row.append(button('DAG', 'cmbagent-open-run', () => this.actions!.openRun(run.id)));
+    }
+    if (ACTIVE.has(run.status) && !run.pause_requested) {
+      row.append(button('Pause', 'cmbagent-pause', () => void this.act(item, () => api.pause(run.session_id, run.id))));
+    }
+    if (RESUMABLE.has(run.status)) {
+      row.append(button('Resume', 'cmbagent-resume', () => void this.act(item, () => api.resume(run.session_id, run.id))));
+    }
+    item.append(status, task, row);
+    return item;
+  }
+
+  private async act(item: HTMLElement, call: () => Promise<unknown>): Promise<void> {
+    item.querySelectorAll('button').forEach(b => (b.disabled = true));
+    try {
+      await call();
+    } catch (reason) {
+      item.title = reason instanceof ApiError ? reason.message : String(reason);
+      item.querySelectorAll('button').forEach(b => (b.disabled = false));
     }
   }
 }
