@@ -3,6 +3,9 @@ approval shown with Approve / Reject, and Approve in the sidebar letting it go o
 
 from __future__ import annotations
 
+import re
+import time
+
 import pytest
 
 from conftest import blocking_python_kernel, submit_cell, wait_cell, wait_for
@@ -73,3 +76,89 @@ def test_approve_in_the_sidebar_lets_the_kernels_run_continue(
     assert page.locator("#cmbagent-sidebar .cmbagent-approval").count() == 0
     assert store.session(alpha.id).get_run(run_id).status.value == "completed"
     page.screenshot(path=str(artifacts_dir / "sidebar_approved.png"))
+
+
+def run_command(page, label: str) -> None:
+    page.keyboard.press("Control+Shift+C")
+    page.locator(".lm-CommandPalette-input").fill(label)
+    page.locator(".lm-CommandPalette-item", has_text=label).first.click()
+
+
+def answer_dialog(page, text: str) -> None:
+    dialog = page.locator(".jp-Dialog")
+    dialog.locator("input").fill(text)
+    dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
+
+
+@pytest.mark.browser
+def test_palette_creates_a_session_and_opens_a_live_run_dag(
+        cmb_home, store, jupyter_lab_server, chromium_browser, artifacts_dir):
+    alpha = store.session(store.create_session("alpha").id)
+    run = alpha.create_run("Fit a toy CMB power spectrum")
+    steps = alpha.put_plan(run.id, [
+        {"key": "step_1", "agent": "engineer", "description": "compute"},
+        {"key": "step_2", "agent": "engineer", "description": "simulate", "depends_on": ["step_1"]},
+        {"key": "step_3", "agent": "researcher", "description": "report", "depends_on": ["step_2"]},
+    ])
+    alpha.transition_run(run.id, "planning")
+    alpha.transition_run(run.id, "executing")
+    alpha.transition_step(steps[0].id, "running")
+    alpha.transition_step(steps[0].id, "completed")
+    page = open_sidebar(chromium_browser, jupyter_lab_server)
+
+    run_command(page, "CMBAgent: new session")
+    answer_dialog(page, "gamma")
+    page.locator("#cmbagent-sidebar .cmbagent-session-name", has_text="gamma").wait_for(timeout=30_000)
+    run_command(page, "CMBAgent: open run")
+    answer_dialog(page, run.id)
+    dag = page.locator(".cmbagent-dag-panel")
+    dag.locator('[data-node="step_1"][data-status="completed"]').wait_for(timeout=30_000)
+    alpha.transition_step(steps[1].id, "running")
+    dag.locator('[data-node="step_2"][data-status="running"]').wait_for(timeout=30_000)
+    page.screenshot(path=str(artifacts_dir / "sidebar_run_dag.png"))
+
+    assert [s.name for s in store.list_sessions()] == ["alpha", "gamma"]
+    assert dag.locator(".cmbagent-dag-node").count() == 5  # plan, three steps, done
+    assert dag.locator('[data-node="step_3"]').get_attribute("data-status") == "pending"
+    assert "executing" in dag.locator(".cmbagent-dag-header").inner_text()
+
+
+@pytest.mark.browser
+def test_sidebar_reconnects_with_backoff_and_since_after_the_socket_drops(
+        cmb_home, store, jupyter_lab_server, chromium_browser):
+    alpha = store.create_session("alpha")
+    attempts: list[tuple[float, str]] = []
+    live = []
+    refuse = {"left": 0}
+
+    def route(ws):
+        attempts.append((time.monotonic(), ws.url))
+        if refuse["left"] > 0:  # the socket opens, then drops before any state: a broken stream
+            refuse["left"] -= 1
+            ws.close()
+            return
+        ws.connect_to_server()
+        live.append(ws)
+
+    page = chromium_browser.new_page(viewport={"width": 1400, "height": 900})
+    page.route_web_socket(re.compile(r".*/cmbagent/api/events.*"), route)
+    page.goto(f"{jupyter_lab_server.url}lab?token={jupyter_lab_server.token}")
+    page.locator('.jp-SideBar li[data-id="cmbagent-sidebar"]').click(timeout=90_000)
+    connection = page.locator("#cmbagent-sidebar .cmbagent-connection")
+    page.locator('#cmbagent-sidebar .cmbagent-connection[data-state="open"]').wait_for(timeout=30_000)
+    page.locator("#cmbagent-sidebar .cmbagent-session-name", has_text="alpha").wait_for(timeout=30_000)
+    last_seen = store.events_all()[-1].gseq
+
+    refuse["left"] = 2
+    live[0].close()
+    dropped_at = time.monotonic()
+    store.create_session("made while away")
+    page.locator("#cmbagent-sidebar .cmbagent-session-name", has_text="made while away").wait_for(timeout=60_000)
+
+    assert connection.get_attribute("data-state") == "open"
+    times = [t for t, _ in attempts[1:]]
+    gaps = [times[0] - dropped_at, times[1] - times[0], times[2] - times[1]]
+    assert len(attempts) == 4, attempts
+    assert 0.9 <= gaps[0] < 1.9 and 1.9 <= gaps[1] < 3.9 and 3.9 <= gaps[2] < 7.9, gaps  # 1 s, 2 s, 4 s
+    assert "since=" not in attempts[0][1]
+    assert all(f"since={last_seen}" in url for _, url in attempts[1:]), attempts

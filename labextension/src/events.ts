@@ -100,7 +100,6 @@ export class EventConnection implements IDisposable {
     }
     this.socket = socket;
     socket.onopen = () => {
-      this.delay = FIRST_RETRY_MS;
       this.lastFrameAt = Date.now();
       this.setStatus('open');
       this.startPings(socket);
@@ -146,7 +145,9 @@ export class EventConnection implements IDisposable {
     switch (frame.type) {
       case 'connected':
       case 'state':
-        // The state is current up to frame.gseq; replayed events up to there are in it.
+        // A working stream (not merely an open socket) ends the backoff. The state is
+        // current up to frame.gseq; replayed events up to there are already in it.
+        this.delay = FIRST_RETRY_MS;
         this.lastGseq = Math.max(this.lastGseq ?? 0, frame.gseq ?? 0);
         this.stateReceived.emit(frame.state as StreamState);
         return;
