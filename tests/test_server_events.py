@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import socket
+import sys
 import time
 
 import pytest
@@ -167,7 +168,7 @@ async def test_resume_message_starts_the_resume_command(event_socket, server_api
     sa, _ = two_sessions
     run, _, _ = make_run(sa, "paused run")
     sa.transition_run(run.id, "paused")
-    server_api.launcher.command = [os.sys.executable, "-c", RESUME_SCRIPT, "{run_id}", "{session_id}"]
+    server_api.launcher.command = [sys.executable, "-c", RESUME_SCRIPT, "{run_id}", "{session_id}"]
     sock = await event_socket()
     await sock.next()
 

@@ -7,7 +7,7 @@ from the server's config), e.g. in `jupyter_server_config.py`:
 
 from __future__ import annotations
 
-from traitlets import Bool, Float, Integer, List, Unicode
+from traitlets import Bool, Float, Integer, List, TraitError, Unicode, validate
 from traitlets.config import Configurable
 
 
@@ -32,3 +32,15 @@ class CMBAgentServer(Configurable):
         help="Command that resumes a run, with {run_id} and {session_id} filled in; "
              "empty: this environment's `cmbagent resume {run_id}`.",
     )
+
+    @validate("heartbeat_interval")
+    def _positive_interval(self, proposal):
+        if proposal["value"] <= 0:
+            raise TraitError(f"heartbeat_interval must be a positive number of seconds, not {proposal['value']}")
+        return proposal["value"]
+
+    @validate("ws_queue_size")
+    def _room_for_events(self, proposal):
+        if proposal["value"] < 1:
+            raise TraitError(f"ws_queue_size must be at least 1, not {proposal['value']}")
+        return proposal["value"]
