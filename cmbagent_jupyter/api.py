@@ -158,7 +158,7 @@ def create_run(ss: Any, task: str, *, mode: str = "deep_research", model: str | 
     run_settings = RunSettings.parse(values)
     if mode_v == RunMode.control:
         if run_settings.plan is None:
-            raise InvalidInput("a control run executes a given plan: pass plan= (a CMBAgent plan JSON or file)")
+            raise InvalidInput("a control run executes a given plan: pass one (--plan FILE.json, or plan= in Python)")
         plan_from_data(run_settings.plan, agents=step_agents())
     elif run_settings.plan is not None:
         raise InvalidInput(f"a plan is given only to control runs, not {mode_v.value}")
