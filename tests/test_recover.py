@@ -256,3 +256,21 @@ def test_pickles_outside_our_directories_are_not_loaded_as_checkpoints(store, cm
     assert "only read from" in report["skipped"][0]["reason"]
     with Store(cmb_home) as again:
         assert again.session(ss.session_id).list_checkpoints(built["draft"].id) == []
+
+
+def test_recover_reports_what_it_cannot_read_and_goes_on(store, cmb_home, cli):
+    built = build_home(store)
+    lose_database(store)
+    (cmb_home / "sessions" / "notes").mkdir()
+    broken = cmb_home / "sessions" / "ses_00000000000000000bad"
+    (broken / "runs").mkdir(parents=True)
+    (broken / "session.json").write_text("{ not json")
+    truncated = Path(built["done"].path) / "checkpoints" / "ckpt_truncated.pkl"
+    truncated.write_bytes(pickle.dumps({"format": "x"})[:5])
+
+    report = cli("recover", "--json").json()
+    reasons = {Path(s["path"]).name: s["reason"] for s in report["skipped"]}
+    assert reasons["notes"] == "not a session directory"
+    assert "no readable session.json" in reasons[broken.name]
+    assert "is not a readable pickle" in reasons[truncated.name]
+    assert (report["sessions"], report["runs"], report["checkpoints"]) == (2, 4, 3)

@@ -120,19 +120,21 @@ def store_status(as_json: bool = JSON_OPTION) -> None:
         db = home / "store.duckdb"
         info = {"home": str(home), "running": False, "pid": None, "socket": None, "schema": None,
                 "database": str(db), "db_bytes": db.stat().st_size if db.exists() else 0}
-        pid = service_pid(home)
+        pid = service_pid(home)  # also found while the service is still starting
         runtime = read_runtime(home)
+        info["pid"] = pid
         if pid is not None and runtime:
             try:
                 with StoreClient(home, autostart=False, timeout=10) as client:
                     ping = client.call("store.ping")
                 info.update(running=True, pid=ping["pid"], socket=runtime.get("socket"), schema=ping["version"])
             except StoreUnavailable:
-                info.update(pid=pid)
+                pass
         if as_json:
             print_json(info)
             return
-        state = f"running (pid {info['pid']}) on {info['socket']}" if info["running"] else "not running"
+        state = (f"running (pid {info['pid']}) on {info['socket']}" if info["running"]
+                 else f"starting (pid {info['pid']})" if info["pid"] else "not running")
         console.print(f"store service for {home}: {state}", highlight=False)
         console.print(f"database {db}: {info['db_bytes'] / 1e6:.2f} MB"
                       + (f", schema version {info['schema']}" if info["schema"] is not None else ""), highlight=False)
