@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import cmbagent_command, subprocess_env
 
 
 def test_create_list_archive_restore_delete_from_the_command_line(cli, cmb_home):
@@ -75,9 +77,6 @@ def test_an_unknown_session_is_a_clear_error(cli):
 
 
 def test_home_under_a_file_is_a_clear_error(tmp_path: Path):
-    from conftest import cmbagent_command, subprocess_env
-    import subprocess
-
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
     proc = subprocess.run([*cmbagent_command(), "session", "list"], capture_output=True, text=True, timeout=60,
