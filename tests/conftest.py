@@ -368,7 +368,7 @@ def client_process(home: Path, script: str, *args: str, **env: str) -> Iterator[
 
 from contextlib import asynccontextmanager  # noqa: E402 (this section stands on its own)
 
-SERVER_FIXTURES = ("jp_serverapp", "jupyter_lab_server")
+SERVER_FIXTURES = ("jp_serverapp", "jupyter_lab_server", "voila_server")
 
 
 @pytest.fixture(autouse=True)

@@ -3,6 +3,35 @@
 Enabled by `jupyter-config/jupyter_server_config.d/cmbagent_jupyter.json`, which the
 wheel installs; found through `cmbagent_jupyter._jupyter_server_extension_points`.
 Settings are traitlets of `CMBAgentServer` (`c.CMBAgentServer.home = ...`).
+
+REST (JSON; errors are `{"message", "reason"}` with 400, 403, 404, 409, 413, 429, 503):
+
+    GET    health                          extension loaded, version
+    GET    sessions                        sessions with cost and runs by status
+    POST   sessions                        {name, quotas?}                  -> 201
+    GET    sessions/{id}                   session, usage, runs
+    DELETE sessions/{id}                   -> status deleted (409 with active runs)
+    POST   workflows/{id}/pause            {session_id}                     (run.request_pause)
+    POST   workflows/{id}/resume           {session_id}  spawns `cmbagent resume ID` -> 202
+    GET    workflows/{id}/status?session_id=   run, steps, pending approvals, DAG
+    POST   workflows/{id}/branch           {session_id, from_step, name?, instructions?, hypothesis?} -> 201
+    GET    approvals/pending[?session_id=]
+    POST   approvals/{id}/approve|reject   {session_id, feedback}           (actor "jupyterlab")
+    GET    cost/summary?session_id=[&run_id=][&group_by=agent,model]
+    GET    cost/by-session
+    GET    metrics/workflows[?session_id=]
+    GET    agents;  POST agents/reload
+
+A run, step or approval is only found in the session the request names (query
+`session_id` or body), so another session's ids are 404.
+
+WebSocket `events?session_id=&run_id=&since=`: a `connected` frame with the state
+(sessions, runs, pending approvals, and the run's steps and DAG if `run_id`), then the
+events after `since`, then live events, each an `Event` envelope with `seq` and `gseq`;
+`heartbeat` frames; client messages `ping`, `request_state {since}`, `pause`,
+`resume`, `resolve_approval {approval_id, decision, feedback}` answered by `pong`,
+`state`, `ack` or `error`; a client too slow for its queue gets `replay_required
+{since}` and comes back with that `since`.
 """
 
 from __future__ import annotations
