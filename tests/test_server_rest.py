@@ -512,6 +512,10 @@ def test_store_errors_map_to_statuses():
         err = api_error(cls("what went wrong"))
         assert (err.status, err.message, err.reason) == (status, "what went wrong", cls.code)
     assert api_error(RuntimeError("bug")) is None
+    from cmbagent_jupyter.home import HomeError
+
+    unusable = api_error(HomeError(13, "CMBAGENT_HOME /x is read-only"))
+    assert (unusable.status, unusable.reason) == (503, "home_unusable") and "read-only" in unusable.message
 
 
 async def test_a_request_larger_than_the_limit_is_refused(api_call, server_api):

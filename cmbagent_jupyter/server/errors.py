@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cmbagent_jupyter.home import HomeError
 from cmbagent_jupyter.models import InvalidInput
 from cmbagent_jupyter.store.errors import (
     Conflict,
@@ -41,6 +42,7 @@ _STORE_STATUS: list[tuple[type[Exception], int]] = [
     (StoreCorrupted, 503),
     (StoreError, 500),
     (InvalidInput, 400),
+    (HomeError, 503),
 ]
 
 
@@ -50,6 +52,7 @@ def api_error(exc: BaseException) -> ApiError | None:
         return exc
     for cls, status in _STORE_STATUS:
         if isinstance(exc, cls):
-            reason = exc.code if isinstance(exc, StoreError) else "invalid"
+            reason = exc.code if isinstance(exc, StoreError) else (
+                "home_unusable" if isinstance(exc, HomeError) else "invalid")
             return ApiError(status, str(exc), reason)
     return None
