@@ -11,10 +11,9 @@ import asyncio
 import functools
 from typing import Any, Awaitable, Callable, TypeVar
 
-from pydantic import BaseModel
-
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
+from pydantic import BaseModel
 from tornado import web
 
 from cmbagent_jupyter import __version__
