@@ -537,6 +537,33 @@ def planned_run(store, n_steps: int = 3, *, task: str = "Toy CMB analysis", sess
     return ss, run, steps
 
 
+@pytest.fixture
+def voila_dashboard(tmp_path: Path, cmb_home: Path) -> Iterator[ServerProcess]:
+    """`voila examples/dashboard.ipynb` on 127.0.0.1 with a token, its kernel using `cmb_home`
+    (session "lab" preselected); stopped by its own pid after the test."""
+    import shutil
+
+    home = tmp_path / "voila-home"
+    root = home / "root"
+    root.mkdir(parents=True)
+    shutil.copy(REPO_ROOT / "examples" / "dashboard.ipynb", root / "dashboard.ipynb")
+    port = free_port()
+    token = secrets.token_hex(16)
+    argv = [
+        interpreter_bin("voila"),
+        str(root / "dashboard.ipynb"),
+        "--no-browser",
+        f"--port={port}",
+        "--Voila.ip=127.0.0.1",
+        f"--Voila.token={token}",
+        "--ServerApp.port_retries=0",
+        "--ServerApp.allow_root=True",
+    ]
+    env = {**scratch_jupyter_env(home), "CMBAGENT_HOME": str(cmb_home), "CMBAGENT_DASHBOARD_SESSION": "lab"}
+    with spawn_server(argv, env, port, token, tmp_path / "voila-dashboard.log", "static/favicon.ico") as server:
+        yield server
+
+
 class EventSocket:
     """A client of /cmbagent/api/events: JSON frames in, JSON messages out."""
 
@@ -693,33 +720,6 @@ async def cell_result(kc, msg_id: str, timeout: float = 120.0) -> str:
 
 async def run_cell(kc, code: str, timeout: float = 120.0) -> str:
     return await cell_result(kc, submit_cell(kc, code), timeout)
-
-
-@pytest.fixture
-def voila_dashboard(tmp_path: Path, cmb_home: Path) -> Iterator[ServerProcess]:
-    """`voila examples/dashboard.ipynb` on 127.0.0.1 with a token, its kernel using `cmb_home`
-    (session "lab" preselected); stopped by its own pid after the test."""
-    import shutil
-
-    home = tmp_path / "voila-home"
-    root = home / "root"
-    root.mkdir(parents=True)
-    shutil.copy(REPO_ROOT / "examples" / "dashboard.ipynb", root / "dashboard.ipynb")
-    port = free_port()
-    token = secrets.token_hex(16)
-    argv = [
-        interpreter_bin("voila"),
-        str(root / "dashboard.ipynb"),
-        "--no-browser",
-        f"--port={port}",
-        "--Voila.ip=127.0.0.1",
-        f"--Voila.token={token}",
-        "--ServerApp.port_retries=0",
-        "--ServerApp.allow_root=True",
-    ]
-    env = {**scratch_jupyter_env(home), "CMBAGENT_HOME": str(cmb_home), "CMBAGENT_DASHBOARD_SESSION": "lab"}
-    with spawn_server(argv, env, port, token, tmp_path / "voila-dashboard.log", "static/favicon.ico") as server:
-        yield server
 
 
 @contextmanager
