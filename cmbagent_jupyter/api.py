@@ -262,6 +262,31 @@ class RunHandle:
         finally:
             sub.close()
 
+    def approvals(self, pending_only: bool = True) -> list[Any]:
+        """The run's approval requests (only those waiting for a decision, by default)."""
+        from cmbagent_jupyter.models import ApprovalRequest
+
+        rows = self.ss.call("approval.list", run_id=self.id, pending_only=pending_only)
+        return [ApprovalRequest.model_validate(r) for r in rows]
+
+    def wait_for_approval(self, timeout: float | None = None) -> Any:
+        """Block until the run asks for a decision and return that request (or the run ends: None)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        sub = self.ss.subscribe(run_id=self.id, types=[EventType.approval_requested.value, *_WAKE_TYPES])
+        try:
+            while True:
+                pending = self.approvals()
+                if pending:
+                    return pending[0]
+                if self.status().status not in WAITING_STATES or (self._future is not None and self._future.done()):
+                    return None
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"run {self.id} asked for no approval within {timeout} s")
+                sub.get(timeout=min(left if left is not None else 5.0, 5.0))
+        finally:
+            sub.close()
+
     def pause(self) -> Run:
         """Ask the run to pause at its next step boundary (it finishes the steps in flight)."""
         from cmbagent_jupyter.engine.liveness import liveness

@@ -11,6 +11,7 @@ import json
 import os
 import runpy
 import sys
+import traceback
 
 
 def main() -> None:
@@ -33,8 +34,19 @@ def main() -> None:
     atexit.register(save)
     sys.addaudithook(hook)
     sys.argv = [script]
-    sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
-    runpy.run_path(script, run_name="__main__")
+    path = os.path.abspath(script)
+    sys.path.insert(0, os.path.dirname(path))
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit:
+        raise
+    except BaseException:
+        # the traceback the engineer sees starts in its own script, not in this wrapper
+        etype, value, tb = sys.exc_info()
+        while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename) != path:
+            tb = tb.tb_next
+        traceback.print_exception(etype, value, tb)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,9 @@ class PlanningPhase:
         self.after_turn = after_turn
         self.plans: list[dict[str, Any]] = []
         self.reviews: list[str] = []
+        self._reply: Any = None
+        self._scope: ModelScope | None = None
+        self._round = 0
 
     async def run(self) -> Plan:
         chat_dir = str(self.dir / "chats")
@@ -57,6 +60,16 @@ class PlanningPhase:
             reply = await reply.ask(prompts.revise_request(text))
             await self.after_turn(planner_scope, reply)
             plan, reply = await self._valid(reply, planner_scope, round_=r)
+        self._write("final_plan.json", json.dumps(plan.to_json(), indent=2) + "\n")
+        self._reply, self._scope, self._round = reply, planner_scope, self.settings.n_plan_reviews
+        return plan
+
+    async def revise(self, feedback: str, *, rejected: bool) -> Plan:
+        """The planner's next plan after a user's decision on the last one (modify or reject)."""
+        self._round += 1
+        reply = await self._reply.ask(prompts.plan_feedback(feedback, rejected=rejected))
+        await self.after_turn(self._scope, reply)
+        plan, self._reply = await self._valid(reply, self._scope, round_=self._round)
         self._write("final_plan.json", json.dumps(plan.to_json(), indent=2) + "\n")
         return plan
 

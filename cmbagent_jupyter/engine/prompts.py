@@ -25,6 +25,19 @@ def plan_invalid(error: str) -> str:
             f"{{\"sub_tasks\": [...]}} and nothing else.")
 
 
+def plan_feedback(feedback: str, *, rejected: bool) -> str:
+    if rejected:
+        return (f"The user rejected this plan:\n{feedback}\n\nWrite a new plan that answers their objection, as "
+                f"one JSON object {{\"sub_tasks\": [...]}}.")
+    return (f"The user asks for these changes to the plan:\n{feedback}\n\nReply with the whole revised plan as one "
+            f"JSON object {{\"sub_tasks\": [...]}}.")
+
+
+def code_feedback(feedback: str) -> str:
+    return (f"Before running it, the user asks for changes:\n{feedback}\n\nReply with the complete revised script "
+            f"in one ```python block.")
+
+
 def review_request(task: str, plan: Plan) -> str:
     return (f"Main task:\n{task}\n\nDraft plan:\n{json.dumps(plan.to_json(), indent=1)}\n\n"
             f"Review this plan and recommend improvements.")
@@ -45,6 +58,8 @@ def _context_block(ctx: dict[str, Any]) -> str:
         parts.append("Results of the steps this one depends on:\n" + ctx["previous_steps_execution_summary"])
     if ctx.get("displayed_images"):
         parts.append("Figures so far: " + ", ".join(ctx["displayed_images"]))
+    if ctx.get("user_feedback"):
+        parts.append("Guidance from the user (follow it):\n" + ctx["user_feedback"])
     return "\n\n".join(parts)
 
 

@@ -25,11 +25,13 @@ from cmbagent_jupyter.agents.specs import load_specs, step_agents
 from cmbagent_jupyter.cost.recorder import CallUsage, CostRecorder
 from cmbagent_jupyter.engine.checkpoint_files import CheckpointFiles
 from cmbagent_jupyter.engine.context import base_context, run_context, step_context
+from cmbagent_jupyter.engine.approvals import ApprovalMode
 from cmbagent_jupyter.engine.dag import Plan, PlanDAG, PlanError, plan_from_data
+from cmbagent_jupyter.engine.gates import RunGates, feedback_of, policy_of
 from cmbagent_jupyter.engine.ledger import RunSignal, StepLedger
 from cmbagent_jupyter.engine.liveness import owner_alive
 from cmbagent_jupyter.engine.planning import PlanningFailed, PlanningPhase
-from cmbagent_jupyter.engine.scheduler import DagScheduler, ScheduleOutcome, StopRequest
+from cmbagent_jupyter.engine.scheduler import DagScheduler, ScheduleOutcome, StepFailed, StopRequest
 from cmbagent_jupyter.engine.settings import RunSettings
 from cmbagent_jupyter.engine.states import ACTIVE_RUN_STATES
 from cmbagent_jupyter.engine.step_worker import StepWorker
@@ -106,6 +108,7 @@ class RunEngine:
         files = CheckpointFiles(run, session)
         plan = self._stored_plan(run, steps)
         self.costs = CostRecorder(self.ss, run.id, price_override=self.model.price if self.model else None)
+        self.gates = RunGates(self.ss, run.id, policy_of(run.config))
         factory = self._factory()
         base = base_context(task=run.task, run_path=run.path, config=run.config, plan=plan)
         self.ledger = StepLedger(self.ss, files, steps, lambda outs: run_context(base, self.dag, outs),
@@ -120,14 +123,31 @@ class RunEngine:
                 base.update(base_context(task=run.task, run_path=run.path, config=self.run.config, plan=plan))
             self.dag = PlanDAG(plan)
             worker = StepWorker(factory, self.settings, run_id=run.id, run_path=Path(run.path),
-                                after_turn=self._after_turn) if factory else None
+                                after_turn=self._after_turn, gates=self.gates) if factory else None
 
             async def run_step(key: str) -> dict[str, Any]:
                 step = self.ledger.steps[key]
                 ctx = step_context(base, self.dag, key, self.ledger.outputs)
+                ctx["user_feedback"] = await self._gate_step(step)
                 if self.custom_step_runner is not None:
                     return await self.custom_step_runner(step, ctx)
-                return await worker.run(step, ctx)
+                while True:
+                    try:
+                        return await worker.run(step, ctx)
+                    except StepFailed as exc:
+                        if not self.gates.wants(ApprovalMode.on_error):
+                            raise
+                        decision = await self.gates.ask(
+                            ApprovalMode.on_error, {"title": f"Step {step.number} ({step.key}) failed",
+                                                    "summary": str(exc)[:300], "error": str(exc)[-4000:],
+                                                    "step": step.key}, step_id=step.id,
+                            options=["retry", "modify", "skip", "abort"])
+                        if decision.decision == "skip":
+                            return {"agent": step.agent, "skipped": True, "attempts": 0, "files": [], "figures": [],
+                                    "summary": f"Skipped by the user after it failed: {str(exc)[:500]}"}
+                        if decision.decision in ("abort", "reject"):
+                            raise StepFailed(f"{exc} (aborted by the user)") from None
+                        ctx = {**ctx, "user_feedback": feedback_of(decision) or ctx.get("user_feedback")}
 
             scheduler = DagScheduler(self.dag, self.ledger, run_step, max_parallel=self.settings.max_parallel,
                                      stop=self.stop, on_signal=self._on_signal)
@@ -223,7 +243,7 @@ class RunEngine:
             raise InvalidInput("a deep_research run needs a model for its planner")
         self._planning = PlanningPhase(factory, self.settings, task=run.task, run_id=run.id, run_path=Path(run.path),
                                        step_agents=step_agents(), after_turn=self._after_turn)
-        task = asyncio.create_task(self._planning.run(), name="planning")
+        task = asyncio.create_task(self._plan_and_approve(), name="planning")
         while True:
             stop_wait = asyncio.create_task(self.stop.changed.wait())
             done, _ = await asyncio.wait([task, stop_wait], return_when=asyncio.FIRST_COMPLETED)
@@ -242,6 +262,51 @@ class RunEngine:
         self.ledger.steps = {s.key: s for s in steps}
         self.ledger.files.run = self.run
         return plan
+
+    async def _plan_and_approve(self) -> Plan:
+        plan = await self._planning.run()
+        while self.gates.wants(ApprovalMode.after_planning):
+            dag = PlanDAG(plan)
+            request = {"title": "Approve the plan", "plan": plan.to_json(), "mermaid": dag.to_mermaid(),
+                       "summary": f"{len(plan.sub_tasks)} steps in {len(dag.levels())} levels: "
+                                  + "; ".join(f"{s.number}. {s.sub_task}" for s in plan.sub_tasks)[:1500]}
+            decision = await self.gates.ask(ApprovalMode.after_planning, request, back_to=None)
+            if decision.decision == "approve":
+                break
+            feedback = feedback_of(decision)
+            if decision.decision in ("abort",) or decision.status.value == "expired" or not feedback:
+                raise PlanningFailed(f"the plan was not approved ({decision.decision}"
+                                     f"{': ' + feedback if feedback else ''})")
+            await asyncio.to_thread(self.ss.transition_run, self.run.id, RunStatus.planning.value,
+                                    reason=f"re-planning after approval {decision.id}", actor=decision.resolved_by)
+            plan = await self._planning.revise(feedback, rejected=decision.decision == "reject")
+        return plan
+
+    async def _gate_step(self, step: Step) -> str | None:
+        """The gates before a step: its own approval, and the budget. Returns the user's guidance, if any."""
+        feedback = None
+        if self.gates.policy.gate_before_step(step.key, step.number):
+            decision = await self.gates.ask(
+                ApprovalMode.before_each_step, {"title": f"Start step {step.number} ({step.agent})?",
+                                                "summary": step.description, "step": step.key},
+                step_id=step.id, reuse_decided=True)
+            if decision.decision in ("reject", "abort"):
+                raise StepFailed(f"step {step.number} ({step.key}) was rejected"
+                                 f"{': ' + feedback_of(decision) if feedback_of(decision) else ''}")
+            feedback = feedback_of(decision) if decision.decision == "modify" else None
+        threshold = self.gates.policy.budget_threshold
+        if threshold is not None and not self.gates.budget_approved:
+            rows = await self.ss.acall("cost.summary", run_id=self.run.id, group_by=["run_id"])
+            spent = sum(r["cost_usd"] for r in rows)
+            if spent >= float(threshold):
+                decision = await self.gates.ask(
+                    ApprovalMode.on_budget, {"title": "Spending passed the budget threshold",
+                                             "summary": f"${spent:.4f} spent; threshold ${float(threshold):.4f}"},
+                    options=["approve", "abort"], reuse_decided=True)
+                if decision.decision != "approve":
+                    raise StepFailed(f"stopped at the budget threshold (${spent:.4f} of ${float(threshold):.4f})")
+                self.gates.budget_approved = True
+        return feedback
 
     async def _settle_planning_stop(self) -> Run:
         kind = self.stop.kind

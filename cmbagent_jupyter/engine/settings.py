@@ -13,7 +13,8 @@ from cmbagent_jupyter.models import InvalidInput
 
 SETTING_KEYS = ("max_parallel", "n_plan_reviews", "max_plan_steps", "max_plan_tries", "max_n_attempts",
                 "heartbeat_interval_s", "step_timeout_s", "agent", "plan", "instructions", "record",
-                "hardware_constraints")
+                "hardware_constraints", "approval_mode", "approval_steps", "approval_timeout_s",
+                "approval_default_action", "budget_threshold_usd")
 
 
 class RunSettings(BaseModel):
@@ -31,14 +32,24 @@ class RunSettings(BaseModel):
     instructions: dict[str, str] = Field(default_factory=dict, description="extra instructions per agent")
     record: str | None = Field(None, description="scenario file to record the model's responses into")
     hardware_constraints: str | None = None
+    approval_mode: str | list[str] | None = Field(None, description="where to wait for a human: after_planning, "
+                                                  "before_each_step, before_code_execution, on_error, on_budget")
+    approval_steps: list[str | int] = Field(default_factory=list, description="steps (keys or numbers) to gate")
+    approval_timeout_s: float | None = Field(None, gt=0)
+    approval_default_action: str | None = None
+    budget_threshold_usd: float | None = Field(None, ge=0)
 
     @classmethod
     def parse(cls, values: dict[str, Any]) -> "RunSettings":
         try:
-            return cls.model_validate({k: v for k, v in values.items() if v is not None})
+            settings = cls.model_validate({k: v for k, v in values.items() if v is not None})
         except ValidationError as exc:
             err = exc.errors()[0]
             raise InvalidInput(f"run setting {'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
+        from cmbagent_jupyter.engine.gates import policy_of
+
+        policy_of(settings.to_config())
+        return settings
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "RunSettings":

@@ -17,6 +17,8 @@ from cmbagent_jupyter.agents.execution import ExecutionResult, run_python_file, 
 from cmbagent_jupyter.agents.factory import AgentFactory
 from cmbagent_jupyter.agents.specs import AgentOutput
 from cmbagent_jupyter.engine import prompts
+from cmbagent_jupyter.engine.approvals import ApprovalMode
+from cmbagent_jupyter.engine.gates import RunGates, feedback_of
 from cmbagent_jupyter.engine.scheduler import StepFailed
 from cmbagent_jupyter.engine.settings import RunSettings
 from cmbagent_jupyter.llm.scope import SCOPE_KEY, ModelScope
@@ -27,8 +29,9 @@ AfterTurn = Callable[[ModelScope, Any], Awaitable[None]]
 
 class StepWorker:
     def __init__(self, factory: AgentFactory, settings: RunSettings, *, run_id: str, run_path: Path,
-                 after_turn: AfterTurn):
+                 after_turn: AfterTurn, gates: RunGates | None = None):
         self.factory = factory
+        self.gates = gates
         self.settings = settings
         self.run_id = run_id
         self.control = Path(run_path) / "control"
@@ -56,12 +59,19 @@ class StepWorker:
         reply = await engineer.ask(prompts.engineer_request(ctx, code_file), dependencies={SCOPE_KEY: eng_scope})
         await self.after_turn(eng_scope, reply)
         error = ""
-        for attempt in range(1, self.settings.max_n_attempts + 1):
+        attempt = 1
+        while attempt <= self.settings.max_n_attempts:
             code = prompts.extract_python(reply.body)
             if code is None:
                 error = "The reply holds no ```python block with the script."
             else:
                 (codebase / code_file).write_text(code, encoding="utf-8")
+                revised = await self._code_gate(step, code_file, code)
+                if revised is not None:
+                    # the user asked for changes before the code ran: a new draft, not a failed attempt
+                    reply = await reply.ask(prompts.code_feedback(revised))
+                    await self.after_turn(eng_scope, reply)
+                    continue
                 result = await self._execute(codebase, code_file, exe_scope)
                 if result.ok:
                     return {
@@ -73,8 +83,24 @@ class StepWorker:
             if attempt < self.settings.max_n_attempts:
                 reply = await reply.ask(prompts.engineer_retry(attempt, error))
                 await self.after_turn(eng_scope, reply)
+            attempt += 1
         raise StepFailed(f"step {step.number} ({step.key}) failed after {self.settings.max_n_attempts} attempt(s): "
                          f"{error[-2500:]}")
+
+    async def _code_gate(self, step: Step, code_file: str, code: str) -> str | None:
+        """With `before_code_execution`, the user sees the code first; returns their requested changes, if any."""
+        if self.gates is None or not self.gates.wants(ApprovalMode.before_code_execution):
+            return None
+        decision = await self.gates.ask(
+            ApprovalMode.before_code_execution,
+            {"title": f"Run {code_file}?", "summary": f"step {step.number}: {step.description[:200]}", "code": code,
+             "step": step.key}, step_id=step.id)
+        if decision.decision in ("reject", "abort"):
+            raise StepFailed(f"step {step.number} ({step.key}): the user did not let {code_file} run"
+                             f"{': ' + feedback_of(decision) if feedback_of(decision) else ''}")
+        if decision.decision == "modify":
+            return feedback_of(decision)
+        return None
 
     async def _execute(self, codebase: Path, code_file: str, scope: ModelScope) -> ExecutionResult:
         results: list[ExecutionResult] = []

@@ -157,7 +157,7 @@ def engine_plan_ready(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     sid = _arg(args, "session_id", "session")
     rid = _arg(args, "run_id", "run")
     run = _run_row(ctx, sid, rid)
-    if run["status"] not in (RunStatus.draft.value, RunStatus.planning.value):
+    if run["status"] not in (RunStatus.draft.value, RunStatus.planning.value, RunStatus.waiting_approval.value):
         raise Conflict(f"run {rid} is {run['status']}; a plan is stored while it is draft or planning")
     steps = step_put_plan(ctx, {"session_id": sid, "run_id": rid, "steps": args.get("steps")})
     config = dict(run["config"])
@@ -180,7 +180,8 @@ def engine_plan_ready(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     out = run_transition(ctx, {"session_id": sid, "run_id": rid, "to": RunStatus.executing.value,
                                "reason": args.get("reason") or "plan ready", "actor": args.get("actor"),
                                "owner_pid": args.get("owner_pid"),
-                               "expected_from": [RunStatus.draft.value, RunStatus.planning.value]})
+                               "expected_from": [RunStatus.draft.value, RunStatus.planning.value,
+                                                 RunStatus.waiting_approval.value]})
     return {"run": out, "steps": steps}
 
 

@@ -1,0 +1,114 @@
+"""Approval gates inside a run: where the engine stops for a human decision.
+
+The run's `approval_mode` (engine/approvals.py's `ApprovalPolicy`) says where: after
+planning, before each step (or the steps in `approval_steps`), before code runs, on
+a step's error, or once spending passes `budget_threshold_usd`. A gate is a durable
+request in the store (the run shows `waiting_approval`); any process decides it
+(widget, CLI, magics, MCP), and the run hears of it through the store's event push.
+Waiting holds no thread; stopping the run (cancel, interrupt) cancels the wait. A
+resumed run finds its still-open request again, and a step that was already approved
+is not asked about twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from cmbagent_jupyter.engine.approvals import ApprovalGate, ApprovalMode, ApprovalPolicy
+from cmbagent_jupyter.models import ApprovalRequest, ApprovalStatus, InvalidInput, RunStatus, utcnow
+from cmbagent_jupyter.store.errors import Invalid
+from cmbagent_jupyter.store.repository import SessionStore
+
+log = logging.getLogger("cmbagent.engine")
+
+POLL_S = 15.0
+
+
+def policy_of(config: dict[str, Any]) -> ApprovalPolicy:
+    try:
+        return ApprovalPolicy(config)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+class RunGates:
+    def __init__(self, store: SessionStore, run_id: str, policy: ApprovalPolicy):
+        self.store = store
+        self.run_id = run_id
+        self.policy = policy
+        self.gate = ApprovalGate(store, run_id)
+        self.budget_approved = False
+
+    def wants(self, mode: ApprovalMode) -> bool:
+        return self.policy.wants(mode)
+
+    async def ask(self, kind: ApprovalMode, request: dict[str, Any], *, step_id: str | None = None,
+                  options: list[str] | None = None, back_to: RunStatus | None = RunStatus.executing,
+                  reuse_decided: bool = False) -> ApprovalRequest:
+        """Open (or find again) a request, wait for its decision, and move the run back to `back_to`."""
+        decided = await asyncio.to_thread(self._decided, kind.value, step_id) if reuse_decided else None
+        if decided is not None:
+            return decided
+        approval = await asyncio.to_thread(
+            self.gate.request, kind.value, request, step_id=step_id, options=options,
+            timeout_s=self.policy.timeout_s, default_action=self.policy.default_action)
+        await asyncio.to_thread(self._mark_waiting, kind.value)
+        decision = await self._wait(approval)
+        if back_to is not None:
+            await asyncio.to_thread(self._leave_waiting, back_to, decision)
+        return decision
+
+    def _decided(self, kind: str, step_id: str | None) -> ApprovalRequest | None:
+        found = self.gate.find_open(kind, step_id)
+        if found is not None and found.status in (ApprovalStatus.approved, ApprovalStatus.modified):
+            return found
+        return None
+
+    def _mark_waiting(self, kind: str) -> None:
+        """A request found again after a resume did not move the run; do it here."""
+        run = self.store.get_run(self.run_id)
+        if run.status in (RunStatus.executing, RunStatus.planning):
+            try:
+                self.store.transition_run(self.run_id, RunStatus.waiting_approval.value,
+                                          reason=f"waiting for the {kind} approval", actor="engine")
+            except Invalid:
+                pass
+
+    async def _wait(self, approval: ApprovalRequest) -> ApprovalRequest:
+        loop = asyncio.get_running_loop()
+        woken = asyncio.Event()
+        sub = self.store.subscribe(run_id=self.run_id, types=["approval.received"],
+                                   callback=lambda _ev: loop.call_soon_threadsafe(woken.set))
+        try:
+            while True:
+                current = await asyncio.to_thread(self.gate.get, approval.id)
+                if current.status != ApprovalStatus.pending:
+                    return current
+                wait_s = POLL_S
+                if current.timeout_at is not None:
+                    left = (current.timeout_at - utcnow()).total_seconds()
+                    if left <= 0:
+                        return await asyncio.to_thread(self.gate.expire, current)
+                    wait_s = min(wait_s, left)
+                try:
+                    await asyncio.wait_for(woken.wait(), timeout=wait_s)
+                except asyncio.TimeoutError:
+                    pass
+                woken.clear()
+        finally:
+            sub.close()
+
+    def _leave_waiting(self, to: RunStatus, decision: ApprovalRequest) -> None:
+        try:
+            self.store.transition_run(self.run_id, to.value, reason=f"approval {decision.id}: {decision.decision}",
+                                      actor=decision.resolved_by or "user")
+        except Invalid as exc:
+            # another gate of this run is still open (the guard says so), or the run moved on
+            log.info("run %s stays as it is after approval %s: %s", self.run_id, decision.id, exc)
+
+
+def feedback_of(decision: ApprovalRequest) -> str | None:
+    text = (decision.feedback or "").strip()
+    return text or None
