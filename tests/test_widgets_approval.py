@@ -13,16 +13,17 @@ PLAN = {"sub_tasks": [{"sub_task": "Simulate a map", "sub_task_agent": "engineer
 def test_a_plan_approval_shows_as_a_card_with_the_plan(store, wire):
     ss, run, _ = planned_run(store, 2)
     gate = ss.call("approval.create", run_id=run.id, kind="after_planning",
-                   request={"summary": "2 steps planned", "plan": PLAN, "reviews": 1})
+                   request={"title": "Approve the plan", "plan": PLAN, "reviews": 1, "mermaid": "flowchart TD",
+                            "summary": "2 steps in 2 levels: 1. Simulate a map; 2. Write the report"})
     card_widget = ApprovalWidget(run.id, store=store, live=False)
     wire(card_widget)
     [card] = card_widget.approvals
     assert card["id"] == gate["id"] and card["status"] == "pending"
-    assert card["title"] == "Approve the plan?" and card["summary"] == "2 steps planned"
+    assert card["title"] == "Approve the plan" and card["summary"] == "2 steps in 2 levels"
     assert card["options"] == ["approve", "reject", "modify"]
     assert [(p["number"], p["agent"], p["text"]) for p in card["plan"]] == [
         (1, "engineer", "Simulate a map"), (2, "researcher", "Write the report")]
-    assert '"reviews": 1' in card["details"]
+    assert card["details"] == "reviews: 1", "the plan is listed, not repeated as JSON or Mermaid"
 
 
 def test_clicking_approve_resolves_the_approval_in_the_store(store, wire):

@@ -30,14 +30,19 @@ def approval_card(a: ApprovalRequest, steps: list[Step]) -> dict[str, Any]:
     request = a.request or {}
     step = next((s for s in steps if s.id == a.step_id), None)
     plan = request.get("plan") or request.get("final_plan") or request.get("sub_tasks")
-    shown = {"plan", "final_plan", "sub_tasks", "summary", "title", "message"}
+    shown = {"plan", "final_plan", "sub_tasks", "summary", "title", "message", "mermaid", "step"}
     rest = {k: v for k, v in request.items() if k not in shown}
-    details = json.dumps(rest, indent=1, default=str) if rest else ""
-    summary = request.get("summary") or request.get("message") or request.get("title") or ""
+    details = "\n".join(f"{k}: {v}" if isinstance(v, str) else f"{k}: {json.dumps(v, default=str)}"
+                        for k, v in rest.items())
+    summary = str(request.get("summary") or request.get("message") or "")
+    items = plan_items(plan)
+    if items and ": " in summary:
+        summary = summary.split(": ", 1)[0]  # the plan itself is listed on the card
+    title = request.get("title") or KIND_TITLES.get(a.kind, a.kind.replace("_", " ").capitalize())
     return {
-        "id": a.id, "kind": a.kind, "title": KIND_TITLES.get(a.kind, a.kind.replace("_", " ").capitalize()),
-        "status": a.status.value, "options": list(a.options), "summary": str(summary)[:2000],
-        "plan": plan_items(plan)[:100], "details": details[:4000],
+        "id": a.id, "kind": a.kind, "title": str(title)[:200],
+        "status": a.status.value, "options": list(a.options), "summary": summary[:2000],
+        "plan": items[:100], "details": details[:4000],
         "step_label": f"step {step.number} ({step.agent}): {step.key}" if step else None,
         "created_at": a.created_at.isoformat(), "decision": a.decision, "feedback": a.feedback,
         "resolved_by": a.resolved_by,

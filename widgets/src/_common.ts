@@ -19,6 +19,10 @@ export const STATUS_COLORS: Record<string, string> = {
   waiting_approval: '#8e24aa',
   skipped: '#bdbdbd',
   cancelled: '#616161',
+  approved: '#43a047',
+  modified: '#fb8c00',
+  rejected: '#e53935',
+  expired: '#757575',
 };
 
 export function statusColor(status: string | null | undefined): string {

@@ -103,8 +103,13 @@ export function render({ model, el }: RenderProps<EventLogState>): Cleanup {
     count.textContent = total > shown ? `last ${shown} of ${total} events` : `${shown} events`;
     empty.style.display = shown ? 'none' : '';
   };
+  // Follow new events while the user is at the bottom; stop following once they scroll up.
+  let follow = true;
+  container.addEventListener('scroll', () => {
+    follow = container.scrollTop + container.clientHeight >= container.scrollHeight - 8;
+  });
   const append = (events: LoggedEvent[], reset: boolean) => {
-    const atBottom = container.scrollTop + container.clientHeight >= container.scrollHeight - 8;
+    const atBottom = follow;
     if (reset) {
       body.replaceChildren();
     }
