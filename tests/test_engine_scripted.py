@@ -119,3 +119,42 @@ def test_recording_a_run_gives_a_scenario_that_replays_the_same_answers(tmp_path
     assert ask(Agent("planner", "p", config=replay), "x", ModelScope(agent="planner"))[0].body == "the plan"
     assert json.loads(json.dumps(replay.scenario.model_dump(mode="json")))["price"] == {
         "input_per_mtok": 0.0, "output_per_mtok": 0.0}
+
+
+def test_transient_provider_errors_are_retried_with_backoff_and_others_are_not(tmp_path: Path):
+    from cmbagent_jupyter.llm.retrying import RetryingModelConfig
+
+    model = ScriptedModelConfig(write_scenario(tmp_path / "s.yaml", [{"agent": "planner", "content": "a plan"}]))
+
+    class Flaky:
+        """A provider that drops the connection twice, then answers."""
+
+        provider, model_name = "flaky", "flaky-1"
+        failures = [ConnectionError("connection reset by peer"), TimeoutError("read timed out")]
+
+        @property
+        def model(self):
+            return self.model_name
+
+        def copy(self):
+            return self
+
+        def create(self):
+            inner = model.create()
+
+            async def call(messages, context, **kw):
+                if Flaky.failures:
+                    raise Flaky.failures.pop(0)
+                return await inner(messages, context, **kw)
+            return call
+
+    backoffs = []
+    retrying = RetryingModelConfig(Flaky(), initial_s=0.01, cap_s=0.05,
+                                   on_backoff=lambda scope, n, delay, exc: backoffs.append((scope.agent, n,
+                                                                                            type(exc).__name__)))
+    reply, _ = ask(Agent("planner", "p", config=retrying), "plan", ModelScope(agent="planner"))
+    assert reply.body == "a plan"
+    assert backoffs == [("planner", 1, "ConnectionError"), ("planner", 2, "TimeoutError")]
+    with pytest.raises(ScenarioError):
+        ask(Agent("planner", "p", config=RetryingModelConfig(model, initial_s=0.01)), "again",
+            ModelScope(agent="planner", step="nowhere"))

@@ -37,6 +37,7 @@ from cmbagent_jupyter.engine.states import ACTIVE_RUN_STATES
 from cmbagent_jupyter.engine.step_worker import StepWorker
 from cmbagent_jupyter.llm.providers import ModelChoice, resolve_model
 from cmbagent_jupyter.llm.recording import RecordingModelConfig
+from cmbagent_jupyter.llm.retrying import RetryingModelConfig
 from cmbagent_jupyter.llm.scope import ModelScope
 from cmbagent_jupyter.llm.transcript import TranscriptModelConfig
 from cmbagent_jupyter.models import (
@@ -78,6 +79,7 @@ class RunEngine:
         self.dag: PlanDAG | None = None
         self.timed_checkpoints = 0
         self._planning: PlanningPhase | None = None
+        self._background: set[asyncio.Task] = set()
 
     # -- control from other threads ----------------------------------------------
 
@@ -324,7 +326,7 @@ class RunEngine:
     def _factory(self) -> AgentFactory | None:
         if self.model is None:
             return None
-        config = self.model.config
+        config = RetryingModelConfig(self.model.config, on_backoff=self._on_backoff)
         if self.settings.record:
             config = RecordingModelConfig(config, self.settings.record, task=self.run.task, resume=True)
         config = TranscriptModelConfig(config, on_usage=self._on_usage)
@@ -336,6 +338,16 @@ class RunEngine:
                                  provider=response.provider or self.model.provider,
                                  prompt_tokens=int(usage.prompt_tokens or 0),
                                  completion_tokens=int(usage.completion_tokens or 0)))
+
+    def _on_backoff(self, scope: ModelScope, attempt: int, delay: float, exc: BaseException) -> None:
+        """A transient provider error: say so in the run's events while the call waits to be retried."""
+        log.warning("run %s: %s call failed (%s); retry %d in %.1f s", self.run.id, scope.agent, exc, attempt, delay)
+        event = {"type": EventType.retry_backoff.value, "session_id": self.run.session_id, "run_id": self.run.id,
+                 "payload": {"agent": scope.agent, "step": scope.step, "attempt": attempt, "delay_s": delay,
+                             "error": f"{type(exc).__name__}: {exc}"[:1000]}}
+        task = asyncio.get_running_loop().create_task(self.ss.acall("event.append", events=[event]))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _after_turn(self, scope: ModelScope, reply: Any) -> None:
         text = reply.body or ""

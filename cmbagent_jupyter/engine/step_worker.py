@@ -19,6 +19,13 @@ from cmbagent_jupyter.agents.specs import AgentOutput
 from cmbagent_jupyter.engine import prompts
 from cmbagent_jupyter.engine.approvals import ApprovalMode
 from cmbagent_jupyter.engine.gates import RunGates, feedback_of
+from cmbagent_jupyter.engine.retry import (
+    AttemptFailure,
+    ErrorCategory,
+    FailureKind,
+    RetryContext,
+    failure_from_execution,
+)
 from cmbagent_jupyter.engine.scheduler import StepFailed
 from cmbagent_jupyter.engine.settings import RunSettings
 from cmbagent_jupyter.llm.scope import SCOPE_KEY, ModelScope
@@ -60,10 +67,13 @@ class StepWorker:
         await self.after_turn(eng_scope, reply)
         error = ""
         attempt = 1
+        history = RetryContext()
         while attempt <= self.settings.max_n_attempts:
             code = prompts.extract_python(reply.body)
             if code is None:
                 error = "The reply holds no ```python block with the script."
+                history.failures.append(AttemptFailure(attempt, FailureKind.validation, ErrorCategory.validation,
+                                                       None, error))
             else:
                 (codebase / code_file).write_text(code, encoding="utf-8")
                 revised = await self._code_gate(step, code_file, code)
@@ -80,8 +90,10 @@ class StepWorker:
                         "stdout": result.stdout, "files": result.files, "figures": result.figures,
                     }
                 error = result.summary()
+                history.failures.append(failure_from_execution(attempt, result.stderr, result.stdout, code))
             if attempt < self.settings.max_n_attempts:
-                reply = await reply.ask(prompts.engineer_retry(attempt, error))
+                # what went wrong, classified, with a suggestion (engine/retry.py), then the raw output
+                reply = await reply.ask(prompts.engineer_retry(attempt, history.prompt_section() + "\n\n" + error))
                 await self.after_turn(eng_scope, reply)
             attempt += 1
         raise StepFailed(f"step {step.number} ({step.key}) failed after {self.settings.max_n_attempts} attempt(s): "

@@ -42,7 +42,7 @@ class ModelConfigWrapper:
 
     def unwrap(self) -> Any:
         inner = self.inner
-        while isinstance(inner, ModelConfigWrapper):
+        while hasattr(inner, "inner"):
             inner = inner.inner
         return inner
 
