@@ -74,3 +74,52 @@ def test_a_run_handle_displays_as_its_run_view(api_home):
         assert bundle["text/plain"].startswith(f"<cmbagent run {handle.id} completed")
     finally:
         view.close()
+
+
+FAILING = "```python\nprint('reading the map')\nopen('data/map.fits')\n```\n"
+
+
+def failing_step_scenario(path):
+    """A one-step control run whose engineer writes code that fails (the executor just runs it)."""
+    import yaml
+
+    path.write_text(yaml.safe_dump({
+        "name": "failing-step", "price": {"input_per_mtok": 0, "output_per_mtok": 0},
+        "turns": [{"agent": "engineer", "step": "sim", "content": FAILING}],
+        "defaults": {"executor": [{"tool_calls": [{"name": "run_python", "arguments": {"filename": "{code_file}"}}]},
+                                  {"content": "Ran {code_file}."}]}}))
+    plan = {"sub_tasks": [{"key": "sim", "sub_task": "Simulate a CMB map", "sub_task_agent": "engineer",
+                           "depends_on": []}]}
+    return path, plan
+
+
+def test_feedback_on_a_failed_step_reaches_the_engineer_and_skip_on_the_card_ends_the_run(api_home, tmp_path, wire):
+    from pathlib import Path
+
+    from cmbagent_jupyter import api
+
+    scenario, plan = failing_step_scenario(tmp_path / "failing.yaml")
+    handle = api.open_session("retry", home=api_home).run(
+        "simulate", mode="control", plan=plan, scenario=str(scenario), max_n_attempts=1,
+        approval_mode="on_error", quiet=True)
+    view = RunView(handle.id, store=handle.store)
+    dag, card = wire(view.dag), wire(view.approvals)
+    wait_for(lambda: view.approvals.pending, deadline_s=60, what="the on_error approval")
+    [first] = view.approvals.pending
+    assert first["kind"] == "on_error" and first["options"] == ["retry", "modify", "skip", "abort"]
+
+    view.dag.select("sim")
+    assert dag.last("detail")["detail"]["can_retry"] is True
+    dag.click({"type": "retry", "step_id": view.feed.steps[0].id, "feedback": "simulate the map instead of reading it"})
+    assert dag.last("notice")["text"] == "step 1 will be retried with your feedback"
+
+    # the engineer is asked again with the feedback; the scripted code fails again: a second gate
+    wait_for(lambda: [a for a in view.approvals.pending if a["id"] != first["id"]], deadline_s=60,
+             what="the second on_error approval")
+    chat = Path(handle.status().path) / "control" / "chats" / "engineer.jsonl"
+    assert "simulate the map instead of reading it" in chat.read_text()
+    [second] = view.approvals.pending
+    card.click({"type": "resolve", "approval_id": second["id"], "decision": "skip"})
+    assert handle.wait(60).status.value == "completed"
+    wait_for(lambda: view.header.run["status"] == "completed", what="the header to show the completed run")
+    view.close()

@@ -152,6 +152,9 @@ class DagWidget(FeedWidget):
         attempts = feed.session.call("attempt.list", step_id=step.id)
         detail = step_detail(step, feed.run, attempts, feed.costs)
         detail["status"] = status
+        # a step the run is waiting on after it failed (an on_error gate) takes feedback too
+        if any(a.step_id == step.id and "retry" in a.options for a in feed.pending_approvals()):
+            detail["can_retry"] = True
         return detail
 
     def send_detail(self, *, only_if_changed: bool = False) -> None:
