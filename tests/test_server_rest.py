@@ -67,7 +67,7 @@ ENDPOINTS = [
     ("GET", "sessions"), ("POST", "sessions"), ("GET", "sessions/{a}"), ("DELETE", "sessions/{a}"),
     ("POST", "workflows/{run}/pause"), ("POST", "workflows/{run}/resume"), ("GET", "workflows/{run}/status"),
     ("POST", "workflows/{run}/branch"), ("GET", "approvals/pending"), ("POST", "approvals/{approval}/approve"),
-    ("POST", "approvals/{approval}/reject"), ("GET", "cost/summary"), ("GET", "cost/by-session"),
+    ("POST", "approvals/{approval}/reject"), ("POST", "approvals/{approval}/resolve"), ("GET", "cost/summary"), ("GET", "cost/by-session"),
     ("GET", "metrics/workflows"), ("GET", "agents"), ("POST", "agents/reload"), ("GET", "events"),
 ]
 
@@ -422,6 +422,29 @@ async def check_decision_refusals(api_call, store, world, action):
     assert extra.code == 400 and "decision: unknown field" in extra.message
     pending = store.session(world.a).call("approval.get", approval_id=world.approval)
     assert pending["status"] == "pending"
+
+
+async def test_resolve_answers_any_option_of_the_gate(api_call, store, world):
+    sa = store.session(world.a)
+    failed = sa.call("approval.create", run_id=world.run, kind="on_error", options=["retry", "modify", "skip", "abort"])
+
+    not_an_option = await api_call("POST", "approvals", failed["id"], "approve",
+                                   body={"session_id": world.a})
+    unknown_decision = await api_call("POST", "approvals", failed["id"], "resolve",
+                                      body={"session_id": world.a, "decision": "maybe"})
+    cross = await api_call("POST", "approvals", failed["id"], "resolve",
+                           body={"session_id": world.b, "decision": "retry"})
+    unknown = await api_call("POST", "approvals", UNKNOWN["approval"], "resolve",
+                             body={"session_id": world.a, "decision": "retry"})
+    retried = await api_call("POST", "approvals", failed["id"], "resolve",
+                             body={"session_id": world.a, "decision": "modify", "feedback": "use float64"})
+
+    assert not_an_option.code == 400 and "not an option" in not_an_option.message
+    assert unknown_decision.code == 400 and "decision" in unknown_decision.message
+    assert cross.code == 404 and unknown.code == 404
+    assert retried.code == 200, retried.body
+    assert (retried.body["decision"], retried.body["feedback"], retried.body["resolved_by"]) == (
+        "modify", "use float64", "jupyterlab")
 
 
 # ---------------------------------------------------------------- costs and metrics

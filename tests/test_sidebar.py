@@ -162,3 +162,37 @@ def test_sidebar_reconnects_with_backoff_and_since_after_the_socket_drops(
     assert 0.9 <= gaps[0] < 1.9 and 1.9 <= gaps[1] < 3.9 and 3.9 <= gaps[2] < 7.9, gaps  # 1 s, 2 s, 4 s
     assert "since=" not in attempts[0][1]
     assert all(f"since={last_seen}" in url for _, url in attempts[1:]), attempts
+
+
+START_GATED_RUN = """
+from cmbagent_jupyter.api import open_session
+run = open_session({name!r}).run("Fit a toy CMB power spectrum", approval_mode="after_planning")
+print(run.id)
+"""
+
+
+@pytest.mark.browser
+def test_engine_run_gated_after_planning_continues_when_approved_in_the_sidebar(
+        cmb_home, store, jupyter_lab_server, chromium_browser, artifacts_dir):
+    page = open_sidebar(chromium_browser, jupyter_lab_server)
+
+    with blocking_python_kernel(cmb_home) as kernel:
+        run_id = wait_cell(kernel, submit_cell(kernel, START_GATED_RUN.format(name="engine")), 120).split()[-1]
+        card = page.locator(f'#cmbagent-sidebar .cmbagent-approval[data-run-id="{run_id}"]')
+        card.wait_for(timeout=60_000)
+        buttons = card.locator("button").all_inner_texts()
+        assert "Approve the plan" in card.locator(".cmbagent-approval-title").inner_text()
+        page.screenshot(path=str(artifacts_dir / "sidebar_engine_approval.png"))
+        card.locator(".cmbagent-approve").click()
+        status = wait_cell(kernel, submit_cell(kernel, "print(run.wait(300).status.value)"), 300)
+
+    assert buttons == ["Approve", "Reject", "Modify"]
+    assert status.strip() == "completed"
+    page.locator(f'#cmbagent-sidebar .cmbagent-run[data-run-id="{run_id}"][data-status="completed"]').wait_for(
+        timeout=30_000)
+    session = store.find_run(run_id).session_id
+    spent = sum(r["cost_usd"] for r in store.session(session).cost_summary())
+    head = page.locator(f'#cmbagent-sidebar .cmbagent-session[data-session-id="{session}"] .cmbagent-session-head')
+    wait_for(lambda: head.locator(".cmbagent-cost").inner_text() == f"${spent:.4f}", 30, "the session's cost")
+    decision = store.session(session).call("approval.list", run_id=run_id, pending_only=False)[0]
+    assert (decision["status"], decision["resolved_by"]) == ("approved", "jupyterlab")

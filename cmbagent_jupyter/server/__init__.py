@@ -17,6 +17,7 @@ REST (JSON; errors are `{"message", "reason"}` with 400, 403, 404, 409, 413, 429
     POST   workflows/{id}/branch           {session_id, from_step, name?, instructions?, hypothesis?} -> 201
     GET    approvals/pending[?session_id=]
     POST   approvals/{id}/approve|reject   {session_id, feedback}           (actor "jupyterlab")
+    POST   approvals/{id}/resolve          {session_id, decision, feedback} any of the gate's options
     GET    cost/summary?session_id=[&run_id=][&group_by=agent,model]
     GET    cost/by-session
     GET    metrics/workflows[?session_id=]

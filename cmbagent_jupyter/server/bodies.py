@@ -60,6 +60,15 @@ class Decision(SessionScoped):
     feedback: str | None = Field(None, max_length=100_000)
 
 
+DecisionName = Literal["approve", "reject", "modify", "retry", "skip", "abort"]
+
+
+class Resolve(Decision):
+    """Any of a gate's options (an on_error gate offers retry, modify, skip, abort)."""
+
+    decision: DecisionName
+
+
 # ---------------------------------------------------------------- WebSocket messages
 
 
@@ -93,7 +102,7 @@ class ResolveApproval(SessionScoped):
     type: Literal["resolve_approval"]
     id: str | int | None = None
     approval_id: str
-    decision: Literal["approve", "reject", "modify", "retry", "skip", "abort"]
+    decision: DecisionName
     feedback: str | None = Field(None, max_length=100_000)
 
     @field_validator("approval_id")

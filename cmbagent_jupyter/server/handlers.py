@@ -23,6 +23,7 @@ from cmbagent_jupyter.server.bodies import (
     CreateSession,
     Decision,
     NoBody,
+    Resolve,
     RunControl,
     SessionScoped,
     check_path_id,
@@ -167,6 +168,14 @@ class DecisionHandler(CMBAgentHandler):
         await self.answer(self.api.resolve_approval, self.session_of(body), aid, self.decision, body.feedback)
 
 
+class ResolveHandler(CMBAgentHandler):
+    @web.authenticated
+    @answers_errors
+    async def post(self, approval_id: str) -> None:
+        aid, body = check_path_id("approval", approval_id), self.body(Resolve)
+        await self.answer(self.api.resolve_approval, self.session_of(body), aid, body.decision, body.feedback)
+
+
 class ApproveHandler(DecisionHandler):
     decision = "approve"
 
@@ -233,6 +242,7 @@ def routes(base_url: str) -> list[tuple[str, type]]:
         (url("approvals", "pending"), PendingApprovalsHandler),
         (url("approvals", ID.format("approval_id"), "approve"), ApproveHandler),
         (url("approvals", ID.format("approval_id"), "reject"), RejectHandler),
+        (url("approvals", ID.format("approval_id"), "resolve"), ResolveHandler),
         (url("cost", "summary"), CostSummaryHandler),
         (url("cost", "by-session"), CostBySessionHandler),
         (url("metrics", "workflows"), WorkflowMetricsHandler),

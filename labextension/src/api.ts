@@ -143,9 +143,16 @@ export const api = {
     post<Run>(`workflows/${runId}/pause`, { session_id: sessionId }),
   resume: (sessionId: string, runId: string) =>
     post<{ status: string }>(`workflows/${runId}/resume`, { session_id: sessionId }),
-  decide: (approval: Approval, decision: 'approve' | 'reject', feedback: string) =>
-    post<Approval>(`approvals/${approval.id}/${decision}`, {
-      session_id: approval.session_id,
-      feedback: feedback || null,
-    }),
+  /** approve and reject have their own endpoints; other options (retry, skip...) go to resolve. */
+  decide: (approval: Approval, decision: string, feedback: string) =>
+    decision === 'approve' || decision === 'reject'
+      ? post<Approval>(`approvals/${approval.id}/${decision}`, {
+          session_id: approval.session_id,
+          feedback: feedback || null,
+        })
+      : post<Approval>(`approvals/${approval.id}/resolve`, {
+          session_id: approval.session_id,
+          decision,
+          feedback: feedback || null,
+        }),
 };

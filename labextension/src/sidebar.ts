@@ -38,10 +38,21 @@ export function usd(value: number | undefined): string {
   return `$${(value ?? 0).toFixed(4)}`;
 }
 
+/** The engine's gates say `title` and `summary`; other callers may ask a `question`. */
 function describeRequest(request: Record<string, unknown>): string {
-  const text = typeof request.question === 'string' ? request.question : JSON.stringify(request);
-  return text.length > 300 ? `${text.slice(0, 299)}…` : text;
+  const text = [request.summary, request.question].find(v => typeof v === 'string') as string | undefined;
+  const shown = text ?? (request.title ? '' : JSON.stringify(request));
+  return shown.length > 300 ? `${shown.slice(0, 299)}…` : shown;
 }
+
+const OPTION_LABELS: Record<string, string> = {
+  approve: 'Approve',
+  reject: 'Reject',
+  modify: 'Modify',
+  retry: 'Retry',
+  skip: 'Skip',
+  abort: 'Abort',
+};
 
 export interface ISidebarActions {
   openRun(runId: string): void;
@@ -172,30 +183,29 @@ export class CMBAgentSidebar extends Widget {
     item.dataset.approvalId = approval.id;
     item.dataset.runId = approval.run_id;
     const title = el('div', 'cmbagent-approval-title');
-    title.append(el('span', 'cmbagent-approval-kind', approval.kind.replace(/_/g, ' ')),
-      ` · ${this.model.sessionName(approval.session_id)}`);
+    const heading = typeof approval.request.title === 'string' ? approval.request.title : approval.kind.replace(/_/g, ' ');
+    title.append(el('span', 'cmbagent-approval-kind', heading), ` · ${this.model.sessionName(approval.session_id)}`);
     const run = this.model.runs.get(approval.run_id);
     const what = el('div', 'cmbagent-approval-run', run ? run.task : approval.run_id);
     const request = el('div', 'cmbagent-approval-request', describeRequest(approval.request));
     const feedback = el('textarea', 'cmbagent-feedback');
-    feedback.placeholder = 'Feedback for the agents (required to reject)';
+    feedback.placeholder = 'Feedback for the agents (required to reject or modify)';
     feedback.rows = 2;
     const error = el('div', 'cmbagent-approval-error');
-    const decide = async (decision: 'approve' | 'reject') => {
+    const decide = async (decision: string) => {
       buttons.forEach(b => (b.disabled = true));
       error.textContent = '';
       try {
         await api.decide(approval, decision, feedback.value.trim());
-        item.dataset.state = decision === 'approve' ? 'approved' : 'rejected';
+        item.dataset.state = decision;
       } catch (reason) {
         error.textContent = reason instanceof ApiError ? reason.message : String(reason);
         buttons.forEach(b => (b.disabled = false));
       }
     };
-    const buttons = [
-      button('Approve', 'cmbagent-approve', () => void decide('approve')),
-      button('Reject', 'cmbagent-reject', () => void decide('reject')),
-    ];
+    const buttons = approval.options.map(option =>
+      button(OPTION_LABELS[option] ?? option, `cmbagent-${option}`, () => void decide(option))
+    );
     const row = el('div', 'cmbagent-approval-buttons');
     row.append(...buttons);
     item.append(title, what, request, feedback, row, error);
