@@ -31,7 +31,7 @@ def test_quickstart_executes_end_to_end_on_the_scripted_model(cmb_home, tmp_path
     cells = execute("quickstart.ipynb", tmp_path)
 
     assert not [o for c in cells for o in c.outputs if o.output_type == "error"]
-    session, run_cell, wait_cell, figure, report, cost_text, cost_widget, gated = cells
+    session, run_cell, wait_cell, figure, report, cost_text, cost_widget, gated, gate_ready = cells
     assert "using the scripted offline model (scenario cmb_power_spectrum)" in text_of(run_cell)
     assert outputs_of(run_cell, WIDGET_MIME), "the run shows as a widget"
     assert text_of(wait_cell).startswith("completed - 6 steps")
@@ -40,6 +40,7 @@ def test_quickstart_executes_end_to_end_on_the_scripted_model(cmb_home, tmp_path
     assert "Toy CMB temperature power spectrum" in outputs_of(report, "text/markdown")[0]["data"]["text/markdown"]
     assert "planner" in text_of(cost_text) and outputs_of(cost_widget, WIDGET_MIME)
     assert outputs_of(gated, WIDGET_MIME)
+    assert "after_planning apr_" in text_of(gate_ready) and "is waiting for you: Approve the plan" in text_of(gate_ready)
 
     with Store(cmb_home) as store:
         [session_row] = store.list_sessions()
