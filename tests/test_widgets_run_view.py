@@ -123,3 +123,26 @@ def test_feedback_on_a_failed_step_reaches_the_engineer_and_skip_on_the_card_end
     assert handle.wait(60).status.value == "completed"
     wait_for(lambda: view.header.run["status"] == "completed", what="the header to show the completed run")
     view.close()
+
+
+def test_resume_from_the_header_continues_a_failed_run_in_this_kernel(api_home, tmp_path, wire):
+    from cmbagent_jupyter import api
+
+    scenario, plan = failing_step_scenario(tmp_path / "failing.yaml")
+    handle = api.open_session("resume", home=api_home).run(
+        "simulate", mode="control", plan=plan, scenario=str(scenario), max_n_attempts=1,
+        approval_mode="on_error", quiet=True)
+    view = RunView(handle.id, store=handle.store)
+    header, card = wire(view.header), wire(view.approvals)
+    wait_for(lambda: view.approvals.pending, deadline_s=60, what="the on_error approval")
+    card.click({"type": "resolve", "approval_id": view.approvals.pending[0]["id"], "decision": "abort"})
+    assert handle.wait(60).status.value == "failed"
+    wait_for(lambda: view.header.controls == ["resume"], what="Resume to be offered for the failed run")
+
+    header.click({"type": "control", "action": "resume"})
+
+    assert header.last("notice")["text"] == f"resume requested for run {handle.id}"
+    wait_for(lambda: view.approvals.pending, deadline_s=60, what="the resumed run to fail again and ask")
+    card.click({"type": "resolve", "approval_id": view.approvals.pending[0]["id"], "decision": "skip"})
+    wait_for(lambda: view.header.run["status"] == "completed", deadline_s=60, what="the resumed run to complete")
+    view.close()
