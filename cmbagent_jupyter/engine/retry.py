@@ -226,7 +226,7 @@ async def call_with_backoff(
 
     retrying = AsyncRetrying(
         retry=retry_if_exception(is_transient),
-        wait=wait_exponential_jitter(initial=initial, max=cap, jitter=initial),
+        wait=wait_exponential_jitter(multiplier=initial, exp_base=2, max=cap, jitter=initial),
         stop=stop_after_attempt(max_attempts),
         before_sleep=before_sleep,
         reraise=True,

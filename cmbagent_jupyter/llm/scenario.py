@@ -14,6 +14,12 @@ agent whose scope has no entry of its own (the executor's usual "run the file" t
       executor:
         - tool_calls: [{name: run_python, arguments: {filename: "{code_file}"}}]
         - content: "Executed {code_file}."
+
+A turn may instead `raise` a provider error (rate_limit, timeout, connection,
+server_error: transient, retried with backoff; bad_request: not), to rehearse what a
+real provider does. A turn with `when: TEXT` answers, at whatever turn, any call of
+its agent and step whose prompt contains TEXT (e.g. the user's feedback), before the
+numbered turns are looked at; such turns do not take a turn number.
 """
 
 from __future__ import annotations
@@ -49,15 +55,25 @@ class TokenUsage(_Spec):
     completion_tokens: int = Field(0, ge=0)
 
 
+PROVIDER_ERRORS = ("rate_limit", "timeout", "connection", "server_error", "bad_request")
+
+
 class ScriptedResponse(_Spec):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
     content: str | None = None
     tool_calls: list[ToolCallSpec] = Field(default_factory=list)
     usage: TokenUsage | None = None
+    raise_error: str | None = Field(None, alias="raise", description=f"one of {', '.join(PROVIDER_ERRORS)}")
 
     @model_validator(mode="after")
     def _says_something(self) -> "ScriptedResponse":
+        if self.raise_error is not None:
+            if self.raise_error not in PROVIDER_ERRORS:
+                raise ValueError(f"raise must be one of {', '.join(PROVIDER_ERRORS)}, not {self.raise_error!r}")
+            return self
         if self.content is None and not self.tool_calls:
-            raise ValueError("a scripted response needs `content` or `tool_calls`")
+            raise ValueError("a scripted response needs `content` or `tool_calls` (or `raise: ERROR`)")
         return self
 
 
@@ -65,6 +81,13 @@ class ScenarioTurn(ScriptedResponse):
     agent: str
     step: str | None = None
     turn: int | None = Field(None, ge=1)
+    when: str | None = Field(None, min_length=1, description="answer any call whose prompt contains this text")
+
+    @model_validator(mode="after")
+    def _when_or_turn(self) -> "ScenarioTurn":
+        if self.when is not None and self.turn is not None:
+            raise ValueError("a turn has either `when` or `turn`, not both")
+        return self
 
 
 class ScenarioPrice(_Spec):
@@ -91,6 +114,8 @@ class Scenario(_Spec):
         """Turns by (agent, step), in turn order (explicit numbers first, then file order)."""
         by_scope: dict[tuple[str, str | None], list[ScenarioTurn]] = {}
         for t in self.turns:
+            if t.when is not None:
+                continue
             by_scope.setdefault((t.agent, t.step), []).append(t)
         out = {}
         for scope, turns in by_scope.items():
@@ -113,8 +138,16 @@ class Scenario(_Spec):
             out[scope] = ordered
         return out
 
+    def conditional(self) -> dict[tuple[str, str | None], list[ScenarioTurn]]:
+        """The `when` turns by (agent, step), in file order."""
+        out: dict[tuple[str, str | None], list[ScenarioTurn]] = {}
+        for t in self.turns:
+            if t.when is not None:
+                out.setdefault((t.agent, t.step), []).append(t)
+        return out
+
     def to_yaml(self) -> str:
-        data = self.model_dump(mode="json", exclude_none=True, exclude_defaults=False)
+        data = self.model_dump(mode="json", exclude_none=True, exclude_defaults=False, by_alias=True)
         for key in ("source",):
             data.pop(key, None)
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)

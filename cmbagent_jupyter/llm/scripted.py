@@ -47,6 +47,7 @@ class ScriptedModelConfig:
     def __init__(self, scenario: Scenario | str | os.PathLike, *, latency_s: float | None = None):
         self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
         self._index = self.scenario.index()
+        self._conditional = self.scenario.conditional()
         self.turns = TurnCounter()
         self.latency_s = latency_s
         self.calls: list[ScriptedCall] = []
@@ -72,8 +73,11 @@ class ScriptedModelConfig:
     def announcement(self) -> str:
         return f"using the scripted offline model (scenario {self.scenario.name})"
 
-    def response_for(self, scope: ModelScope, turn: int) -> tuple[ScriptedResponse, bool]:
+    def response_for(self, scope: ModelScope, turn: int, sent_text: str = "") -> tuple[ScriptedResponse, bool]:
         """The scripted answer and whether it came from `defaults` (whose text may hold placeholders)."""
+        for cond in self._conditional.get((scope.agent, scope.step), ()):
+            if cond.when in sent_text:
+                return cond, False
         scripted = self._index.get((scope.agent, scope.step))
         where = f"step {scope.step}" if scope.step else "planning"
         if scripted is not None:
@@ -96,16 +100,59 @@ class ScriptedClient:
         cfg = self.config
         scope = scope_of(context)
         turn = cfg.turns.next(scope)
-        scripted, from_defaults = cfg.response_for(scope, turn)
         rendered = render_messages(messages)
         system = tuple(str(p) for p in (getattr(context, "prompt", None) or ()))
+        sent_text = "\n".join([*system, *(m["text"] for m in rendered)])
+        scripted, from_defaults = cfg.response_for(scope, turn, sent_text)
         with cfg._lock:
             cfg.calls.append(ScriptedCall(scope.agent, scope.step, turn, system, tuple(rendered), scripted))
         latency = cfg.latency_s if cfg.latency_s is not None else cfg.scenario.latency_s
         if latency:
             await asyncio.sleep(latency)
+        if scripted.raise_error is not None:
+            raise provider_error(scripted.raise_error, scope)
         return await build_response(scripted, scope, context, model=cfg.model, provider=PROVIDER,
-                                    fill_content=from_defaults, sent_text="\n".join([*system, *(m["text"] for m in rendered)]))
+                                    fill_content=from_defaults, sent_text=sent_text)
+
+
+class ScriptedProviderError(Exception):
+    """A provider failure the scenario asked for; named like the provider SDKs' errors, so it is
+    classified (engine/retry.py) as theirs would be."""
+
+    transient = True
+
+
+class RateLimitError(ScriptedProviderError):
+    status_code = 429
+
+
+class APITimeoutError(ScriptedProviderError):
+    pass
+
+
+class APIConnectionError(ScriptedProviderError):
+    pass
+
+
+class InternalServerError(ScriptedProviderError):
+    status_code = 500
+
+
+class BadRequestError(ScriptedProviderError):
+    transient = False
+    status_code = 400
+
+
+_ERRORS = {"rate_limit": (RateLimitError, "429 Too Many Requests: rate limit reached (scripted)"),
+           "timeout": (APITimeoutError, "request timed out (scripted)"),
+           "connection": (APIConnectionError, "connection reset by peer (scripted)"),
+           "server_error": (InternalServerError, "500 Internal Server Error (scripted)"),
+           "bad_request": (BadRequestError, "400 Bad Request (scripted)")}
+
+
+def provider_error(kind: str, scope: ModelScope) -> ScriptedProviderError:
+    cls, message = _ERRORS[kind]
+    return cls(f"{message} for agent {scope.agent}" + (f" in step {scope.step}" if scope.step else ""))
 
 
 async def build_response(scripted: ScriptedResponse, scope: ModelScope, context: Any, *, model: str, provider: str,
