@@ -16,35 +16,9 @@ from ag2.events import ModelResponse
 
 from cmbagent_jupyter.engine.retry import call_with_backoff
 from cmbagent_jupyter.llm.scope import ModelScope, scope_of
+from cmbagent_jupyter.llm.wrapper import DelegatingModelConfig
 
 OnBackoff = Callable[[ModelScope, int, float, BaseException], None]
-
-
-class RetryingModelConfig:
-    def __init__(self, inner: Any, *, max_attempts: int = 5, initial_s: float = 1.0, cap_s: float = 60.0,
-                 on_backoff: OnBackoff | None = None):
-        self.inner = inner
-        self.max_attempts = max_attempts
-        self.initial_s = initial_s
-        self.cap_s = cap_s
-        self.on_backoff = on_backoff
-
-    @property
-    def provider(self) -> Any:
-        return self.inner.provider
-
-    @property
-    def model(self) -> str:
-        return self.inner.model
-
-    def copy(self) -> "RetryingModelConfig":
-        return self
-
-    def create(self) -> "_RetryingClient":
-        return _RetryingClient(self, self.inner.create())
-
-    def create_files_client(self) -> Any:
-        return self.inner.create_files_client()
 
 
 class _RetryingClient:
@@ -63,3 +37,15 @@ class _RetryingClient:
         return await call_with_backoff(lambda: self.client(messages, context, **kwargs),
                                        max_attempts=cfg.max_attempts, initial=cfg.initial_s, cap=cfg.cap_s,
                                        on_backoff=backoff)
+
+
+class RetryingModelConfig(DelegatingModelConfig):
+    client_class = _RetryingClient
+
+    def __init__(self, inner: Any, *, max_attempts: int = 5, initial_s: float = 1.0, cap_s: float = 60.0,
+                 on_backoff: OnBackoff | None = None):
+        super().__init__(inner)
+        self.max_attempts = max_attempts
+        self.initial_s = initial_s
+        self.cap_s = cap_s
+        self.on_backoff = on_backoff

@@ -14,10 +14,13 @@ from ag2.events import ModelResponse
 from cmbagent_jupyter.llm.scope import ModelScope, TurnCounter, scope_of
 
 
-class ModelConfigWrapper:
+class DelegatingModelConfig:
+    """An AG2 model config that hands everything to `inner` but the client it creates."""
+
+    client_class: type
+
     def __init__(self, inner: Any):
         self.inner = inner
-        self.turns = TurnCounter()
 
     @property
     def provider(self) -> Any:
@@ -27,11 +30,11 @@ class ModelConfigWrapper:
     def model(self) -> str:
         return self.inner.model
 
-    def copy(self) -> "ModelConfigWrapper":
+    def copy(self) -> "DelegatingModelConfig":
         return self
 
-    def create(self) -> "_WrappedClient":
-        return _WrappedClient(self, self.inner.create())
+    def create(self) -> Any:
+        return self.client_class(self, self.inner.create())
 
     def create_files_client(self) -> Any:
         return self.inner.create_files_client()
@@ -46,10 +49,6 @@ class ModelConfigWrapper:
             inner = inner.inner
         return inner
 
-    def observe(self, scope: ModelScope, turn: int, messages: Sequence[Any], context: Any,
-                response: ModelResponse) -> None:
-        raise NotImplementedError
-
 
 class _WrappedClient:
     def __init__(self, config: ModelConfigWrapper, client: Any):
@@ -62,3 +61,15 @@ class _WrappedClient:
         response = await self.client(messages, context, **kwargs)
         self.config.observe(scope, turn, messages, context, response)
         return response
+
+
+class ModelConfigWrapper(DelegatingModelConfig):
+    client_class = _WrappedClient
+
+    def __init__(self, inner: Any):
+        super().__init__(inner)
+        self.turns = TurnCounter()
+
+    def observe(self, scope: ModelScope, turn: int, messages: Sequence[Any], context: Any,
+                response: ModelResponse) -> None:
+        raise NotImplementedError
