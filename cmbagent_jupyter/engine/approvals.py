@@ -17,6 +17,9 @@ from cmbagent_jupyter.models import ApprovalRequest, ApprovalStatus, utcnow
 from cmbagent_jupyter.store.repository import SessionStore
 
 
+DECISIONS = ("approve", "reject", "modify", "retry", "skip", "abort")
+
+
 class GateCancelled(Exception):
     """The run stopped (paused, cancelled, interrupted) while waiting."""
 
@@ -50,6 +53,9 @@ class ApprovalPolicy:
         self.budget_threshold = config.get("budget_threshold_usd")
         self.timeout_s = config.get("approval_timeout_s")
         self.default_action = config.get("approval_default_action")
+        if self.default_action is not None and self.default_action not in DECISIONS:
+            raise ValueError(f"approval_default_action must be one of {', '.join(DECISIONS)}, "
+                             f"not {self.default_action!r}")
 
     def wants(self, mode: ApprovalMode) -> bool:
         return mode in self.modes
@@ -117,12 +123,16 @@ class ApprovalGate:
         return await asyncio.to_thread(self.wait, approval, None, cancelled)
 
     def expire(self, approval: ApprovalRequest) -> ApprovalRequest:
-        action = approval.default_action or "reject"
+        """Apply the request's default action (or its most cautious option) once its time is up."""
         from cmbagent_jupyter.store.errors import Conflict
+
+        action = approval.default_action or next(
+            (o for o in ("reject", "abort") if o in approval.options), approval.options[-1])
 
         try:
             row = self.store.call("approval.resolve", approval_id=approval.id, decision=action,
-                                  feedback=f"timed out; default action {action}", actor="timeout", expired=True)
+                                  feedback=f"timed out; default action {action}", actor="timeout", expired=True,
+                                  allow_empty_feedback=True)
         except Conflict:
             return self.get(approval.id)
         return ApprovalRequest.model_validate(row)

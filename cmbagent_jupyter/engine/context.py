@@ -6,6 +6,10 @@ each step as `context/context_step_N.pkl`. We keep those keys so its users recog
 them and its pickles can be imported. With a DAG a step is shown the results of the
 steps it depends on (directly or not), in step order, so what it sees does not depend
 on which parallel step happened to finish first.
+
+A step whose stored description differs from the plan's (play from a node with new
+instructions, the fork step of a branch, feedback written into it) is given the
+stored one: the store, not the plan in the run's config, says what to do now.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ def base_context(*, task: str, run_path: str, config: dict[str, Any], plan: Plan
         "hardware_constraints": config.get("hardware_constraints"),
         "current_status": "planning" if plan is None else "executing",
     }
+    branch = config.get("branch") or {}
+    if branch.get("hypothesis"):
+        ctx["branch_hypothesis"] = str(branch["hypothesis"])
     if plan is not None:
         ctx["final_plan"] = plan.to_json()
         ctx["number_of_steps_in_plan"] = len(plan.sub_tasks)
@@ -52,16 +59,21 @@ def summaries(plan: Plan, keys: list[str], outputs: dict[str, dict[str, Any]]) -
     return "\n\n".join(parts)
 
 
-def step_context(base: dict[str, Any], dag: PlanDAG, key: str, outputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """What one step is given: the base context plus its ancestors' results."""
+def step_context(base: dict[str, Any], dag: PlanDAG, key: str, outputs: dict[str, dict[str, Any]],
+                 description: str | None = None) -> dict[str, Any]:
+    """What one step is given: the base context plus its ancestors' results. `description` is
+    the step's description in the store; when it was changed, it replaces the plan's words."""
     step = dag.plan.step(key)
     ancestors = dag.ancestors(key)
     images = [f for a in ancestors for f in (outputs.get(a) or {}).get("figures", [])]
+    sub_task, bullets = step.sub_task, list(step.bullet_points)
+    if description and description.strip() != step.description.strip():
+        sub_task, bullets = description.strip(), []
     return {
         **base,
         "current_plan_step_number": step.number,
-        "current_sub_task": step.sub_task,
-        "current_instructions": list(step.bullet_points),
+        "current_sub_task": sub_task,
+        "current_instructions": bullets,
         "agent_for_sub_task": step.sub_task_agent,
         "current_status": "in progress",
         "depends_on": list(step.depends_on),

@@ -53,7 +53,7 @@ class RunGates:
             return decided
         approval = await asyncio.to_thread(
             self.gate.request, kind.value, request, step_id=step_id, options=options,
-            timeout_s=self.policy.timeout_s, default_action=self.policy.default_action)
+            timeout_s=self.policy.timeout_s, default_action=default_for(self.policy.default_action, options))
         await asyncio.to_thread(self._mark_waiting, kind.value)
         decision = await self._wait(approval)
         if back_to is not None:
@@ -107,6 +107,23 @@ class RunGates:
         except Invalid as exc:
             # another gate of this run is still open (the guard says so), or the run moved on
             log.info("run %s stays as it is after approval %s: %s", self.run_id, decision.id, exc)
+
+
+DEFAULT_OPTIONS = ["approve", "reject", "modify"]
+_EQUIVALENT = {"approve": ("approve", "retry"), "reject": ("reject", "abort"), "abort": ("abort", "reject"),
+               "retry": ("retry", "approve"), "skip": ("skip", "approve")}
+
+
+def default_for(action: str | None, options: list[str] | None) -> str | None:
+    """The run's `approval_default_action` as one of this gate's options: `approve` on an error
+    gate means retry, `reject` on a budget gate means abort."""
+    if action is None:
+        return None
+    offered = options or DEFAULT_OPTIONS
+    for candidate in _EQUIVALENT.get(action, (action,)):
+        if candidate in offered:
+            return candidate
+    return None
 
 
 def feedback_of(decision: ApprovalRequest) -> str | None:

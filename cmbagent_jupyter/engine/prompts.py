@@ -38,6 +38,11 @@ def code_feedback(feedback: str) -> str:
             f"in one ```python block.")
 
 
+def code_rejected(feedback: str) -> str:
+    return (f"The user rejected this script before it ran:\n{feedback}\n\nWrite it again so that it answers their "
+            f"objection, and reply with the complete script in one ```python block.")
+
+
 def review_request(task: str, plan: Plan) -> str:
     return (f"Main task:\n{task}\n\nDraft plan:\n{json.dumps(plan.to_json(), indent=1)}\n\n"
             f"Review this plan and recommend improvements.")
@@ -58,6 +63,10 @@ def _context_block(ctx: dict[str, Any]) -> str:
         parts.append("Results of the steps this one depends on:\n" + ctx["previous_steps_execution_summary"])
     if ctx.get("displayed_images"):
         parts.append("Figures so far: " + ", ".join(ctx["displayed_images"]))
+    if ctx.get("branch_hypothesis"):
+        parts.append("Hypothesis this branch tests:\n" + ctx["branch_hypothesis"])
+    if ctx.get("earlier_attempts"):
+        parts.append("Earlier attempts of this step:\n" + ctx["earlier_attempts"])
     if ctx.get("user_feedback"):
         parts.append("Guidance from the user (follow it):\n" + ctx["user_feedback"])
     return "\n\n".join(parts)

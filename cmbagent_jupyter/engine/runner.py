@@ -129,7 +129,7 @@ class RunEngine:
 
             async def run_step(key: str) -> dict[str, Any]:
                 step = self.ledger.steps[key]
-                ctx = step_context(base, self.dag, key, self.ledger.outputs)
+                ctx = step_context(base, self.dag, key, self.ledger.outputs, description=step.description)
                 ctx["user_feedback"] = await self._gate_step(step)
                 if self.custom_step_runner is not None:
                     return await self.custom_step_runner(step, ctx)
