@@ -11,7 +11,7 @@ import pytest
 import cmbagent_jupyter
 from cmbagent_jupyter.widgets import STATIC_DIR
 
-WIDGET_BUNDLES = ["event_log", "dag"]
+WIDGET_BUNDLES = ["event_log", "dag", "approval", "cost", "run_header"]
 
 
 def test_server_extension_is_enabled_and_loads(run_jupyter):
