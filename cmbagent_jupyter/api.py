@@ -4,6 +4,8 @@
     s = open_session("Project X")
     run = s.run("Fit the CMB power spectrum", max_parallel=4)   # returns at once
     run.status(); run.steps(); run.pause(); run.resume(); run.wait(600)
+    run.retry("step_3", "read the map from data/"); run.play_from(4, "use 50 bins")
+    other = run.branch(4, name="fine bins", instructions="use 50 bins", hypothesis="...")
 
 A run executes on this process's engine thread (never the caller's, so a Jupyter
 kernel stays responsive). Every handle method reads or writes the store, so a run
@@ -326,6 +328,88 @@ class RunHandle:
         if wait:
             self.wait()
         return self
+
+    # -- retries, replays, branches -------------------------------------------------
+
+    def step(self, ref: int | str) -> Step:
+        """A step of this run by number, key or id."""
+        steps = self.steps()
+        for s in steps:
+            if s.id == ref or s.key == ref or (str(ref).isdigit() and s.number == int(ref)):
+                return s
+        raise InvalidInput(f"run {self.id} has no step {ref!r}; its steps are "
+                           f"{', '.join(f'{s.number} ({s.key})' for s in steps) or 'none yet'}")
+
+    def retry(self, step: int | str, feedback: str, *, start: bool = True, wait: bool = False,
+              actor: str = "python") -> "RunHandle":
+        """Retry a failed step with feedback for its next attempt.
+
+        The feedback is recorded durably (an approval of kind `retry_feedback`, resolved
+        `retry`), which the engine reads when the step next starts, with the earlier attempts'
+        errors. A run waiting at the step's error gate is answered `retry`; a stopped run has the
+        step (and what depends on it) reset and is resumed here (`start=False`: not resumed).
+        """
+        from cmbagent_jupyter.engine.step_worker import RETRY_FEEDBACK_KIND
+
+        feedback = (feedback or "").strip()
+        if not feedback:
+            raise InvalidInput("feedback must say what to do differently")
+        target = self.step(step)
+        gate = next((a for a in self.approvals() if a.step_id == target.id and "retry" in a.options), None)
+        if gate is not None:
+            self.ss.call("approval.resolve", approval_id=gate.id, decision="retry", feedback=feedback, actor=actor)
+            return self
+        if target.status.value != "failed":
+            raise InvalidInput(f"step {target.number} ({target.key}) is {target.status.value}; only a failed step is "
+                               f"retried (play_from re-runs a completed one)")
+        self._check_stopped("retry a step")
+        record = self.ss.call("approval.create", run_id=self.id, step_id=target.id, kind=RETRY_FEEDBACK_KIND,
+                              request={"title": f"Retry step {target.number} with feedback",
+                                       "summary": feedback[:300], "step": target.key, "source": actor},
+                              options=["retry"], actor=actor)
+        self.ss.call("approval.resolve", approval_id=record["id"], decision="retry", feedback=feedback, actor=actor)
+        self.ss.call("step.reset_from", step_id=target.id, actor=actor)
+        if start:
+            self.resume(wait=wait)
+        return self
+
+    def play_from(self, step: int | str, instructions: str | None = None, *, start: bool = True,
+                  wait: bool = False, actor: str = "python") -> "RunHandle":
+        """Re-run a step (with new instructions, if given) and exactly what depends on it, in place;
+        every other step keeps its result. The run must be stopped (paused, failed, completed...)."""
+        target = self.step(step)
+        self._check_stopped("play from a step")
+        self.ss.call("step.reset_from", step_id=target.id, instructions=(instructions or "").strip() or None,
+                     actor=actor)
+        if start:
+            self.resume(wait=wait)
+        return self
+
+    def branch(self, from_step: int, name: str | None = None, instructions: str | None = None,
+               hypothesis: str | None = None, *, start: bool = True, wait: bool = False,
+               actor: str = "python") -> "RunHandle":
+        """A new run that keeps this run's results before step `from_step` (not executed again, no
+        model calls) and executes from there, the fork step with `instructions`; started here."""
+        number = self.step(from_step).number
+        out = self.ss.call("branch.create", run_id=self.id, from_step=number, name=name,
+                           instructions=(instructions or "").strip() or None, hypothesis=hypothesis, actor=actor)
+        child = RunHandle(self.store, self.session_id, out["run"]["id"])
+        if start:
+            child.resume(wait=wait)
+        return child
+
+    def branches(self) -> dict[str, Any]:
+        """The tree of branches this run belongs to."""
+        from cmbagent_jupyter.engine.compare import branch_tree
+
+        return branch_tree(self.store, self.id)
+
+    def _check_stopped(self, what: str) -> None:
+        from cmbagent_jupyter.engine.liveness import liveness
+
+        run = self.status()
+        if self.running_here or liveness(run).state == "running":
+            raise InvalidInput(f"run {self.id} is {run.status.value}; pause it (and let it stop) before you {what}")
 
     def interrupt(self, reason: str = "interrupted") -> None:
         """Stop a run executing in this process as a signal would: emergency checkpoint, run interrupted."""

@@ -23,7 +23,7 @@ from cmbagent_jupyter.store.ops import OPS
 
 # Ops that look across sessions by design (a home-wide listing, or a lookup of a global
 # id whose answer says which session it belongs to). Everything else is session-scoped.
-HOME_WIDE = {"session.list", "session.resolve", "run.find", "approval.find", "recovery.import_session"}
+HOME_WIDE = {"session.list", "session.resolve", "run.find", "approval.find", "step.find", "recovery.import_session"}
 
 FLAGS = re.compile(r"^(include_|allow_|all_|pending_only$|interrupt_active$|expired$|reset_attempts$)")
 ARG_NAMES = re.compile(r"""(?:_arg|_object)\(\s*args,\s*["'](\w+)|args\.get\(["'](\w+)|args\[["'](\w+)["']\]|["'](\w+)["'] in args""")

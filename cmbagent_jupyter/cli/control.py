@@ -1,13 +1,22 @@
-"""Execution control from the terminal: approvals, retries, branches, replays, comparison."""
+"""Execution control from the terminal: approvals, retries, branches, replays, comparison.
+
+`retry`, `play-from` and `branch` write their decision to the store, then continue the
+run: here, followed live, with `--wait`; otherwise in a detached `cmbagent resume`
+process whose output goes to the run folder's `resume.log`.
+"""
 
 from __future__ import annotations
 
-from typing import Optional
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional
 
 import typer
 from rich.table import Table
 
-from cmbagent_jupyter.cli.common import JSON_OPTION, console, fail_cleanly, open_store, print_json
+from cmbagent_jupyter.cli.common import JSON_OPTION, console, err_console, fail_cleanly, open_store, print_json
 from cmbagent_jupyter.models import ApprovalRequest
 
 
@@ -126,7 +135,119 @@ def branches(
         console.print(root)
 
 
+WAIT_OPTION = typer.Option(False, "--wait/--no-wait", help="Run here and follow it to its end (default: start a "
+                                                         "detached `cmbagent resume` and return).")
+
+
+def _continue(store: Any, handle: Any, *, wait: bool, as_json: bool, what: str) -> None:
+    """Resume the run here (followed live) or in a detached process."""
+    from cmbagent_jupyter.cli.runs import _execute_here
+    from cmbagent_jupyter.llm.providers import resolve_model
+
+    run = handle.status()
+    if wait:
+        choice = resolve_model(run.model, home=store.home)
+        (err_console if as_json else console).print(f"{what}; running run {run.id} here", highlight=False)
+        _execute_here(store, handle, choice, max_parallel=None, as_json=as_json)
+        return
+    pid = start_detached_resume(store.home, run.id, Path(run.path))
+    if as_json:
+        print_json({"run_id": run.id, "resumed_by_pid": pid, "log": str(Path(run.path) / "resume.log")})
+    else:
+        console.print(f"{what}; run {run.id} continues in process {pid} (log: {Path(run.path) / 'resume.log'}); "
+                      f"follow it with: cmbagent status {run.id}", highlight=False, soft_wrap=True)
+
+
+def start_detached_resume(home: Path, run_id: str, run_path: Path) -> int:
+    """`cmbagent resume RUN_ID` in its own session, so it outlives this command."""
+    log = open(run_path / "resume.log", "ab")
+    code = "import sys; from cmbagent_jupyter.cli import main; sys.exit(main())"
+    env = {**os.environ, "CMBAGENT_HOME": str(home)}
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", code, "resume", run_id], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                cwd=str(run_path))
+    finally:
+        log.close()
+    return proc.pid
+
+
+def _handle_of_step(store: Any, step_id: str) -> tuple[Any, Any]:
+    from cmbagent_jupyter.api import RunHandle
+    from cmbagent_jupyter.models import Step
+
+    step = Step.model_validate(store.call("step.find", step_id=step_id))
+    return RunHandle(store, step.session_id, step.run_id), step
+
+
+def retry(
+    step_id: str = typer.Argument(..., help="The failed step (step id, as `cmbagent status RUN --json` lists)."),
+    feedback: str = typer.Option(..., "--feedback", "-f", help="What the next attempt should do differently."),
+    wait: bool = WAIT_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Retry a failed step with your feedback; its next attempt also sees the earlier errors.
+    Example: cmbagent retry step_0123456789abcdef --feedback "simulate the map instead of reading it" """
+    with fail_cleanly(), open_store() as store:
+        handle, step = _handle_of_step(store, step_id)
+        waiting = any(a.step_id == step.id and "retry" in a.options for a in handle.approvals())
+        handle.retry(step.id, feedback, start=False, actor="cli")
+        if waiting:
+            if as_json:
+                print_json({"run_id": handle.id, "step_id": step.id, "answered_gate": True})
+            else:
+                console.print(f"step {step.number} ({step.key}) will be retried with your feedback by the waiting run",
+                              highlight=False)
+            return
+        _continue(store, handle, wait=wait, as_json=as_json,
+                  what=f"feedback recorded for step {step.number} ({step.key})")
+
+
+def play_from(
+    step_id: str = typer.Argument(..., help="The step to re-run (step id); its descendants re-run too."),
+    instructions: Optional[str] = typer.Option(None, "--instructions", "-i", help="New instructions for the step."),
+    wait: bool = WAIT_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Re-run a step and exactly what depends on it, in place; other steps keep their results.
+    Example: cmbagent play-from step_0123456789abcdef --instructions "use 50 bins" --wait"""
+    with fail_cleanly(), open_store() as store:
+        handle, step = _handle_of_step(store, step_id)
+        handle.play_from(step.id, instructions, start=False, actor="cli")
+        reset = [s.key for s in handle.steps() if s.status.value == "pending"]
+        _continue(store, handle, wait=wait, as_json=as_json,
+                  what=f"replaying from step {step.number} ({step.key}): {', '.join(reset)} reset")
+
+
+def branch(
+    run_id: str = typer.Argument(..., help="The run to branch."),
+    from_step: int = typer.Option(..., "--from-step", help="First step to execute again (earlier ones are kept)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Name of the branch."),
+    instructions: Optional[str] = typer.Option(None, "--instructions", "-i", help="Changed instructions of the "
+                                                                                  "fork step."),
+    hypothesis: Optional[str] = typer.Option(None, "--hypothesis", help="What this branch tests."),
+    wait: bool = WAIT_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """A new run that keeps the steps before --from-step and executes from there.
+    Example: cmbagent branch run_... --from-step 4 --name "fine bins" --instructions "use 50 bins" --wait"""
+    from cmbagent_jupyter.api import RunHandle
+
+    with fail_cleanly(), open_store() as store:
+        run = store.find_run(run_id)
+        parent = RunHandle(store, run.session_id, run.id)
+        child = parent.branch(from_step, name=name, instructions=instructions, hypothesis=hypothesis, start=False,
+                              actor="cli")
+        kept = [s.number for s in child.steps() if s.status.value == "completed"]
+        (err_console if as_json else console).print(
+            f"branch {child.id} of {run.id} from step {from_step}; kept steps {kept or 'none'}", highlight=False)
+        _continue(store, child, wait=wait, as_json=as_json, what=f"branch {child.id} created")
+
+
 def register(app: typer.Typer) -> None:
+    app.command("retry")(retry)
+    app.command("play-from")(play_from)
+    app.command("branch")(branch)
     app.command("approvals")(approvals)
     app.command("approve")(approve)
     app.command("reject")(reject)

@@ -263,6 +263,15 @@ def run_cmd(
     checkpoint_interval: Optional[float] = typer.Option(None, "--checkpoint-interval",
                                                         help="Seconds between timed checkpoints in a long step "
                                                              "(default 600)."),
+    approval_mode: Optional[str] = typer.Option(None, "--approval-mode",
+                                                help="Where to wait for a human, comma-separated: after_planning, "
+                                                     "before_each_step, before_code_execution, on_error, on_budget."),
+    approval_steps: Optional[str] = typer.Option(None, "--approval-steps",
+                                                 help="Gate only these steps (keys or numbers, comma-separated)."),
+    approval_timeout: Optional[float] = typer.Option(None, "--approval-timeout",
+                                                     help="Seconds an approval waits before its default action."),
+    approval_default: Optional[str] = typer.Option(None, "--approval-default",
+                                                   help="Decision taken at the timeout (approve, reject, ...)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Run a task and follow it live.  Example: cmbagent run "Fit a toy CMB power spectrum" --max-parallel 4"""
@@ -273,7 +282,10 @@ def run_cmd(
         run, choice = create_run(store.session(s.id), task, mode=mode, model=model, max_parallel=max_parallel, scenario=scenario,
                                  plan=plan, record=record, checkpoint_interval_s=checkpoint_interval, agent=agent,
                                  n_plan_reviews=n_plan_reviews, max_plan_steps=max_plan_steps,
-                                 max_n_attempts=max_n_attempts)
+                                 max_n_attempts=max_n_attempts, approval_mode=approval_mode,
+                                 approval_steps=[x.strip() for x in approval_steps.split(",") if x.strip()]
+                                 if approval_steps else None,
+                                 approval_timeout_s=approval_timeout, approval_default_action=approval_default)
         out = err_console if as_json else console
         out.print(f"[bold]{choice.announcement}[/]", highlight=False)
         out.print(f"run {run.id} in session {s.name} ({s.id}), mode {run.mode.value}", highlight=False)

@@ -6,7 +6,9 @@ Jupyter server, MCP) and the waiting run hears of it through the event stream.
 
 from __future__ import annotations
 
+import shutil
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import networkx as nx
@@ -236,31 +238,66 @@ def _descendants(steps: list[dict[str, Any]], key: str) -> set[str]:
     return nx.descendants(g, key) | {key}
 
 
+@op("step.find", write=False)
+def step_find(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """A step by id in any live session: what `cmbagent retry STEP_ID` and `play-from` need first."""
+    sid_ = _arg(args, "step_id", "step")
+    row = ctx.db.fetchone(
+        "SELECT st.session_id FROM steps st JOIN sessions s ON s.id = st.session_id "
+        "WHERE st.id = ? AND s.status != 'deleted'", [sid_])
+    if row is None:
+        raise NotFound(f"step {sid_} does not exist")
+    return _step_row(ctx, row["session_id"], sid_)
+
+
+def _plan_description(run: dict[str, Any], key: str) -> str | None:
+    """A step's words in the run's plan (sub-task and bullet points), before any change."""
+    for s in (run["config"].get("final_plan") or {}).get("sub_tasks", []):
+        if s.get("key") == key:
+            bullets = s.get("bullet_points") or []
+            return str(s.get("sub_task") or "") + "".join(f"\n- {b}" for b in bullets)
+    return None
+
+
 @op("step.reset_from", write=True)
 def step_reset_from(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """Play from a node: that step (optionally with new instructions) and exactly its
-    descendants go back to pending; every other step keeps its result."""
+    descendants go back to pending; every other step keeps its result. A completed run
+    becomes paused, so that it can be resumed."""
     sid = _arg(args, "session_id", "session")
     step = _step_row(ctx, sid, _arg(args, "step_id", "step"))
     run = _run_row(ctx, sid, step["run_id"])
-    if run["status"] in (RunStatus.executing.value, RunStatus.planning.value, RunStatus.waiting_approval.value):
+    if run["status"] in (RunStatus.executing.value, RunStatus.planning.value, RunStatus.waiting_approval.value,
+                         RunStatus.draft.value):
         raise Conflict(f"run {run['id']} is {run['status']}; pause it before replaying a step")
+    if run["status"] == RunStatus.cancelled.value:
+        raise Conflict(f"run {run['id']} is cancelled; branch it instead (cmbagent branch)")
+    description = args.get("description")
+    if args.get("instructions"):
+        base = _plan_description(run, step["key"]) or step["description"]
+        description = f"{base}\n\nChanged instructions (follow these):\n{str(args['instructions']).strip()}"
     rows = [_fix_step(r) for r in ctx.db.fetch(f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ?", [run["id"]])]
     reset = _descendants(rows, step["key"])
+    if run["status"] == RunStatus.completed.value:
+        ctx.db.execute("UPDATE runs SET status = 'paused', completed_at = NULL WHERE id = ?", [run["id"]])
+        _history(ctx, sid, "run", run["id"], run["status"], RunStatus.paused.value, f"replay from {step['key']}",
+                 args.get("actor"))
+        ctx.emit(EventType.workflow_state_changed, sid, run["id"],
+                 {"from": run["status"], "to": RunStatus.paused.value, "reason": f"replay from {step['key']}"})
     for s in rows:
         if s["key"] not in reset:
             continue
         sets = ["status = 'pending'", "outputs = ?", "error = NULL", "progress = 0.0", "completed_at = NULL"]
         params: list[Any] = [dumps({})]
-        if s["id"] == step["id"] and args.get("description") is not None:
+        if s["id"] == step["id"] and description is not None:
             sets.append("description = ?")
-            params.append(str(args["description"]))
+            params.append(str(description))
         ctx.db.execute(f"UPDATE steps SET {', '.join(sets)} WHERE id = ?", [*params, s["id"]])
         if s["status"] != StepStatus.pending.value:
             _history(ctx, sid, "step", s["id"], s["status"], "pending", f"replay from {step['key']}", args.get("actor"))
         ctx.emit(EventType.dag_node_status_changed, sid, run["id"],
                  {"step_id": s["id"], "key": s["key"], "from": s["status"], "to": "pending"})
-    return {"run_id": run["id"], "reset": sorted(reset)}
+    return {"run_id": run["id"], "reset": sorted(reset), "description": description}
 
 
 @op("branch.create", write=True)
@@ -303,12 +340,26 @@ def branch_create(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     ctx.db.insert_rows("steps", ("id", "session_id", "run_id", "number", "key", "agent", "status", "description",
                                  "depends_on", "progress", "inputs", "outputs", "error", "attempts", "started_at",
                                  "completed_at"), rows)
+    # ready to execute (resumable like a paused run), with the parent's files for the kept steps
+    ctx.db.execute("UPDATE runs SET status = 'paused' WHERE id = ?", [child["id"]])
+    _history(ctx, sid, "run", child["id"], RunStatus.draft.value, RunStatus.paused.value,
+             f"branch of {parent['id']} at step {from_step}, ready to run", args.get("actor"))
+    child["status"] = RunStatus.paused.value
+    _copy_outputs(Path(parent["path"]), Path(child["path"]))
     bid = new_id("branch")
     ctx.db.execute("INSERT INTO branches VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                    [bid, sid, parent["id"], from_step, child["id"], name, args.get("hypothesis"), now])
     ctx.emit(EventType.dag_created, sid, child["id"], {"branch_of": parent["id"], "from_step": from_step})
     return {"branch_id": bid, "run": child, "kept_steps": sorted(s["number"] for s in steps if s["key"] not in redo),
             "incomplete_before_fork": missing}
+
+
+def _copy_outputs(parent: Path, child: Path) -> None:
+    """The parent's control folder (code, data, figures) without its chats, into the branch."""
+    src = parent / "control"
+    if not src.is_dir():
+        return
+    shutil.copytree(src, child / "control", dirs_exist_ok=True, ignore=shutil.ignore_patterns("chats"))
 
 
 @op("branch.list", write=False)
