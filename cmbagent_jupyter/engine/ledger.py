@@ -1,9 +1,19 @@
 """The step ledger: the durable record of which steps finished, with what, and what started.
 
-`advance` is the only way step progress is recorded. One store call (`engine.advance`)
-commits the steps that finished (status, outputs, checkpoint row) together with the
-steps that may start because of them, while the checkpoint pickle is written beside
-it; a successor only starts once that call returned. On resume the ledger is read
+`advance` is the only way step progress is recorded. It appends one record to the run's
+step journal (`checkpoints/journal.jsonl`: the steps that finished with their outputs,
+the ones that failed, the ones that may start now) and fsyncs it; a successor only
+starts once that append returned, so a completion is durable before anything that
+depends on it begins. The store is updated behind it: a flusher task sends every record
+queued since its last call in one `engine.advance_many` (one transaction, multi-row
+statements), and its reply carries the run's signal (pause requested, status). Before
+a run leaves an active state the flusher is drained, so the store is complete whenever
+a run is not running; after a crash the journal is replayed into the store on resume
+(`replay_journal`) or by `cmbagent recover`.
+
+Full snapshots (the whole context, pickled) are written now and then: at the first
+completion, every `SNAPSHOT_EVERY` completions or `SNAPSHOT_INTERVAL_S`, when every step
+is done, and at timed, emergency and final checkpoints. On resume the ledger is read
 back from the store: completed steps are skipped, steps found running were in flight
 at a crash and run again.
 """
@@ -13,19 +23,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import pickle
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from cmbagent_jupyter.engine.checkpoint_files import CheckpointFiles
-from cmbagent_jupyter.models import CheckpointKind, Run, StepStatus, Step, utcnow
+from cmbagent_jupyter.engine.checkpoint_files import CheckpointFiles, StepJournal, _atomic_write
+from cmbagent_jupyter.models import CheckpointKind, Run, StepStatus, Step, new_id, utcnow
 from cmbagent_jupyter.store.repository import SessionStore
 
 log = logging.getLogger("cmbagent.engine")
 
+SNAPSHOT_EVERY = 25
+SNAPSHOT_INTERVAL_S = 60.0
+EMERGENCY_DRAIN_S = 2.0
+FLUSH_BATCH = 256
+FLUSH_DELAY_S = 0.02
+REPLAY_BATCH = 128
+# test hook: with this set, the flusher never sends anything (the journal alone holds the run)
+HOLD_FLUSH_ENV = "CMBAGENT_TEST_HOLD_STORE_FLUSH"
+
 
 @dataclass(frozen=True)
 class RunSignal:
-    """What the store said about the run at the last boundary."""
+    """What the store said about the run at the last flush."""
 
     run_status: str
     pause_requested: bool
@@ -33,16 +54,31 @@ class RunSignal:
 
 class StepLedger:
     def __init__(self, store: SessionStore, files: CheckpointFiles, steps: list[Step],
-                 context_of: Callable[[dict[str, dict[str, Any]]], dict[str, Any]], *, owner_pid: int | None = None):
+                 context_of: Callable[[dict[str, dict[str, Any]]], dict[str, Any]], *, owner_pid: int | None = None,
+                 on_signal: Callable[[RunSignal], None] | None = None):
         self.store = store
         self.files = files
         self.steps: dict[str, Step] = {s.key: s for s in steps}
         self.outputs: dict[str, dict[str, Any]] = {
             s.key: dict(s.outputs) for s in steps if s.status == StepStatus.completed}
         self.context_of = context_of
-        self._dumps: dict[str, dict[str, Any]] = {}
         self.owner_pid = owner_pid if owner_pid is not None else os.getpid()
+        self.on_signal = on_signal
         self.checkpoints_written = 0
+        self.journal = StepJournal(files.root)
+        self.applied_seq = 0
+        self._seq: int | None = None
+        self._dumps: dict[str, dict[str, Any]] = {}
+        self._dirty: set[str] = set(self.steps)
+        self._queue: list[dict[str, Any]] = []
+        self._flusher: asyncio.Task | None = None
+        self._files_task: asyncio.Task | None = None
+        self._files_jobs: list[Callable[[], None]] = []
+        self._context_files: list[tuple[dict[str, dict[str, Any]], list[int]]] = []
+        self._error: BaseException | None = None
+        self._signal = RunSignal("executing", False)
+        self._since_snapshot: int | None = None
+        self._snapshot_at = time.monotonic()
 
     # -- what the store says --------------------------------------------------
 
@@ -55,19 +91,37 @@ class StepLedger:
     def context(self) -> dict[str, Any]:
         return self.context_of(self.outputs)
 
-    def _steps_json(self, steps: dict[str, Step], changed: set[str]) -> list[dict[str, Any]]:
-        """The steps as the checkpoint file holds them; only the ones that changed are dumped again."""
-        for key in changed | (set(steps) - set(self._dumps)):
-            self._dumps[key] = steps[key].model_dump(mode="json")
+    def _steps_json(self) -> list[dict[str, Any]]:
+        """The steps as a snapshot holds them; only the ones that changed are dumped again."""
+        if set(self.steps) != set(self._dumps):
+            self._dirty |= set(self.steps)
+            self._dumps = {k: v for k, v in self._dumps.items() if k in self.steps}
+        for key in self._dirty:
+            self._dumps[key] = self.steps[key].model_dump(mode="json")
+        self._dirty = set()
         return sorted(self._dumps.values(), key=lambda d: d["number"])
 
     # -- recording ------------------------------------------------------------------
 
+    async def _open(self) -> None:
+        last = await asyncio.to_thread(self.journal.open)
+        out = await self.store.acall("engine.advance_many", run_id=self.files.run.id, records=[])
+        self.applied_seq = int(out["journal_seq"])
+        self._signal = RunSignal(out["run_status"], bool(out["pause_requested"]))
+        self._seq = max(last, self.applied_seq)
+
     async def advance(self, *, complete: list[tuple[str, dict[str, Any]]] = (),
                       fail: list[tuple[str, str]] = (), start: list[str] = ()) -> RunSignal:
+        """Journal a step boundary (durable when this returns) and queue it for the store."""
+        if self._error is not None:
+            raise self._error
+        if self._seq is None:
+            await self._open()
         now = utcnow()
-        outputs = dict(self.outputs)
+        outputs = self.outputs
         mirror = dict(self.steps)
+        if complete:
+            outputs = dict(outputs)
         for key, out in complete:
             outputs[key] = out
             mirror[key] = mirror[key].model_copy(update={"status": StepStatus.completed, "outputs": out,
@@ -78,48 +132,127 @@ class StepLedger:
             s = mirror[key]
             mirror[key] = s.model_copy(update={"status": StepStatus.running, "started_at": now,
                                                "attempts": s.attempts + 1})
-        args: dict[str, Any] = {
-            "run_id": self.files.run.id, "owner_pid": self.owner_pid,
-            "complete": [], "fail": [{"step_id": self.steps[k].id, "error": e} for k, e in fail],
+        seq = self._seq + 1
+        record: dict[str, Any] = {
+            "seq": seq, "at": now.isoformat(), "run_id": self.files.run.id,
+            "complete": [{"step_id": self.steps[k].id, "key": k, "outputs": o} for k, o in complete],
+            "fail": [{"step_id": self.steps[k].id, "key": k, "error": e} for k, e in fail],
             "start": [self.steps[k].id for k in start],
         }
-        write_files = None
+        snapshot = None
         if complete:
-            cid, path, created = self.files.new_checkpoint(CheckpointKind.step_complete)
-            first = self.steps[complete[0][0]]
+            if self._since_snapshot is not None:
+                self._since_snapshot += 1
+            all_done = all(s.status == StepStatus.completed for s in mirror.values())
+            if (self._since_snapshot is None or self._since_snapshot >= SNAPSHOT_EVERY or all_done
+                    or time.monotonic() - self._snapshot_at >= SNAPSHOT_INTERVAL_S):
+                snapshot = self.files.new_checkpoint(CheckpointKind.step_complete)
+                self._since_snapshot, self._snapshot_at = 0, time.monotonic()
+            cid = snapshot[0] if snapshot else new_id("checkpoint")
             delta = {"completed": [k for k, _ in complete], "outputs": {k: o for k, o in complete}}
-            row = CheckpointFiles.store_row(cid, path, CheckpointKind.step_complete, delta)
-            for i, (key, out) in enumerate(complete):
-                entry: dict[str, Any] = {"step_id": self.steps[key].id, "outputs": out}
-                if i == 0:
-                    entry["checkpoint"] = row
-                args["complete"].append(entry)
-            context = self.context_of(outputs)
-            steps_now = self._steps_json(mirror, changed={k for k, _ in complete} | {k for k, _ in fail} | set(start))
-            numbers = [mirror[k].number for k, _ in complete]
-
-            def write_files() -> None:
-                try:
-                    self.files.write(cid=cid, path=path, created_at=created, kind=CheckpointKind.step_complete,
-                                     context=context, steps=steps_now, step_id=first.id, step_numbers=numbers)
-                except OSError as exc:
-                    log.warning("checkpoint file %s not written: %s", path, exc)
-
-        if write_files is not None:
-            _, result = await asyncio.gather(asyncio.to_thread(write_files), self.store.acall("engine.advance", **args))
-            self.checkpoints_written += 1
-        else:
-            result = await self.store.acall("engine.advance", **args)
+            row = CheckpointFiles.store_row(cid, snapshot[1] if snapshot else None, CheckpointKind.step_complete,
+                                            delta)
+            record["complete"][0]["checkpoint"] = row
+        self.journal.append(record)  # the durability point of this boundary
+        self._seq = seq
         self.steps, self.outputs = mirror, outputs
-        return RunSignal(result["run_status"], bool(result["pause_requested"]))
+        self._dirty |= {k for k, _ in complete} | {k for k, _ in fail} | set(start)
+        if complete:
+            self._write_files(outputs, [mirror[k].number for k, _ in complete], mirror[complete[0][0]].id, snapshot)
+        self._queue.append(record)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush(), name="journal-flush")
+        return self._signal
+
+    def _write_files(self, outputs: dict[str, dict[str, Any]], numbers: list[int], step_id: str,
+                     snapshot: tuple[str, Any, Any] | None) -> None:
+        """CMBAgent's context pickles of the steps just done are written with the next snapshot
+        (a rename per step beside the journal would slow every journal fsync down), off the loop."""
+        self._context_files.append((outputs, numbers))
+        if snapshot is None:
+            return
+        self.checkpoints_written += 1
+        self._schedule_files(self._steps_json(), step_id, snapshot)
+
+    def _schedule_files(self, steps_now: list[dict[str, Any]] | None, step_id: str | None,
+                        snapshot: tuple[str, Any, Any] | None) -> None:
+        pending, self._context_files = self._context_files, []
+        context_of, files = self.context_of, self.files
+
+        def job() -> None:
+            try:
+                if snapshot is not None:
+                    cid, path, created = snapshot
+                    files.write(cid=cid, path=path, created_at=created, kind=CheckpointKind.step_complete,
+                                context=context_of(pending[-1][0]), steps=steps_now, step_id=step_id)
+                for outputs, numbers in pending:
+                    plain = pickle.dumps(context_of(outputs), protocol=pickle.HIGHEST_PROTOCOL)
+                    for n in numbers:
+                        _atomic_write(files.root / "context" / f"context_step_{n}.pkl", plain, sync=False)
+            except OSError as exc:
+                log.warning("checkpoint files of run %s not written: %s", files.run.id, exc)
+
+        self._files_jobs.append(job)
+        if self._files_task is None or self._files_task.done():
+            self._files_task = asyncio.get_running_loop().create_task(self._run_files(), name="checkpoint-files")
+
+    async def _run_files(self) -> None:
+        while self._files_jobs:
+            jobs, self._files_jobs = self._files_jobs, []
+            await asyncio.to_thread(lambda: [j() for j in jobs])
+
+    async def _flush(self) -> None:
+        if os.environ.get(HOLD_FLUSH_ENV):
+            await asyncio.Event().wait()
+        while self._queue and self._error is None:
+            # let boundaries that follow at once join this transaction: fewer store commits
+            # (each one an fsync of the database competing with the journal's) for a few ms
+            await asyncio.sleep(FLUSH_DELAY_S)
+            batch = self._queue[:FLUSH_BATCH]
+            try:
+                out = await self.store.acall("engine.advance_many", run_id=self.files.run.id,
+                                             owner_pid=self.owner_pid, records=batch)
+            except Exception as exc:  # noqa: BLE001 - raised at the next boundary or drain; the journal keeps it
+                log.info("journal of run %s not applied to the store: %s", self.files.run.id, exc)
+                self._error = exc
+                return
+            del self._queue[:len(batch)]
+            self.applied_seq = int(out["journal_seq"])
+            self._signal = RunSignal(out["run_status"], bool(out["pause_requested"]))
+            if self.on_signal is not None:
+                self.on_signal(self._signal)
+
+    async def drain(self, timeout: float | None = None, *, raise_errors: bool = True) -> bool:
+        """Wait until the store has every journaled boundary (and the files are written).
+
+        Returns False if `timeout` passed first (the journal still holds the rest)."""
+        if self._context_files:
+            self._schedule_files(None, None, None)
+        tasks = [t for t in (self._flusher, self._files_task) if t is not None and not t.done()]
+        pending: set = set()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+        if raise_errors and self._error is not None:
+            raise self._error
+        return not pending
+
+    @property
+    def signal(self) -> RunSignal:
+        return self._signal
 
     async def checkpoint(self, kind: CheckpointKind, *, run: Run | None = None, extra: dict[str, Any] | None = None,
                          step_key: str | None = None, to: str | None = None, reason: str | None = None,
                          error: str | None = None, reset: list[str] = (), reset_to: str = "pending") -> dict[str, Any]:
-        """A checkpoint outside step completion (timed, emergency, manual); with `to`, also move the run."""
+        """A checkpoint outside step completion (timed, emergency, manual); with `to`, also move the run.
+
+        Moving the run first drains the journal into the store (an emergency waits at most
+        `EMERGENCY_DRAIN_S`: what is left stays in the journal for the resume)."""
+        if to is not None:
+            timeout = EMERGENCY_DRAIN_S if CheckpointKind(kind) == CheckpointKind.emergency else None
+            await self.drain(timeout, raise_errors=False)
         cid, path, created = self.files.new_checkpoint(kind)
         context = {**self.context(), **(extra or {})}
-        steps_now = self._steps_json(self.steps, changed=set(self.steps))
+        steps_now = self._steps_json()
         step_id = self.steps[step_key].id if step_key else None
         row = CheckpointFiles.store_row(cid, path, kind, {"kind": kind.value, **(extra or {})})
         row["step_id"] = step_id
@@ -133,3 +266,20 @@ class StepLedger:
         return await self.store.acall("engine.settle", run_id=self.files.run.id, to=to, reason=reason, error=error,
                                       checkpoint=row, reset_steps=[self.steps[k].id for k in reset],
                                       reset_to=reset_to)
+
+
+async def replay_journal(store: SessionStore, run: Run) -> int:
+    """Apply the journal records of `run` the store lacks (after a crash); returns how many."""
+    journal = StepJournal(run.path)
+    records = await asyncio.to_thread(journal.records)
+    if not records:
+        return 0
+    out = await store.acall("engine.advance_many", run_id=run.id, records=[])
+    todo = [r for r in records if r["seq"] > int(out["journal_seq"])]
+    applied = 0
+    for i in range(0, len(todo), REPLAY_BATCH):
+        done = await store.acall("engine.advance_many", run_id=run.id, records=todo[i:i + REPLAY_BATCH], replay=True)
+        applied += int(done["applied"])
+    if applied:
+        log.info("run %s: %d step journal record(s) applied to the store on resume", run.id, applied)
+    return applied

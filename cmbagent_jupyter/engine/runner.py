@@ -28,7 +28,7 @@ from cmbagent_jupyter.engine.context import base_context, run_context, step_cont
 from cmbagent_jupyter.engine.approvals import ApprovalMode
 from cmbagent_jupyter.engine.dag import Plan, PlanDAG, PlanError, plan_from_data
 from cmbagent_jupyter.engine.gates import RunGates, feedback_of, policy_of
-from cmbagent_jupyter.engine.ledger import RunSignal, StepLedger
+from cmbagent_jupyter.engine.ledger import RunSignal, StepLedger, replay_journal
 from cmbagent_jupyter.engine.liveness import owner_alive
 from cmbagent_jupyter.engine.planning import PlanningFailed, PlanningPhase
 from cmbagent_jupyter.engine.scheduler import DagScheduler, ScheduleOutcome, StepFailed, StopRequest
@@ -110,11 +110,12 @@ class RunEngine:
         files = CheckpointFiles(run, session)
         plan = self._stored_plan(run, steps)
         self.costs = CostRecorder(self.ss, run.id, price_override=self.model.price if self.model else None)
-        self.gates = RunGates(self.ss, run.id, policy_of(run.config))
+        self.gates = _JournaledGates(self.ss, run.id, policy_of(run.config))
         factory = self._factory()
         base = base_context(task=run.task, run_path=run.path, config=run.config, plan=plan)
         self.ledger = StepLedger(self.ss, files, steps, lambda outs: run_context(base, self.dag, outs),
-                                 owner_pid=self.pid)
+                                 owner_pid=self.pid, on_signal=self._on_signal)
+        self.gates.ledger = self.ledger
         heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
         timed = asyncio.create_task(self._timed_checkpoints(), name="timed-checkpoints")
         try:
@@ -170,6 +171,8 @@ class RunEngine:
             heartbeat.cancel()
             timed.cancel()
             await asyncio.gather(heartbeat, timed, return_exceptions=True)
+            if self.ledger is not None:
+                self.ledger.journal.close()
             try:
                 await self.costs.flush()
             except Exception:  # noqa: BLE001
@@ -195,6 +198,8 @@ class RunEngine:
         to = RunStatus.executing if steps else RunStatus.planning
         if run.mode != RunMode.deep_research and not steps:
             raise InvalidInput(f"run {run.id} ({run.mode.value}) has no steps to execute")
+        # what the step journal proves happened before a crash reaches the store before the claim
+        await replay_journal(self.ss, run)
         out = await self.ss.acall("engine.claim", run_id=run.id, to=to.value, owner_pid=self.pid,
                                   stale_owner_pid=stale, reason="resumed" if run.status != RunStatus.draft else None,
                                   allowed_from=[RunStatus.draft.value, RunStatus.paused.value,
@@ -414,6 +419,7 @@ class RunEngine:
             out = await ledger.checkpoint(CheckpointKind.manual, to=RunStatus.paused.value,
                                           reason=self.stop.reason or "paused at a step boundary")
         else:
+            await ledger.drain()  # the store has every step before the run is marked completed
             out = await self.ss.acall("engine.settle", run_id=self.run.id, to=RunStatus.completed.value,
                                       reason="all steps completed")
         self.run = Run.model_validate(out["run"])
@@ -444,6 +450,18 @@ class RunEngine:
                                     reset_steps=running, reset_to=to)
             except Exception:  # noqa: BLE001
                 log.exception("could not reset the steps of run %s", self.run.id)
+
+
+class _JournaledGates(RunGates):
+    """Gates that first bring the store up to date with the step journal: whoever sees the
+    run wait for a decision also sees every step that finished before it."""
+
+    ledger: StepLedger | None = None
+
+    async def ask(self, *args: Any, **kwargs: Any) -> Any:
+        if self.ledger is not None:
+            await self.ledger.drain(raise_errors=False)
+        return await super().ask(*args, **kwargs)
 
 
 def _plan_agents(plan: Any) -> set[str]:

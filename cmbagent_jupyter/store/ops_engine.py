@@ -11,6 +11,7 @@ ends or suspends a run with its last checkpoint.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from cmbagent_jupyter.engine.states import IllegalTransition, check_step_transition
@@ -149,6 +150,176 @@ def engine_advance(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         ctx.emit(etype, sid, rid, payload)
     return {"run_status": run["run_status"], "pause_requested": bool(run["pause_requested"]),
             "at": now_dt.isoformat()}
+
+
+JOURNAL_STEP_COLUMNS = "(?, ?, ?::BOOLEAN, ?::JSON, ?::TIMESTAMP, ?::TIMESTAMP, ?::INTEGER, ?)"
+
+
+@op("engine.advance_many", write=True)
+def engine_advance_many(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Apply step-journal records (the engine's write-behind of `advance`) in one transaction.
+
+    args: run_id; owner_pid; records: [{seq, at, complete: [{step_id, outputs, checkpoint}],
+    fail: [{step_id, error}], start: [step_id]}] in journal order; replay (bool). A record
+    whose seq is not above the run's `journal_seq` was applied already and is skipped, so
+    sending the same records again changes nothing. Every record is checked against the
+    step states the earlier ones leave; all of them cost one read, one multi-row update
+    of the steps and one multi-row insert each for history, checkpoints and events.
+    `replay` (recovery, resume in a new process) applies what the journal proves happened
+    whatever the run's state and owner are now, never moving a completed step back.
+    Returns the run signal (run_status, pause_requested) and `journal_seq`.
+    """
+    sid = _arg(args, "session_id", "session")
+    rid = _arg(args, "run_id", "run")
+    records = args.get("records") or []
+    replay = bool(args.get("replay"))
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise Invalid("records must be a list of journal records")
+    head = ctx.db.fetchone(
+        "SELECT status, coalesce(pause_requested, false) AS pause_requested, owner_pid, "
+        "coalesce(journal_seq, 0) AS journal_seq FROM runs WHERE id = ? AND session_id = ?", [rid, sid])
+    if head is None:
+        _run_row(ctx, sid, rid)
+    status, applied = head["status"], int(head["journal_seq"])
+    ctx.ledger = False  # idempotent by the journal seq itself
+
+    def signal(seq: int) -> dict[str, Any]:
+        return {"run_status": status, "pause_requested": bool(head["pause_requested"]), "journal_seq": seq,
+                "applied": 0}
+
+    todo = []
+    for r in records:
+        try:
+            seq = int(r.get("seq"))
+        except (TypeError, ValueError):
+            raise Invalid("every journal record needs an integer seq") from None
+        if seq > applied:
+            todo.append((seq, r))
+    todo.sort(key=lambda item: item[0])
+    if not todo:
+        return signal(applied)
+    if len({s for s, _ in todo}) != len(todo):
+        raise Invalid("a journal seq appears twice")
+    if not replay:
+        if status not in ACTIVE:
+            raise Conflict(f"run {rid} is {status}; its steps are not recorded any more")
+        owner = args.get("owner_pid")
+        if owner is not None and head["owner_pid"] is not None and int(head["owner_pid"]) != int(owner):
+            raise Conflict(f"run {rid} is now executed by process {head['owner_pid']}, not {owner}")
+    elif status in (RunStatus.completed.value, RunStatus.cancelled.value):
+        return signal(applied)  # nothing is recorded on a run that ended; a resume refuses it too
+    named: list[str] = []
+    for _, r in todo:
+        for part in ("complete", "fail", "start"):
+            if not isinstance(r.get(part) or [], list):
+                raise Invalid("complete, fail and start must be lists")
+        named += [c.get("step_id") for c in r.get("complete") or []]
+        named += [f.get("step_id") for f in r.get("fail") or []]
+        named += list(r.get("start") or [])
+    for i in named:
+        _arg({"id": i}, "id", "step")
+    wanted = sorted(set(named))
+    rows = ctx.db.fetch(
+        f"SELECT id, key, number, agent, status FROM steps WHERE run_id = ? AND id IN ({', '.join('?' * len(wanted))})",
+        [rid, *wanted]) if wanted else []
+    steps = {r["id"]: dict(r) for r in rows}
+    unknown = [i for i in wanted if i not in steps]
+    if unknown:
+        raise Invalid(f"step(s) {', '.join(unknown)} are not steps of run {rid}")
+    history: list[tuple] = []
+    checkpoints: list[tuple] = []
+    # per step, what the records leave: status, outputs, times, attempts added, error
+    final: dict[str, dict[str, Any]] = {}
+    actor = args.get("actor")
+
+    def at_of(r: dict[str, Any]) -> Any:
+        try:
+            return to_db_time(datetime.fromisoformat(str(r.get("at"))))
+        except ValueError:
+            return to_db_time(utcnow())
+
+    def move(step: dict[str, Any], dst: StepStatus, reason: str, at: Any, ts: Any) -> bool:
+        src = step["status"]
+        if src == StepStatus.completed.value and (replay or dst == StepStatus.completed):
+            if replay:
+                return False
+            raise Conflict(f"step {step['key']} of run {rid} is completed already; a completed step is never "
+                           f"recorded twice")
+        if src != dst.value:
+            if not replay:
+                try:
+                    check_step_transition(step["id"], src, dst.value)
+                except IllegalTransition as exc:
+                    raise Conflict(str(exc)) from None
+            history.append((new_id("transition"), sid, "step", step["id"], src, dst.value, reason, actor, at))
+        payload = {"step_id": step["id"], "key": step["key"], "number": step["number"], "agent": step["agent"],
+                   "from": src, "to": dst.value}
+        if dst == StepStatus.failed:
+            payload["error"] = str(final.get(step["id"], {}).get("err") or "")[:2000]
+        event = {StepStatus.completed: EventType.step_completed, StepStatus.failed: EventType.step_failed,
+                 StepStatus.running: EventType.step_started}[dst]
+        ctx.emit(event, sid, rid, payload, ts=ts)
+        step["status"] = dst.value
+        return True
+
+    for _, r in todo:
+        at = at_of(r)
+        ts = from_db_time(at)
+        for c in r.get("complete") or []:
+            step = steps[c["step_id"]]
+            f = final.setdefault(step["id"], {"inc": 0})
+            if move(step, StepStatus.completed, "step finished", at, ts):
+                f.update(st="completed", o=dumps(c.get("outputs") or {}), has_o=True, ca=at, err=None)
+                if c.get("checkpoint"):
+                    checkpoints += _checkpoint_rows(sid, rid, [(step["id"], c["checkpoint"])], at)
+        for x in r.get("fail") or []:
+            step = steps[x["step_id"]]
+            f = final.setdefault(step["id"], {"inc": 0})
+            f_err = str(x.get("error") or "")
+            prev_err, f["err"] = f.get("err"), f_err
+            if move(step, StepStatus.failed, "step failed", at, ts):
+                f.update(st="failed")
+            else:
+                f["err"] = prev_err
+        for i in r.get("start") or []:
+            step = steps[i]
+            f = final.setdefault(step["id"], {"inc": 0})
+            reason = "step started" if step["status"] != "running" else "re-run of a step in flight at a crash"
+            if move(step, StepStatus.running, reason, at, ts):
+                f.update(st="running", sa=at, err=None)
+                f["inc"] += 1
+    last = todo[-1][0]
+    values: list[Any] = []
+    for step_id, f in final.items():
+        if "st" not in f:
+            continue
+        values += [step_id, f["st"], bool(f.get("has_o")), f.get("o"), f.get("ca"), f.get("sa"), f["inc"],
+                   f.get("err")]
+    if values:
+        ctx.db.execute(
+            "UPDATE steps SET status = v.st, "
+            "outputs = CASE WHEN v.has_o THEN v.o ELSE steps.outputs END, "
+            "completed_at = coalesce(v.ca, steps.completed_at), "
+            "progress = CASE WHEN v.st = 'completed' THEN 1.0 WHEN v.st = 'running' THEN 0.0 ELSE steps.progress END, "
+            "started_at = coalesce(v.sa, steps.started_at), "
+            "attempts = steps.attempts + v.inc, error = v.err "
+            f"FROM (VALUES {', '.join([JOURNAL_STEP_COLUMNS] * (len(values) // 8))}) "
+            "AS v(id, st, has_o, o, ca, sa, inc, err) WHERE steps.id = v.id", values)
+    ctx.db.execute("UPDATE runs SET journal_seq = ? WHERE id = ?", [last, rid])
+    if history:
+        ctx.db.insert_rows("state_history", HISTORY_COLUMNS, history)
+    if checkpoints and replay:
+        # `cmbagent recover` may have imported a row already from its snapshot file
+        have = {r["id"] for r in ctx.db.fetch(
+            f"SELECT id FROM checkpoints WHERE id IN ({', '.join('?' * len(checkpoints))})", [c[0] for c in checkpoints])}
+        checkpoints = [c for c in checkpoints if c[0] not in have]
+    if checkpoints:
+        ctx.db.insert_rows("checkpoints", CHECKPOINT_COLUMNS, checkpoints)
+        for r in checkpoints:
+            ctx.emit(EventType.checkpoint_saved, sid, rid, {"checkpoint_id": r[0], "kind": r[4], "step_id": r[3]})
+    out = signal(last)
+    out["applied"] = len(todo)
+    return out
 
 
 @op("engine.plan_ready", write=True)

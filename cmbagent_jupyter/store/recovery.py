@@ -1,7 +1,8 @@
 """Rebuild the store from the files every session keeps (decision 3: dual persistence).
 
-Each session directory holds `session.json`, each run directory `run.json` and the
-checkpoint pickles the engine wrote after every step. `rebuild` reads them and imports
+Each session directory holds `session.json`, each run directory `run.json`, the
+checkpoint snapshots (pickles) the engine wrote now and then and the step journal
+(`checkpoints/journal.jsonl`, one record per step boundary), replayed on top of them. `rebuild` reads them and imports
 whatever the store lacks; `recover` first stops the service and moves a database that
 cannot be opened aside (kept as `store.duckdb.corrupt-<timestamp>`). `import_context`
 starts a run from a CMBAgent context pickle.
@@ -16,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from cmbagent_jupyter.engine.checkpoint_files import JOURNAL_NAME, StepJournal
 from cmbagent_jupyter.home import ensure_home, home_path
 from cmbagent_jupyter.models import CheckpointKind, InvalidInput, Run, check_id
 from cmbagent_jupyter.store.checkpoints import (
@@ -41,13 +43,15 @@ class RecoveryReport:
     runs: int = 0
     steps: int = 0
     checkpoints: int = 0
+    journal_records: int = 0
     interrupted: list[str] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "home": self.home, "moved_aside": self.moved_aside, "sessions": self.sessions, "runs": self.runs,
-            "steps": self.steps, "checkpoints": self.checkpoints, "interrupted": self.interrupted,
+            "steps": self.steps, "checkpoints": self.checkpoints, "journal_records": self.journal_records,
+            "interrupted": self.interrupted,
             "skipped": self.skipped,
         }
 
@@ -194,6 +198,21 @@ def _rebuild_run(ss: SessionStore, run_path: Path, run: _RunFiles, report: Recov
             report.skipped.append({"path": str(pkl), "reason": exc.message})
             continue
         report.checkpoints += int(done["created"])
+    _replay_journal(ss, run_path, run.run_id, report)
+
+
+def _replay_journal(ss: SessionStore, run_path: Path, run_id: str, report: RecoveryReport) -> None:
+    """The step journal's records the store lacks (the snapshots are periodic; the journal has every step)."""
+    journal = run_path / "checkpoints" / JOURNAL_NAME
+    records, _ = StepJournal.read(journal)
+    records = [r for r in records if r.get("run_id") in (None, run_id)]
+    for i in range(0, len(records), 128):
+        try:
+            done = ss.call("engine.advance_many", run_id=run_id, records=records[i:i + 128], replay=True)
+        except StoreError as exc:
+            report.skipped.append({"path": str(journal), "reason": f"journal: {exc.message}"})
+            return
+        report.journal_records += int(done["applied"])
 
 
 def recover(home: str | os.PathLike | None = None, *, move_corrupt: bool = True) -> RecoveryReport:

@@ -105,6 +105,13 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 created_at TIMESTAMP NOT NULL)""",
         ],
     ),
+    (
+        3,
+        "step journal: the highest journal record of each run applied to the store",
+        [
+            "ALTER TABLE runs ADD COLUMN journal_seq BIGINT DEFAULT 0",
+        ],
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -1,0 +1,191 @@
+"""The step journal: a boundary is durable once journaled; the store catches up behind it.
+
+A run whose store updates are held back (the CMBAGENT_TEST_HOLD_STORE_FLUSH hook) and
+that is SIGKILLed after its journal recorded a step loses nothing: the resume in a new
+process applies the journal first and never runs that step again. `engine.advance_many`
+applies each journal record once, however often it is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from cmbagent_jupyter.engine.checkpoint_files import JOURNAL_NAME, StepJournal
+from cmbagent_jupyter.engine.ledger import HOLD_FLUSH_ENV
+from cmbagent_jupyter.store import Conflict, NotFound, Store
+from cmbagent_jupyter.store.recovery import recover
+from engine_fixtures import (  # noqa: F401 - fixture
+    cli_env,
+    cmbagent,
+    cmbagent_command,
+    control_scenario,
+    engine_home,
+    executions,
+    wait_for,
+)
+
+STEPS = [{"key": "a", "depends_on": []}, {"key": "b", "depends_on": ["a"]}, {"key": "c", "depends_on": ["b"]}]
+
+
+def _completed_in_journal(path: Path) -> set[str]:
+    return {c["key"] for r in StepJournal.read(path)[0] for c in r["complete"]}
+
+
+def _session(store: Store, name: str):
+    try:
+        return store.resolve_session(name)
+    except NotFound:
+        return None
+
+
+def _run_held_then_kill(home: Path, tmp_path: Path, name: str) -> tuple[Store, object, Path]:
+    """Start a run whose flusher never sends, SIGKILL it once step a is in its journal."""
+    scenario, plan = control_scenario(tmp_path / f"{name}.yaml", STEPS, sleep_s=0.4)
+    plan_file = tmp_path / f"{name}.json"
+    plan_file.write_text(json.dumps(plan))
+    proc = subprocess.Popen([*cmbagent_command(), "run", "held", "--mode", "control", "--plan", str(plan_file),
+                             "--scenario", str(scenario), "--session", name, "--json"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=cli_env(home, **{HOLD_FLUSH_ENV: "1"}))
+    store = Store(home)
+    try:
+        session = wait_for(lambda: _session(store, name), 60, f"session {name}")
+        ss = store.session(session.id)
+        run = wait_for(lambda: (ss.list_runs() or [None])[0], 60, "the run")
+        journal = Path(run.path) / "checkpoints" / JOURNAL_NAME
+        wait_for(lambda: "a" in _completed_in_journal(journal), 60, "step a in the journal")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    except BaseException:
+        store.close()
+        raise
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return store, ss, journal
+
+
+def test_a_kill_after_the_journal_append_but_before_the_store_flush_loses_nothing(engine_home: Path,
+                                                                                   tmp_path: Path):
+    store, ss, journal = _run_held_then_kill(engine_home, tmp_path, "held")
+    try:
+        run = ss.list_runs()[0]
+        at_kill = {s.key: s.status.value for s in ss.list_steps(run.id)}
+        assert at_kill["a"] != "completed", f"the store was held back, yet it has a completed: {at_kill}"
+        assert executions(Path(run.path)) == ["a"]
+        resumed = cmbagent(engine_home, "resume", run.id, "--json", timeout=180)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        assert ss.get_run(run.id).status.value == "completed"
+        counts = Counter(executions(Path(run.path)))
+        assert counts == {"a": 1, "b": 1, "c": 1}, f"a was journaled as done, so it never runs again: {counts}"
+        steps = {s.key: s for s in ss.list_steps(run.id)}
+        assert all(s.status.value == "completed" for s in steps.values())
+        assert steps["a"].attempts == 1 and steps["a"].outputs == json.loads(json.dumps(steps["a"].outputs))
+        # the store caught up with the whole journal, both processes' records
+        records = StepJournal.read(journal)[0]
+        assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+        assert ss.call("engine.advance_many", run_id=run.id, records=[])["journal_seq"] == records[-1]["seq"]
+        completions = [e for e in ss.events(run.id) if e.type.value == "step.completed"]
+        assert sorted(e.payload["key"] for e in completions) == ["a", "b", "c"]
+    finally:
+        store.close()
+
+
+def test_recover_replays_the_journal_into_the_store(engine_home: Path, tmp_path: Path):
+    store, ss, journal = _run_held_then_kill(engine_home, tmp_path, "recover")
+    try:
+        run = ss.list_runs()[0]
+        assert ss.list_steps(run.id)[0].status.value != "completed"
+        store.close()
+        report = recover(engine_home)
+        assert report.journal_records >= 1, report.to_dict()
+        store = Store(engine_home)
+        ss = store.session(run.session_id)
+        steps = {s.key: s for s in ss.list_steps(run.id)}
+        assert steps["a"].status.value == "completed" and steps["a"].outputs["summary"]
+        assert steps["b"].status.value == "running", "b was started in the journal and is re-run on resume"
+        assert recover(engine_home).journal_records == 0, "a second recovery finds nothing new"
+    finally:
+        store.close()
+
+
+def _executing_run(store: Store):
+    ss = store.session(store.create_session("journal").id)
+    run = ss.create_run("journal", mode="control")
+    steps = ss.put_plan(run.id, [{"key": "s1", "description": "one"},
+                                 {"key": "s2", "description": "two", "depends_on": ["s1"]}])
+    ss.call("engine.claim", run_id=run.id, to="executing", owner_pid=os.getpid())
+    return ss, run, steps
+
+
+def _at(second: int) -> str:
+    return datetime(2026, 1, 1, 0, 0, second, tzinfo=timezone.utc).isoformat()
+
+
+def test_advance_many_applies_each_record_once(engine_home: Path):
+    store = Store(engine_home)
+    try:
+        ss, run, (s1, s2) = _executing_run(store)
+        records = [
+            {"seq": 1, "at": _at(1), "start": [s1.id]},
+            {"seq": 2, "at": _at(2), "complete": [{"step_id": s1.id, "outputs": {"summary": "one"},
+                                                   "checkpoint": {"id": "ckp_0123456789abcdef",
+                                                                  "kind": "step_complete", "context": {"d": 1}}}],
+             "start": [s2.id]},
+        ]
+        first = ss.call("engine.advance_many", run_id=run.id, owner_pid=os.getpid(), records=records)
+        assert first["applied"] == 2 and first["journal_seq"] == 2 and first["run_status"] == "executing"
+
+        def state():
+            steps = {s.key: (s.status.value, s.attempts, s.outputs) for s in ss.list_steps(run.id)}
+            kinds = Counter(e.type.value for e in ss.events(run.id))
+            return steps, kinds, len(ss.list_checkpoints(run.id)), len(ss.history(s1.id))
+
+        after_first = state()
+        assert after_first[0] == {"s1": ("completed", 1, {"summary": "one"}), "s2": ("running", 1, {})}
+        assert after_first[1]["step.completed"] == 1 and after_first[1]["step.started"] == 2
+        assert after_first[2] == 1
+        again = ss.call("engine.advance_many", run_id=run.id, owner_pid=os.getpid(), records=records)
+        assert again["applied"] == 0 and again["journal_seq"] == 2
+        replayed = ss.call("engine.advance_many", run_id=run.id, records=records, replay=True)
+        assert replayed["applied"] == 0
+        assert state() == after_first, "the same records sent again change nothing"
+        # the seen ones skipped, the new one applied
+        more = records + [{"seq": 3, "at": _at(3), "complete": [{"step_id": s2.id, "outputs": {"summary": "two"}}]}]
+        third = ss.call("engine.advance_many", run_id=run.id, owner_pid=os.getpid(), records=more)
+        assert third["applied"] == 1 and third["journal_seq"] == 3
+        assert {s.key: s.status.value for s in ss.list_steps(run.id)} == {"s1": "completed", "s2": "completed"}
+        assert Counter(e.type.value for e in ss.events(run.id))["step.completed"] == 2
+        completed_at = {s.key: s.completed_at for s in ss.list_steps(run.id)}
+        assert completed_at["s1"] == datetime(2026, 1, 1, 0, 0, 2, tzinfo=timezone.utc), "the journal's time"
+    finally:
+        store.close()
+
+
+def test_advance_many_refuses_what_the_ledger_forbids(engine_home: Path):
+    store = Store(engine_home)
+    try:
+        ss, run, (s1, s2) = _executing_run(store)
+        done = [{"seq": 1, "at": _at(1), "start": [s1.id]},
+                {"seq": 2, "at": _at(2), "complete": [{"step_id": s1.id, "outputs": {}}]}]
+        ss.call("engine.advance_many", run_id=run.id, records=done)
+        twice = [{"seq": 3, "at": _at(3), "complete": [{"step_id": s1.id, "outputs": {"x": 1}}]}]
+        with pytest.raises(Conflict, match="completed already"):
+            ss.call("engine.advance_many", run_id=run.id, records=twice)
+        with pytest.raises(Conflict, match="executed by process"):
+            ss.call("engine.advance_many", run_id=run.id, owner_pid=os.getpid() + 1,
+                    records=[{"seq": 3, "at": _at(3), "start": [s2.id]}])
+        assert ss.call("engine.advance_many", run_id=run.id, records=[])["journal_seq"] == 2
+        assert {s.key: (s.status.value, s.outputs) for s in ss.list_steps(run.id)} == {
+            "s1": ("completed", {}), "s2": ("pending", {})}
+    finally:
+        store.close()
