@@ -14,6 +14,7 @@ stored one: the store, not the plan in the run's config, says what to do now.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from cmbagent_jupyter.engine.dag import Plan, PlanDAG
@@ -44,7 +45,13 @@ def base_context(*, task: str, run_path: str, config: dict[str, Any], plan: Plan
 
 
 def step_summary(number: int, agent: str, sub_task: str, outputs: dict[str, Any]) -> str:
-    body = str(outputs.get("summary") or "").strip()
+    return _summary_text(number, agent, sub_task, str(outputs.get("summary") or ""))
+
+
+@lru_cache(maxsize=8192)
+def _summary_text(number: int, agent: str, sub_task: str, body: str) -> str:
+    """Every later step repeats its ancestors' summaries: format each one once."""
+    body = body.strip()
     if len(body) > SUMMARY_LIMIT:
         body = body[:SUMMARY_LIMIT] + " ..."
     return f"### Step {number} ({agent}): {sub_task}\n{body}".rstrip()

@@ -15,7 +15,7 @@ import re
 from typing import Any, Iterable
 
 import networkx as nx
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cmbagent_jupyter.models import InvalidInput
 
@@ -61,7 +61,6 @@ class Plan(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     sub_tasks: list[PlanStep]
-    _index: dict[str, PlanStep] = PrivateAttr(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """CMBAgent's final_plan shape, plus our keys and dependencies."""
@@ -72,9 +71,11 @@ class Plan(BaseModel):
         return [s.key for s in self.sub_tasks]
 
     def step(self, key: str) -> PlanStep:
-        if len(self._index) != len(self.sub_tasks):
-            self._index = {s.key: s for s in self.sub_tasks}
-        return self._index[key]
+        index = self.__dict__.get("_step_index")
+        if index is None or len(index) != len(self.sub_tasks):
+            index = {s.key: s for s in self.sub_tasks}
+            self.__dict__["_step_index"] = index
+        return index[key]
 
 
 def extract_json(text: str) -> Any:
