@@ -59,19 +59,37 @@ def test_after_planning_the_run_waits_and_a_modification_goes_back_to_the_planne
     assert decisions == ["modify", "approve"]
 
 
-def test_a_gated_step_waits_and_a_rejection_fails_the_run_until_it_is_resumed(engine_home: Path, tmp_path: Path):
+def test_a_gated_step_waits_and_a_rejection_with_feedback_runs_it_with_that_guidance(engine_home: Path,
+                                                                                      tmp_path: Path):
+    steps = [{"key": "s1", "depends_on": []}, {"key": "s2", "depends_on": ["s1"]}]
+    scenario, plan = control_scenario(tmp_path / "steps.yaml", steps)
+    handle = open_session(home=engine_home).run("two", mode="control", plan=plan, scenario=str(scenario),
+                                                 approval_steps=["s2"], quiet=True)
+    gate = _next_approval(handle, "before_each_step", set())
+    by_key = {s.key: s for s in handle.steps()}
+    assert gate.step_id == by_key["s2"].id and by_key["s1"].status.value == "completed"
+    assert gate.options == ["approve", "reject", "modify", "abort"]
+    assert executions(handle.status().path) == ["s1"], "s2 has not run before its approval"
+    resolve(handle.ss, gate.id, "reject", feedback="bin the spectrum more coarsely")
+    run = handle.wait(60)
+    assert run.status == RunStatus.completed, run.error
+    assert executions(run.path) == ["s1", "s2"]
+    engineer = [c for c in handle._engine.model.config.calls if c.agent == "engineer"]
+    assert "bin the spectrum more coarsely" in engineer[-1].messages[-1]["text"]
+    assert "bin the spectrum more coarsely" not in engineer[0].messages[-1]["text"]
+
+
+def test_aborting_a_gated_step_fails_the_run_until_it_is_resumed(engine_home: Path, tmp_path: Path):
     steps = [{"key": "s1", "depends_on": []}, {"key": "s2", "depends_on": ["s1"]}]
     scenario, plan = control_scenario(tmp_path / "steps.yaml", steps)
     handle = open_session(home=engine_home).run("two", mode="control", plan=plan, scenario=str(scenario),
                                                  approval_steps=["s2"], quiet=True)
     seen: set[str] = set()
     gate = _next_approval(handle, "before_each_step", seen)
-    by_key = {s.key: s for s in handle.steps()}
-    assert gate.step_id == by_key["s2"].id and by_key["s1"].status.value == "completed"
-    assert executions(handle.status().path) == ["s1"], "s2 has not run before its approval"
-    resolve(handle.ss, gate.id, "reject", feedback="not now")
+    resolve(handle.ss, gate.id, "abort", feedback="not now")
     run = handle.wait(60)
     assert run.status == RunStatus.failed and "step 2 (s2) was rejected: not now" in run.error
+    assert executions(run.path) == ["s1"]
     handle.resume()
     again = _next_approval(handle, "before_each_step", seen)
     resolve(handle.ss, again.id, "approve")

@@ -296,11 +296,14 @@ class RunEngine:
             decision = await self.gates.ask(
                 ApprovalMode.before_each_step, {"title": f"Start step {step.number} ({step.agent})?",
                                                 "summary": step.description, "step": step.key},
-                step_id=step.id, reuse_decided=True)
-            if decision.decision in ("reject", "abort"):
+                step_id=step.id, options=["approve", "reject", "modify", "abort"], reuse_decided=True)
+            guidance = feedback_of(decision)
+            if decision.decision == "abort" or (decision.decision == "reject" and (
+                    decision.status.value == "expired" or not guidance)):
                 raise StepFailed(f"step {step.number} ({step.key}) was rejected"
-                                 f"{': ' + feedback_of(decision) if feedback_of(decision) else ''}")
-            feedback = feedback_of(decision) if decision.decision == "modify" else None
+                                 f"{': ' + guidance if guidance else ''}")
+            # a rejection with feedback redoes the step's plan with it, as a modification does
+            feedback = guidance if decision.decision in ("modify", "reject") else None
         threshold = self.gates.policy.budget_threshold
         if threshold is not None and not self.gates.budget_approved:
             rows = await self.ss.acall("cost.summary", run_id=self.run.id, group_by=["run_id"])

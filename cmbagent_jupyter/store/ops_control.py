@@ -104,7 +104,8 @@ def approval_resolve(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         raise Invalid(f"{decision} needs feedback that says what to change")
     if feedback is not None and len(str(feedback)) > 100_000:
         raise Invalid("feedback is longer than 100000 characters")
-    status = {"approve": "approved", "reject": "rejected", "modify": "modified"}.get(decision, "approved")
+    status = {"approve": "approved", "reject": "rejected", "modify": "modified", "abort": "rejected"}.get(
+        decision, "approved")
     if args.get("expired"):
         status = "expired"
     now = utcnow()
