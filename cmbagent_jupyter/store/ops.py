@@ -498,13 +498,17 @@ def run_get(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
 def run_find(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """Which session a run id belongs to: what `cmbagent resume RUN_ID` needs first."""
     rid = _arg(args, "run_id", "run")
+    return _run_row(ctx, session_of(ctx, "runs", "run", rid), rid)
+
+
+def session_of(ctx: OpContext, table: str, what: str, entity_id: str) -> str:
+    """The live session that owns a row, for commands given a bare id (`cmbagent resume RUN_ID`)."""
     row = ctx.db.fetchone(
-        "SELECT r.session_id FROM runs r JOIN sessions s ON s.id = r.session_id WHERE r.id = ? AND s.status != 'deleted'",
-        [rid],
-    )
+        f"SELECT t.session_id FROM {table} t JOIN sessions s ON s.id = t.session_id "
+        "WHERE t.id = ? AND s.status != 'deleted'", [entity_id])
     if row is None:
-        raise NotFound(f"run {rid} does not exist")
-    return _run_row(ctx, row["session_id"], rid)
+        raise NotFound(f"{what} {entity_id} does not exist")
+    return row["session_id"]
 
 
 @op("run.list", write=False)

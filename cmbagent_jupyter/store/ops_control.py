@@ -27,6 +27,7 @@ from cmbagent_jupyter.store.ops import (
     _step_row,
     op,
     run_create,
+    session_of,
 )
 
 APPROVAL_DECISIONS = ("approve", "reject", "modify", "retry", "skip", "abort")
@@ -130,12 +131,7 @@ def approval_get(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
 def approval_find(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """The session of an approval id: what `cmbagent approve ID` needs first."""
     aid = _arg(args, "approval_id", "approval")
-    row = ctx.db.fetchone(
-        "SELECT a.session_id FROM approvals a JOIN sessions s ON s.id = a.session_id "
-        "WHERE a.id = ? AND s.status != 'deleted'", [aid])
-    if row is None:
-        raise NotFound(f"approval {aid} does not exist")
-    return _approval_row(ctx, row["session_id"], aid)
+    return _approval_row(ctx, session_of(ctx, "approvals", "approval", aid), aid)
 
 
 @op("approval.list", write=False)
@@ -242,13 +238,8 @@ def _descendants(steps: list[dict[str, Any]], key: str) -> set[str]:
 @op("step.find", write=False)
 def step_find(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """A step by id in any live session: what `cmbagent retry STEP_ID` and `play-from` need first."""
-    sid_ = _arg(args, "step_id", "step")
-    row = ctx.db.fetchone(
-        "SELECT st.session_id FROM steps st JOIN sessions s ON s.id = st.session_id "
-        "WHERE st.id = ? AND s.status != 'deleted'", [sid_])
-    if row is None:
-        raise NotFound(f"step {sid_} does not exist")
-    return _step_row(ctx, row["session_id"], sid_)
+    step_id = _arg(args, "step_id", "step")
+    return _step_row(ctx, session_of(ctx, "steps", "step", step_id), step_id)
 
 
 def _plan_description(run: dict[str, Any], key: str) -> str | None:
