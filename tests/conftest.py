@@ -278,19 +278,14 @@ def wait_for(condition, deadline_s: float = 30.0, what: str = "condition", inter
         time.sleep(interval)
 
 
+from engine_fixtures import cmbagent_command  # noqa: E402 - one definition for every section
+
+
 def subprocess_env(home: Path, **extra: str) -> dict[str, str]:
     """The environment of a child process that uses this checkout and `home`."""
     env = {**os.environ, "CMBAGENT_HOME": str(home), **extra}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
     return env
-
-
-def cmbagent_command() -> list[str]:
-    """The venv's `cmbagent` console script when installed, else the same entry point via -c."""
-    script = Path(sys.executable).parent / "cmbagent"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "import sys; from cmbagent_jupyter.cli import main; sys.exit(main())"]
 
 
 @dataclass
