@@ -117,6 +117,7 @@ def plan_from_data(data: Any, *, agents: Iterable[str], max_steps: int | None = 
     sequential = not any(isinstance(s, dict) and "depends_on" in s for s in raw_steps)
     steps: list[PlanStep] = []
     numbers: dict[int, str] = {}
+    seen: set[str] = set()
     for i, raw in enumerate(raw_steps, start=1):
         if not isinstance(raw, dict):
             raise PlanError(f"step {i} must be an object with sub_task, sub_task_agent and depends_on")
@@ -143,8 +144,9 @@ def plan_from_data(data: Any, *, agents: Iterable[str], max_steps: int | None = 
         if step.sub_task_agent not in agents:
             raise PlanError(f"step {i} ({key}) is given to agent {step.sub_task_agent!r}; "
                             f"sub_task_agent must be one of {', '.join(agents)}")
-        if key in {s.key for s in steps}:
+        if key in seen:
             raise PlanError(f"two steps have the key {key!r}; every step needs its own key")
+        seen.add(key)
         numbers[i] = key
         steps.append(step)
     keys = {s.key for s in steps}
@@ -192,14 +194,8 @@ class PlanDAG:
         number = {s.key: s.number for s in plan.sub_tasks}
         self._order = list(nx.lexicographical_topological_sort(g, key=number.__getitem__))
         self._levels = [sorted(gen, key=number.__getitem__) for gen in nx.topological_generations(g)]
-        ancestors: dict[str, set[str]] = {}
-        for k in self._order:
-            acc: set[str] = set()
-            for d in g.predecessors(k):
-                acc.add(d)
-                acc |= ancestors[d]
-            ancestors[k] = acc
-        self._ancestors = {k: sorted(v, key=number.__getitem__) for k, v in ancestors.items()}
+        self._number = number
+        self._ancestors: dict[str, list[str]] | None = None  # built on first use (validation needs none)
         self._deps = {k: sorted(g.predecessors(k), key=number.__getitem__) for k in g.nodes}
 
     def order(self) -> list[str]:
@@ -214,6 +210,15 @@ class PlanDAG:
         return list(self._deps[key])
 
     def ancestors(self, key: str) -> list[str]:
+        if self._ancestors is None:
+            number, ancestors = self._number, {}
+            for k in self._order:
+                acc: set[str] = set()
+                for d in self.graph.predecessors(k):
+                    acc.add(d)
+                    acc |= ancestors[d]
+                ancestors[k] = acc
+            self._ancestors = {k: sorted(v, key=number.__getitem__) for k, v in ancestors.items()}
         return list(self._ancestors[key])
 
     def dependents(self, key: str) -> list[str]:

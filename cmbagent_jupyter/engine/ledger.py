@@ -72,6 +72,7 @@ class StepLedger:
         self._dirty: set[str] = set(self.steps)
         self._queue: list[dict[str, Any]] = []
         self._flusher: asyncio.Task | None = None
+        self._hurry = asyncio.Event()  # set while draining: the flusher sends at once
         self._files_task: asyncio.Task | None = None
         self._files_jobs: list[Callable[[], None]] = []
         self._context_files: list[tuple[dict[str, dict[str, Any]], list[int]]] = []
@@ -206,8 +207,13 @@ class StepLedger:
             await asyncio.Event().wait()
         while self._queue and self._error is None:
             # let boundaries that follow at once join this transaction: fewer store commits
-            # (each one an fsync of the database competing with the journal's) for a few ms
-            await asyncio.sleep(FLUSH_DELAY_S)
+            # (each one an fsync of the database competing with the journal's) for a few ms;
+            # a drain does not wait for that
+            if not self._hurry.is_set():
+                try:
+                    await asyncio.wait_for(self._hurry.wait(), FLUSH_DELAY_S)
+                except asyncio.TimeoutError:
+                    pass
             batch = self._queue[:FLUSH_BATCH]
             try:
                 out = await self.store.acall("engine.advance_many", run_id=self.files.run.id,
@@ -231,7 +237,11 @@ class StepLedger:
         tasks = [t for t in (self._flusher, self._files_task) if t is not None and not t.done()]
         pending: set = set()
         if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            self._hurry.set()
+            try:
+                _, pending = await asyncio.wait(tasks, timeout=timeout)
+            finally:
+                self._hurry.clear()
         if raise_errors and self._error is not None:
             raise self._error
         return not pending
