@@ -47,6 +47,7 @@ from cmbagent_jupyter.models import (
     Run,
     RunMode,
     RunStatus,
+    Session,
     Step,
     StepStatus,
 )
@@ -104,8 +105,7 @@ class RunEngine:
                 self.stop.request(*self._pending_stop)
         if self.model is None and self.custom_step_runner is None:
             self.model = resolve_model(self.run.model, home=self.store.home)
-        session = await asyncio.to_thread(self.ss.info)
-        run, steps = await self._claim()
+        session, run, steps = await self._claim()
         self.run = run
         files = CheckpointFiles(run, session)
         plan = self._stored_plan(run, steps)
@@ -180,9 +180,11 @@ class RunEngine:
 
     # -- claiming ------------------------------------------------------------------
 
-    async def _claim(self) -> tuple[Run, list[Step]]:
-        run = await asyncio.to_thread(self.ss.get_run, self.run.id)
-        steps = await asyncio.to_thread(self.ss.list_steps, run.id)
+    async def _claim(self) -> tuple[Session, Run, list[Step]]:
+        # three reads at once (nothing is written before all of them answered)
+        session, run, steps = await asyncio.gather(asyncio.to_thread(self.ss.info),
+                                                   asyncio.to_thread(self.ss.get_run, self.run.id),
+                                                   asyncio.to_thread(self.ss.list_steps, self.run.id))
         if run.status in (RunStatus.completed, RunStatus.cancelled):
             raise InvalidInput(f"run {run.id} is {run.status.value}; there is nothing to resume")
         stale = None
@@ -194,7 +196,7 @@ class RunEngine:
         if run.status == RunStatus.draft and run.mode != RunMode.deep_research:
             plan = self._given_plan(run)
             out = await self._store_plan(run, plan, from_draft=True)
-            return Run.model_validate(out["run"]), [Step.model_validate(s) for s in out["steps"]]
+            return session, Run.model_validate(out["run"]), [Step.model_validate(s) for s in out["steps"]]
         to = RunStatus.executing if steps else RunStatus.planning
         if run.mode != RunMode.deep_research and not steps:
             raise InvalidInput(f"run {run.id} ({run.mode.value}) has no steps to execute")
@@ -204,7 +206,7 @@ class RunEngine:
                                   stale_owner_pid=stale, reason="resumed" if run.status != RunStatus.draft else None,
                                   allowed_from=[RunStatus.draft.value, RunStatus.paused.value,
                                                 RunStatus.interrupted.value, RunStatus.failed.value])
-        return Run.model_validate(out["run"]), [Step.model_validate(s) for s in out["steps"]]
+        return session, Run.model_validate(out["run"]), [Step.model_validate(s) for s in out["steps"]]
 
     def _given_plan(self, run: Run) -> Plan:
         agents = step_agents()
