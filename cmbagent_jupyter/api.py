@@ -311,18 +311,12 @@ class RunHandle:
         """Continue the run in this process from its last checkpoint (completed steps are not run again)."""
         from cmbagent_jupyter.llm.providers import resolve_model
 
-        from cmbagent_jupyter.engine.liveness import liveness
+        from cmbagent_jupyter.engine.liveness import check_resumable
 
         if self.running_here:
             raise InvalidInput(f"run {self.id} is already executing in this process")
         run = self.status()
-        live = liveness(run)
-        if live.state == "running":
-            raise InvalidInput(f"run {self.id} is {run.status.value} in process {run.owner_pid}; pause it there or "
-                               f"wait for it to stop")
-        if not live.resumable and run.status != RunStatus.draft:
-            raise InvalidInput(f"run {self.id} is {run.status.value}; only a paused, interrupted, failed or stalled "
-                               f"run can be resumed")
+        check_resumable(run)
         choice = resolve_model(model or run.model, home=self.store.home)
         self._start(choice, max_parallel=max_parallel)
         if wait:

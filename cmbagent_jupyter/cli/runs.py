@@ -302,18 +302,12 @@ def resume_cmd(
     """Continue a paused, interrupted, failed or stalled run here, from its last checkpoint.
     Example: cmbagent resume run_0123456789abcdef0123"""
     from cmbagent_jupyter.api import RunHandle
-    from cmbagent_jupyter.engine.liveness import liveness
+    from cmbagent_jupyter.engine.liveness import check_resumable
     from cmbagent_jupyter.llm.providers import resolve_model
 
     with fail_cleanly(), open_store() as store:
         run = store.find_run(run_id)
-        live = liveness(run)
-        if live.state == "running":
-            raise InvalidInput(f"run {run.id} is {run.status.value} in process {run.owner_pid}; pause it there or "
-                               f"wait for it to stop")
-        if not live.resumable and run.status != RunStatus.draft:
-            raise InvalidInput(f"run {run.id} is {run.status.value}; only a paused, interrupted, failed or stalled "
-                               f"run can be resumed")
+        live = check_resumable(run)
         choice = resolve_model(model or run.model, home=store.home)
         out = err_console if as_json else console
         out.print(f"[bold]{choice.announcement}[/]", highlight=False)
