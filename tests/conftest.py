@@ -266,19 +266,13 @@ def store_service_pids(home: Path) -> list[int]:
     return pids
 
 
+from engine_fixtures import cmbagent_command  # noqa: E402 - one definition for every section
+from engine_fixtures import wait_for as wait_with_deadline  # noqa: E402
+
+
 def wait_for(condition, deadline_s: float = 30.0, what: str = "condition", interval: float = 0.02):
     """Poll `condition` until it returns something truthy; fail with `what` at the deadline."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {deadline_s:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
-from engine_fixtures import cmbagent_command  # noqa: E402 - one definition for every section
+    return wait_with_deadline(condition, deadline_s, what, lambda left: time.sleep(min(left, interval)))
 
 
 def subprocess_env(home: Path, **extra: str) -> dict[str, str]:
