@@ -1,8 +1,8 @@
 """The file half of dual persistence, written by the engine without extra store calls.
 
-`checkpoints/journal.jsonl` is the step journal: one fsynced line per step boundary
-with what it changed (steps completed with their outputs, failed, started). It is the
-durability point of a step: the store is brought up to date from it in the background
+`checkpoints/journal.jsonl` is the step journal: one line per step boundary with what
+it changed (steps completed with their outputs, failed, started), synced to disk as
+`StepJournal` describes. It is the durability point of a step: the store is brought up to date from it in the background
 (group commit) and, after a crash, on resume or by `cmbagent recover`.
 
 A full snapshot is a pickle in the run's `checkpoints/` folder in the format
@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -80,19 +81,38 @@ JOURNAL_NAME = "journal.jsonl"
 
 
 class StepJournal:
-    """The run's step journal: one JSON line per step boundary, appended and fsynced
-    before anything that depends on the boundary starts.
+    """The run's step journal: one JSON line per step boundary, written before anything
+    that depends on the boundary starts.
 
     A record is what the boundary changed (`seq`, `at`, `run_id`, `complete` with the
     outputs, `fail`, `start`, and the checkpoint row of the completions), in the form
     `engine.advance_many` applies, so the store can always be brought up to date from it.
     A torn last line (a crash during the append) is dropped when the journal is opened.
+
+    `append` returns once the line is in the operating system's hands: it survives the
+    process being killed at any point. Reaching the disk (surviving a power cut) is
+    `sync`'s choice: with ``"boundary"`` every append fdatasyncs before returning; with
+    ``"group"`` a syncer thread fdatasyncs as soon as a line is written, one call covering
+    every line written before it began (group commit, as a database does with its log), so
+    a successor may start while its predecessor's line is on its way to the disk. Waiting
+    for the disk (`wait_durable`) is what the ledger does before a run waits at a gate or
+    leaves an active state.
     """
 
-    def __init__(self, run_path: str | Path):
+    SYNC_MODES = ("group", "boundary")
+
+    def __init__(self, run_path: str | Path, *, sync: str = "group"):
+        if sync not in self.SYNC_MODES:
+            raise ValueError(f"journal sync must be one of {', '.join(self.SYNC_MODES)}, not {sync!r}")
         self.path = Path(run_path) / "checkpoints" / JOURNAL_NAME
-        self._file: Any = None
+        self.sync = sync
+        self._fd: int | None = None
         self.last_seq = 0
+        self._cond = threading.Condition()
+        self._written = 0  # appends so far
+        self._synced = 0  # appends known to be on disk
+        self._sync_error: OSError | None = None
+        self._syncer: threading.Thread | None = None
 
     @staticmethod
     def read(path: Path) -> tuple[list[dict[str, Any]], int]:
@@ -126,30 +146,92 @@ class StepJournal:
         records, good = self.read(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists()
-        self._file = open(self.path, "ab")
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         if new:  # the file's name must survive a crash too
             dir_fd = os.open(self.path.parent, os.O_RDONLY)
             try:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
-        if self._file.tell() != good:
-            self._file.truncate(good)
-            self._file.seek(good)
+        if os.fstat(fd).st_size != good:
+            os.ftruncate(fd, good)
+            _datasync(fd)
+        self._fd = fd
         self.last_seq = records[-1]["seq"] if records else 0
         return self.last_seq
 
     def append(self, record: dict[str, Any]) -> None:
-        """Write one record and fsync it: the boundary is durable when this returns."""
-        if self._file is None:
+        """Write one record: it survives this process when this returns (and the disk, per `sync`)."""
+        if self._fd is None:
             self.open()
-        line = json.dumps(record, default=str, separators=(",", ":")).encode() + b"\n"
-        self._file.write(line)
-        self._file.flush()
-        os.fdatasync(self._file.fileno()) if hasattr(os, "fdatasync") else os.fsync(self._file.fileno())
+        if self._sync_error is not None:
+            raise self._sync_error
+        view = memoryview(json.dumps(record, default=str, separators=(",", ":")).encode() + b"\n")
+        while view:
+            view = view[os.write(self._fd, view):]
         self.last_seq = record["seq"]
+        if self.sync == "boundary":
+            _datasync(self._fd)
+            self._written = self._synced = self._written + 1
+            return
+        with self._cond:
+            self._written += 1
+            if self._syncer is None:
+                self._syncer = threading.Thread(target=self._sync_loop, args=(self._fd,), daemon=True,
+                                                name=f"journal-sync:{self.path.parent.parent.name}")
+                self._syncer.start()
+            self._cond.notify_all()
+
+    def _sync_loop(self, fd: int) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._written > self._synced or self._fd != fd)
+                if self._written <= self._synced:
+                    return  # closed with nothing left to sync
+                target = self._written
+            try:
+                _datasync(fd)
+            except OSError as exc:  # a disk that fails an fsync: every later append and wait says so
+                with self._cond:
+                    self._sync_error = exc
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._synced = target
+                self._cond.notify_all()
+
+    @property
+    def durable(self) -> bool:
+        """Every record appended so far is on disk."""
+        return self._synced >= self._written and self._sync_error is None
+
+    def wait_durable(self, timeout: float | None = None) -> bool:
+        """Block until every record appended so far is on disk; False if `timeout` passed first."""
+        with self._cond:
+            target = self._written
+            ok = self._cond.wait_for(lambda: self._synced >= target or self._sync_error is not None, timeout)
+        if self._sync_error is not None:
+            raise self._sync_error
+        return ok
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Sync what is left, then close."""
+        if self._fd is None:
+            return
+        fd = self._fd
+        try:
+            self.wait_durable()
+        except OSError:
+            pass
+        finally:
+            with self._cond:
+                self._fd = None
+                self._cond.notify_all()
+            syncer, self._syncer = self._syncer, None
+            if syncer is not None:
+                syncer.join()
+            os.close(fd)
+
+
+def _datasync(fd: int) -> None:
+    os.fdatasync(fd) if hasattr(os, "fdatasync") else os.fsync(fd)

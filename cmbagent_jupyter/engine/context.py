@@ -14,7 +14,8 @@ stored one: the store, not the plan in the run's config, says what to do now.
 
 from __future__ import annotations
 
-from functools import lru_cache
+import operator
+from dataclasses import dataclass
 from typing import Any
 
 from cmbagent_jupyter.engine.dag import Plan, PlanDAG
@@ -45,25 +46,61 @@ def base_context(*, task: str, run_path: str, config: dict[str, Any], plan: Plan
 
 
 def step_summary(number: int, agent: str, sub_task: str, outputs: dict[str, Any]) -> str:
-    return _summary_text(number, agent, sub_task, str(outputs.get("summary") or ""))
-
-
-@lru_cache(maxsize=8192)
-def _summary_text(number: int, agent: str, sub_task: str, body: str) -> str:
-    """Every later step repeats its ancestors' summaries: format each one once."""
-    body = body.strip()
+    body = str(outputs.get("summary") or "").strip()
     if len(body) > SUMMARY_LIMIT:
         body = body[:SUMMARY_LIMIT] + " ..."
     return f"### Step {number} ({agent}): {sub_task}\n{body}".rstrip()
 
 
 def summaries(plan: Plan, keys: list[str], outputs: dict[str, dict[str, Any]]) -> str:
-    parts = []
-    for key in keys:
-        if key in outputs:
-            s = plan.step(key)
-            parts.append(step_summary(s.number, s.sub_task_agent, s.sub_task, outputs[key]))
-    return "\n\n".join(parts)
+    """The summaries of `keys` that have outputs, in the order given."""
+    return _carry(plan, keys, outputs, None).summary
+
+
+@dataclass
+class _Carried:
+    """What is shown of a list of steps (their summaries, figures and outputs), kept so that
+    a later list that starts with the same steps (the next step of a chain, the next line of
+    a layered plan, the run after one more completion) only adds the steps after them."""
+
+    keys: list[str]
+    present: list[str]
+    outs: list[dict[str, Any]]
+    summary: str
+    images: list[Any]
+    step_outputs: dict[str, dict[str, Any]]
+
+
+_EMPTY = _Carried([], [], [], "", [], {})
+CARRY_MEMO = 256
+
+
+def _carry(plan: Plan, keys: list[str], outputs: dict[str, dict[str, Any]], base: _Carried | None) -> _Carried:
+    n = len(base.keys) if base is not None else 0
+    if base is None or len(keys) < n or keys[:n] != base.keys or \
+            not all(map(operator.is_, base.outs, map(outputs.get, base.present))):
+        base, n = _EMPTY, 0
+    texts: dict[str, tuple[dict[str, Any], str]] = plan.__dict__.setdefault("_summary_texts", {})
+    present, outs, images, step_outputs = list(base.present), list(base.outs), list(base.images), dict(base.step_outputs)
+    parts = [base.summary] if base.summary else []
+    for key in keys[n:]:
+        out = outputs.get(key)
+        if out is None:
+            continue
+        hit = texts.get(key)
+        if hit is None or hit[0] is not out:  # formatted once per outputs object (a re-run gets a new one)
+            st = plan.step(key)
+            hit = texts[key] = (out, step_summary(st.number, st.sub_task_agent, st.sub_task, out))
+        parts.append(hit[1])
+        present.append(key)
+        outs.append(out)
+        images.extend(out.get("figures") or ())
+        step_outputs[key] = out
+    return _Carried(list(keys), present, outs, "\n\n".join(parts), images, step_outputs)
+
+
+def _memo(dag: PlanDAG) -> dict[str, _Carried]:
+    return dag.__dict__.setdefault("_carried", {})
 
 
 def step_context(base: dict[str, Any], dag: PlanDAG, key: str, outputs: dict[str, dict[str, Any]],
@@ -72,7 +109,12 @@ def step_context(base: dict[str, Any], dag: PlanDAG, key: str, outputs: dict[str
     the step's description in the store; when it was changed, it replaces the plan's words."""
     step = dag.plan.step(key)
     ancestors = dag.ancestors(key)
-    images = [f for a in ancestors for f in (outputs.get(a) or {}).get("figures", [])]
+    memo = _memo(dag)
+    carried = _carry(dag.plan, ancestors, outputs, memo.get(ancestors[-1]) if ancestors else None)
+    memo.pop(key, None)
+    memo[key] = carried
+    if len(memo) > CARRY_MEMO:
+        del memo[next(iter(memo))]
     sub_task, bullets = step.sub_task, list(step.bullet_points)
     if description and description.strip() != step.description.strip():
         sub_task, bullets = description.strip(), []
@@ -84,9 +126,9 @@ def step_context(base: dict[str, Any], dag: PlanDAG, key: str, outputs: dict[str
         "agent_for_sub_task": step.sub_task_agent,
         "current_status": "in progress",
         "depends_on": list(step.depends_on),
-        "previous_steps_execution_summary": summaries(dag.plan, ancestors, outputs),
-        "displayed_images": images,
-        "step_outputs": {a: outputs[a] for a in ancestors if a in outputs},
+        "previous_steps_execution_summary": carried.summary,
+        "displayed_images": list(carried.images),
+        "step_outputs": dict(carried.step_outputs),
     }
 
 
@@ -96,13 +138,15 @@ def run_context(base: dict[str, Any], dag: PlanDAG | None, outputs: dict[str, di
     if dag is None:
         return ctx
     done = [k for k in dag.order() if k in outputs]
+    memo = _memo(dag)
+    carried = memo[""] = _carry(dag.plan, done, outputs, memo.get(""))
     last = max((dag.plan.step(k).number for k in done), default=0)
     ctx.update({
         "current_plan_step_number": last,
         "completed_steps": done,
-        "previous_steps_execution_summary": summaries(dag.plan, done, outputs),
-        "displayed_images": [f for k in done for f in outputs[k].get("figures", [])],
-        "step_outputs": {k: outputs[k] for k in done},
+        "previous_steps_execution_summary": carried.summary,
+        "displayed_images": list(carried.images),
+        "step_outputs": dict(carried.step_outputs),
         "current_status": "completed" if len(done) == len(dag.plan.sub_tasks) else "in progress",
     })
     return ctx

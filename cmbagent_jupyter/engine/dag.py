@@ -163,7 +163,7 @@ def plan_from_data(data: Any, *, agents: Iterable[str], max_steps: int | None = 
                 resolved.append(ref)
         s.depends_on = resolved
     plan = Plan(sub_tasks=steps)
-    PlanDAG(plan)
+    PlanDAG.of(plan)
     return plan
 
 
@@ -173,6 +173,14 @@ def parse_plan(text: str, *, agents: Iterable[str], max_steps: int | None = None
 
 class PlanDAG:
     """The dependency graph of a plan. Raises `PlanError` on a cycle."""
+
+    @classmethod
+    def of(cls, plan: Plan) -> "PlanDAG":
+        """The plan's DAG, built once per plan object (plans are not changed once validated)."""
+        dag = plan.__dict__.get("_dag")
+        if dag is None or dag.plan is not plan:
+            dag = plan.__dict__["_dag"] = cls(plan)
+        return dag
 
     def __init__(self, plan: Plan):
         self.plan = plan

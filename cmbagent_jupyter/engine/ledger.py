@@ -2,9 +2,11 @@
 
 `advance` is the only way step progress is recorded. It appends one record to the run's
 step journal (`checkpoints/journal.jsonl`: the steps that finished with their outputs,
-the ones that failed, the ones that may start now) and fsyncs it; a successor only
-starts once that append returned, so a completion is durable before anything that
-depends on it begins. The store is updated behind it: a flusher task sends every record
+the ones that failed, the ones that may start now); a successor only starts once that
+append returned, so a completion survives the process before anything that depends on
+it begins. The journal reaches the disk by group commit (or at every boundary with the
+run setting `journal_sync="boundary"`), and always before the run waits at a gate or
+leaves an active state (`drain`). The store is updated behind it: a flusher task sends every record
 queued since its last call in one `engine.advance_many` (one transaction, multi-row
 statements), and its reply carries the run's signal (pause requested, status). Before
 a run leaves an active state the flusher is drained, so the store is complete whenever
@@ -34,11 +36,11 @@ from cmbagent_jupyter.store.repository import SessionStore
 
 log = logging.getLogger("cmbagent.engine")
 
-SNAPSHOT_EVERY = 25
+SNAPSHOT_EVERY = 100
 SNAPSHOT_INTERVAL_S = 60.0
 EMERGENCY_DRAIN_S = 2.0
 FLUSH_BATCH = 256
-FLUSH_DELAY_S = 0.02
+FLUSH_DELAY_S = 0.005
 REPLAY_BATCH = 128
 # test hook: with this set, the flusher never sends anything (the journal alone holds the run)
 HOLD_FLUSH_ENV = "CMBAGENT_TEST_HOLD_STORE_FLUSH"
@@ -55,7 +57,8 @@ class RunSignal:
 class StepLedger:
     def __init__(self, store: SessionStore, files: CheckpointFiles, steps: list[Step],
                  context_of: Callable[[dict[str, dict[str, Any]]], dict[str, Any]], *, owner_pid: int | None = None,
-                 on_signal: Callable[[RunSignal], None] | None = None):
+                 on_signal: Callable[[RunSignal], None] | None = None, journal_sync: str = "group",
+                 context_files: bool = True):
         self.store = store
         self.files = files
         self.steps: dict[str, Step] = {s.key: s for s in steps}
@@ -65,7 +68,7 @@ class StepLedger:
         self.owner_pid = owner_pid if owner_pid is not None else os.getpid()
         self.on_signal = on_signal
         self.checkpoints_written = 0
-        self.journal = StepJournal(files.root)
+        self.journal = StepJournal(files.root, sync=journal_sync)
         self.applied_seq = 0
         self._seq: int | None = None
         self._dumps: dict[str, dict[str, Any]] = {}
@@ -73,9 +76,11 @@ class StepLedger:
         self._queue: list[dict[str, Any]] = []
         self._flusher: asyncio.Task | None = None
         self._hurry = asyncio.Event()  # set while draining: the flusher sends at once
+        self._hold = False  # set while settling: the flusher sends nothing more
         self._files_task: asyncio.Task | None = None
         self._files_jobs: list[Callable[[], None]] = []
         self._context_files: list[tuple[dict[str, dict[str, Any]], list[int]]] = []
+        self.write_context_files = context_files
         self._error: BaseException | None = None
         self._signal = RunSignal("executing", False)
         self._since_snapshot: int | None = None
@@ -161,7 +166,7 @@ class StepLedger:
         if complete:
             self._write_files(outputs, [mirror[k].number for k, _ in complete], mirror[complete[0][0]].id, snapshot)
         self._queue.append(record)
-        if self._flusher is None or self._flusher.done():
+        if not self._hold and (self._flusher is None or self._flusher.done()):
             self._flusher = asyncio.get_running_loop().create_task(self._flush(), name="journal-flush")
         return self._signal
 
@@ -169,14 +174,15 @@ class StepLedger:
                      snapshot: tuple[str, Any, Any] | None) -> None:
         """CMBAgent's context pickles of the steps just done are written with the next snapshot
         (a rename per step beside the journal would slow every journal fsync down), off the loop."""
-        self._context_files.append((outputs, numbers))
+        if self.write_context_files:
+            self._context_files.append((outputs, numbers))
         if snapshot is None:
             return
         self.checkpoints_written += 1
-        self._schedule_files(self._steps_json(), step_id, snapshot)
+        self._schedule_files(self._steps_json(), step_id, snapshot, outputs)
 
     def _schedule_files(self, steps_now: list[dict[str, Any]] | None, step_id: str | None,
-                        snapshot: tuple[str, Any, Any] | None) -> None:
+                        snapshot: tuple[str, Any, Any] | None, outputs: dict[str, dict[str, Any]] | None = None) -> None:
         pending, self._context_files = self._context_files, []
         context_of, files = self.context_of, self.files
 
@@ -185,9 +191,9 @@ class StepLedger:
                 if snapshot is not None:
                     cid, path, created = snapshot
                     files.write(cid=cid, path=path, created_at=created, kind=CheckpointKind.step_complete,
-                                context=context_of(pending[-1][0]), steps=steps_now, step_id=step_id)
-                for outputs, numbers in pending:
-                    plain = pickle.dumps(context_of(outputs), protocol=pickle.HIGHEST_PROTOCOL)
+                                context=context_of(outputs), steps=steps_now, step_id=step_id)
+                for done, numbers in pending:
+                    plain = pickle.dumps(context_of(done), protocol=pickle.HIGHEST_PROTOCOL)
                     for n in numbers:
                         _atomic_write(files.root / "context" / f"context_step_{n}.pkl", plain, sync=False)
             except OSError as exc:
@@ -214,6 +220,8 @@ class StepLedger:
                     await asyncio.wait_for(self._hurry.wait(), FLUSH_DELAY_S)
                 except asyncio.TimeoutError:
                     pass
+            if self._hold:
+                return  # the run is settling: its last records go with the settle
             batch = self._queue[:FLUSH_BATCH]
             try:
                 out = await self.store.acall("engine.advance_many", run_id=self.files.run.id,
@@ -229,22 +237,82 @@ class StepLedger:
                 self.on_signal(self._signal)
 
     async def drain(self, timeout: float | None = None, *, raise_errors: bool = True) -> bool:
-        """Wait until the store has every journaled boundary (and the files are written).
-
-        Returns False if `timeout` passed first (the journal still holds the rest)."""
-        if self._context_files:
-            self._schedule_files(None, None, None)
+        """Wait until the journal is on disk and the store has every boundary in it (and the
+        files are written). Returns False if `timeout` passed first (the journal still holds the rest)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not await self._settle_files(timeout):
+            return False
         tasks = [t for t in (self._flusher, self._files_task) if t is not None and not t.done()]
         pending: set = set()
         if tasks:
             self._hurry.set()
             try:
-                _, pending = await asyncio.wait(tasks, timeout=timeout)
+                _, pending = await asyncio.wait(tasks, timeout=_left(deadline))
             finally:
                 self._hurry.clear()
         if raise_errors and self._error is not None:
             raise self._error
         return not pending
+
+    async def _settle_files(self, timeout: float | None) -> bool:
+        """The journal on disk; the pending file jobs scheduled. False if `timeout` passed first."""
+        try:
+            if not self.journal.durable and not await asyncio.to_thread(self.journal.wait_durable, timeout):
+                return False
+        except OSError as exc:  # the disk refused an fsync: the store still gets what it can
+            log.error("step journal of run %s could not be synced: %s", self.files.run.id, exc)
+            self._error = self._error or exc
+        if self._context_files:
+            self._schedule_files(None, None, None)
+        return True
+
+    async def _hold_back(self, timeout: float | None) -> list[dict[str, Any]] | None:
+        """Stop sending to the store (after the call in flight) once the journal is on disk and
+        the files are written; returns the records the store still lacks, to go with the
+        settling call, or None when they cannot go in order (timeout, an earlier failure)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not await self._settle_files(timeout):
+            return None
+        self._hold = True
+        tasks = [t for t in (self._flusher, self._files_task) if t is not None and not t.done()]
+        pending: set = set()
+        if tasks:
+            self._hurry.set()
+            try:
+                _, pending = await asyncio.wait(tasks, timeout=_left(deadline))
+            finally:
+                self._hurry.clear()
+        if self._flusher in pending or self._error is not None:
+            return None
+        return list(self._queue)
+
+    async def settle(self, to: str, *, timeout: float | None = None, strict: bool = False,
+                     **fields: Any) -> dict[str, Any]:
+        """Move the run (`engine.settle`) with every journaled boundary the store lacks, in one
+        transaction. If those cannot go with it, they stay in the journal (a resume or
+        `cmbagent recover` applies them) and the run is moved without them; with `strict`
+        (a run marked completed must have every step in the store) the error is raised."""
+        rest = await self._hold_back(timeout)
+        args = {"run_id": self.files.run.id, "to": to, "owner_pid": self.owner_pid, **fields}
+        try:
+            if strict and (rest is None or self._error is not None):
+                raise self._error or RuntimeError(f"the step journal of run {self.files.run.id} could not reach "
+                                                  f"the store")
+            if rest:
+                try:
+                    out = await self.store.acall("engine.settle", records=rest, **args)
+                except Exception as exc:  # noqa: BLE001 - the journal keeps them; the move must still happen
+                    if strict:
+                        raise
+                    log.warning("run %s: the last step records did not go with the settle: %s", self.files.run.id, exc)
+                    self._error = self._error or exc
+                else:
+                    del self._queue[:len(rest)]
+                    self.applied_seq = int(rest[-1]["seq"])
+                    return out
+            return await self.store.acall("engine.settle", **args)
+        finally:
+            self._hold = False
 
     @property
     def signal(self) -> RunSignal:
@@ -257,9 +325,6 @@ class StepLedger:
 
         Moving the run first drains the journal into the store (an emergency waits at most
         `EMERGENCY_DRAIN_S`: what is left stays in the journal for the resume)."""
-        if to is not None:
-            timeout = EMERGENCY_DRAIN_S if CheckpointKind(kind) == CheckpointKind.emergency else None
-            await self.drain(timeout, raise_errors=False)
         cid, path, created = self.files.new_checkpoint(kind)
         context = {**self.context(), **(extra or {})}
         steps_now = self._steps_json()
@@ -273,9 +338,13 @@ class StepLedger:
             return await self.store.acall("checkpoint.put", run_id=self.files.run.id, kind=kind.value,
                                           context=row["context"], step_id=step_id, pickle_path=str(path),
                                           id=cid)
-        return await self.store.acall("engine.settle", run_id=self.files.run.id, to=to, reason=reason, error=error,
-                                      checkpoint=row, reset_steps=[self.steps[k].id for k in reset],
-                                      reset_to=reset_to)
+        timeout = EMERGENCY_DRAIN_S if CheckpointKind(kind) == CheckpointKind.emergency else None
+        return await self.settle(to, timeout=timeout, reason=reason, error=error, checkpoint=row,
+                                 reset_steps=[self.steps[k].id for k in reset], reset_to=reset_to)
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 async def replay_journal(store: SessionStore, run: Run) -> int:

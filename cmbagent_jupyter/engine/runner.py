@@ -50,6 +50,7 @@ from cmbagent_jupyter.models import (
     Session,
     Step,
     StepStatus,
+    new_id,
 )
 from cmbagent_jupyter.store.errors import Conflict
 from cmbagent_jupyter.store.repository import SessionStore, Store
@@ -80,6 +81,7 @@ class RunEngine:
         self.dag: PlanDAG | None = None
         self.timed_checkpoints = 0
         self._planning: PlanningPhase | None = None
+        self._claimed_plan: Plan | None = None
         self._background: set[asyncio.Task] = set()
 
     # -- control from other threads ----------------------------------------------
@@ -108,13 +110,16 @@ class RunEngine:
         session, run, steps = await self._claim()
         self.run = run
         files = CheckpointFiles(run, session)
-        plan = self._stored_plan(run, steps)
+        plan = self._claimed_plan or self._stored_plan(run, steps)
         self.costs = CostRecorder(self.ss, run.id, price_override=self.model.price if self.model else None)
         self.gates = _JournaledGates(self.ss, run.id, policy_of(run.config))
         factory = self._factory()
         base = base_context(task=run.task, run_path=run.path, config=run.config, plan=plan)
         self.ledger = StepLedger(self.ss, files, steps, lambda outs: run_context(base, self.dag, outs),
-                                 owner_pid=self.pid, on_signal=self._on_signal)
+                                 owner_pid=self.pid, on_signal=self._on_signal,
+                                 journal_sync=self.settings.journal_sync,
+                                 context_files=self.settings.context_files if self.settings.context_files is not None
+                                 else self.custom_step_runner is None)
         self.gates.ledger = self.ledger
         heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
         timed = asyncio.create_task(self._timed_checkpoints(), name="timed-checkpoints")
@@ -124,7 +129,7 @@ class RunEngine:
                 if plan is None:
                     return await self._settle_planning_stop()
                 base.update(base_context(task=run.task, run_path=run.path, config=self.run.config, plan=plan))
-            self.dag = PlanDAG(plan)
+            self.dag = PlanDAG.of(plan)
             worker = StepWorker(factory, self.settings, run_id=run.id, run_path=Path(run.path),
                                 after_turn=self._after_turn, gates=self.gates) if factory else None
 
@@ -195,8 +200,9 @@ class RunEngine:
             stale = run.owner_pid
         if run.status == RunStatus.draft and run.mode != RunMode.deep_research:
             plan = self._given_plan(run)
-            out = await self._store_plan(run, plan, from_draft=True)
-            return session, Run.model_validate(out["run"]), [Step.model_validate(s) for s in out["steps"]]
+            self._claimed_plan = plan
+            run, steps = await self._store_plan(run, plan, from_draft=True)
+            return session, run, steps
         to = RunStatus.executing if steps else RunStatus.planning
         if run.mode != RunMode.deep_research and not steps:
             raise InvalidInput(f"run {run.id} ({run.mode.value}) has no steps to execute")
@@ -237,13 +243,20 @@ class RunEngine:
                                f"refusing to guess which steps are done")
         return plan
 
-    async def _store_plan(self, run: Run, plan: Plan, *, from_draft: bool = False) -> dict[str, Any]:
-        dag = PlanDAG(plan)
+    async def _store_plan(self, run: Run, plan: Plan, *, from_draft: bool = False) -> tuple[Run, list[Step]]:
+        """Store the plan's steps (their ids chosen here, so the store need not send them back),
+        its DAG and the run's move to executing, in one call."""
+        dag = PlanDAG.of(plan)
         config = {"final_plan": plan.to_json(), "plan_levels": dag.levels()}
         if not from_draft and self._planning is not None:
             config.update(plans=self._planning.plans, reviews=self._planning.reviews)
-        return await self.ss.acall("engine.plan_ready", run_id=run.id, steps=[s.to_store() for s in plan.sub_tasks],
-                                   config=config, dag=dag.to_json(), mermaid=dag.to_mermaid(), owner_pid=self.pid)
+        rows = [{**s.to_store(), "id": new_id("step")} for s in plan.sub_tasks]
+        out = await self.ss.acall("engine.plan_ready", run_id=run.id, steps=rows, config=config, dag=dag.to_json(),
+                                  mermaid=dag.to_mermaid(), owner_pid=self.pid, return_steps=False)
+        stored = Run.model_validate(out["run"])
+        if out.get("kept"):  # completed steps of an earlier plan stayed: read what the store holds
+            return stored, await asyncio.to_thread(self.ss.list_steps, run.id)
+        return stored, [Step(session_id=run.session_id, run_id=run.id, **r) for r in rows]
 
     # -- planning ------------------------------------------------------------------
 
@@ -265,9 +278,7 @@ class RunEngine:
                 await asyncio.gather(task, return_exceptions=True)
                 return None
         plan = task.result()
-        out = await self._store_plan(run, plan)
-        self.run = Run.model_validate(out["run"])
-        steps = [Step.model_validate(s) for s in out["steps"]]
+        self.run, steps = await self._store_plan(run, plan)
         self.ledger.steps = {s.key: s for s in steps}
         self.ledger.files.run = self.run
         return plan
@@ -275,7 +286,7 @@ class RunEngine:
     async def _plan_and_approve(self) -> Plan:
         plan = await self._planning.run()
         while self.gates.wants(ApprovalMode.after_planning):
-            dag = PlanDAG(plan)
+            dag = PlanDAG.of(plan)
             request = {"title": "Approve the plan", "plan": plan.to_json(), "mermaid": dag.to_mermaid(),
                        "summary": f"{len(plan.sub_tasks)} steps in {len(dag.levels())} levels: "
                                   + "; ".join(f"{s.number}. {s.sub_task}" for s in plan.sub_tasks)[:1500]}
@@ -424,9 +435,8 @@ class RunEngine:
             out = await ledger.checkpoint(CheckpointKind.manual, to=RunStatus.paused.value,
                                           reason=self.stop.reason or "paused at a step boundary")
         else:
-            await ledger.drain()  # the store has every step before the run is marked completed
-            out = await self.ss.acall("engine.settle", run_id=self.run.id, to=RunStatus.completed.value,
-                                      reason="all steps completed")
+            # the store gets every step in the transaction that marks the run completed
+            out = await ledger.settle(RunStatus.completed.value, strict=True, reason="all steps completed")
         self.run = Run.model_validate(out["run"])
         return self.run
 

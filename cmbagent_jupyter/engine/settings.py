@@ -5,7 +5,7 @@ They travel with the run, so a run resumed in another process behaves as it bega
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -14,7 +14,7 @@ from cmbagent_jupyter.models import InvalidInput
 SETTING_KEYS = ("max_parallel", "n_plan_reviews", "max_plan_steps", "max_plan_tries", "max_n_attempts",
                 "heartbeat_interval_s", "step_timeout_s", "agent", "plan", "instructions", "record",
                 "hardware_constraints", "approval_mode", "approval_steps", "approval_timeout_s",
-                "approval_default_action", "budget_threshold_usd")
+                "approval_default_action", "budget_threshold_usd", "journal_sync", "context_files")
 
 
 class RunSettings(BaseModel):
@@ -38,6 +38,13 @@ class RunSettings(BaseModel):
     approval_timeout_s: float | None = Field(None, gt=0)
     approval_default_action: str | None = None
     budget_threshold_usd: float | None = Field(None, ge=0)
+    journal_sync: Literal["group", "boundary"] = Field(
+        "group", description="when a step boundary reaches the disk: group (a background fdatasync per batch of "
+                             "boundaries; every boundary survives the process at once) or boundary (an fdatasync "
+                             "before any dependent step starts)")
+    context_files: bool | None = Field(
+        None, description="write CMBAgent's context/context_step_N.pkl after each step; default: yes when the "
+                          "agents run the steps, no for a custom step runner (its steps are not CMBAgent's)")
 
     @classmethod
     def parse(cls, values: dict[str, Any]) -> "RunSettings":

@@ -675,7 +675,10 @@ def run_update(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
 
 @op("step.put_plan", write=True)
 def step_put_plan(ctx: OpContext, args: dict[str, Any]) -> list[dict[str, Any]]:
-    """Replace the pending steps of a run with a plan; completed steps are kept."""
+    """Replace the pending steps of a run with a plan; completed steps are kept.
+
+    Returns the run's steps, or with `return_steps` false only how many were stored (a
+    caller that chose the step ids itself knows the rest)."""
     sid = _arg(args, "session_id", "session")
     rid = _arg(args, "run_id", "run")
     _run_row(ctx, sid, rid)
@@ -706,6 +709,8 @@ def step_put_plan(ctx: OpContext, args: dict[str, Any]) -> list[dict[str, Any]]:
          "inputs", "outputs", "error", "attempts", "started_at", "completed_at"),
         rows,
     )
+    if args.get("return_steps", True) is False:
+        return {"stored": len(rows), "kept": sorted(keep)}
     return step_list(ctx, {"session_id": sid, "run_id": rid})
 
 

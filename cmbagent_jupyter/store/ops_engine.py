@@ -202,6 +202,10 @@ def engine_advance_many(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         return signal(applied)
     if len({s for s, _ in todo}) != len(todo):
         raise Invalid("a journal seq appears twice")
+    if not replay and todo[0][0] != applied + 1:
+        # a batch lost on its way would leave a hole: the engine resends from the journal instead
+        raise Conflict(f"journal records of run {rid} arrive out of order: the store has up to seq {applied}, "
+                       f"this batch starts at {todo[0][0]}")
     if not replay:
         if status not in ACTIVE:
             raise Conflict(f"run {rid} is {status}; its steps are not recorded any more")
@@ -322,13 +326,21 @@ def engine_advance_many(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
 
 @op("engine.plan_ready", write=True)
 def engine_plan_ready(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-    """Store a validated plan with its DAG, note it in the run's config, checkpoint, and start executing."""
+    """Store a validated plan with its DAG, note it in the run's config, checkpoint, and start executing.
+
+    Returns the run and its steps; with `return_steps` false (the caller chose every step's
+    id) the steps are not read back: `stored` says how many went in, `kept` which completed
+    ones stayed."""
     sid = _arg(args, "session_id", "session")
     rid = _arg(args, "run_id", "run")
     run = _run_row(ctx, sid, rid)
     if run["status"] not in (RunStatus.draft.value, RunStatus.planning.value, RunStatus.waiting_approval.value):
         raise Conflict(f"run {rid} is {run['status']}; a plan is stored while it is draft or planning")
-    steps = step_put_plan(ctx, {"session_id": sid, "run_id": rid, "steps": args.get("steps")})
+    compact = args.get("return_steps", True) is False
+    if compact and not all(isinstance(s, dict) and s.get("id") for s in args.get("steps") or []):
+        raise Invalid("return_steps=false needs an id for every step")
+    steps = step_put_plan(ctx, {"session_id": sid, "run_id": rid, "steps": args.get("steps"),
+                                "return_steps": not compact})
     config = dict(run["config"])
     config.update(args.get("config") or {})
     ctx.db.execute("UPDATE runs SET config = ? WHERE id = ?", [dumps(config), rid])
@@ -351,6 +363,8 @@ def engine_plan_ready(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
                                "owner_pid": args.get("owner_pid"),
                                "expected_from": [RunStatus.draft.value, RunStatus.planning.value,
                                                  RunStatus.waiting_approval.value]})
+    if compact:
+        return {"run": out, **steps}
     return {"run": out, "steps": steps}
 
 
@@ -389,11 +403,18 @@ def engine_claim(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
 
 @op("engine.settle", write=True)
 def engine_settle(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-    """End or suspend a run: its last checkpoint, in-flight steps set back, and the move, together."""
+    """End or suspend a run: the step-journal records the store still lacks (`records`, as
+    `engine.advance_many` takes them), its last checkpoint, in-flight steps set back, and
+    the move, in one transaction."""
     sid = _arg(args, "session_id", "session")
     rid = _arg(args, "run_id", "run")
-    run = _run_row(ctx, sid, rid)
     to = _arg(args, "to")
+    if args.get("records"):
+        ledgered = ctx.ledger
+        engine_advance_many(ctx, {"session_id": sid, "run_id": rid, "records": args["records"],
+                                  "owner_pid": args.get("owner_pid")})
+        ctx.ledger = ledgered
+    run = _run_row(ctx, sid, rid)
     if run["status"] != to and run["status"] in (RunStatus.completed.value, RunStatus.cancelled.value):
         raise Conflict(f"run {rid} is {run['status']} already")
     reset_to = args.get("reset_to") or StepStatus.pending.value
