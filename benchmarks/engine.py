@@ -33,6 +33,7 @@ from typing import Annotated, Any, TypedDict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cmbagent_jupyter.api import create_run  # noqa: E402
 from cmbagent_jupyter.engine.runner import RunEngine  # noqa: E402
 from cmbagent_jupyter.llm.providers import scripted_choice  # noqa: E402
 from cmbagent_jupyter.store import Store, stop_service  # noqa: E402
@@ -64,8 +65,9 @@ def ours(steps: list[dict[str, Any]], max_parallel: int) -> dict[str, float]:
     try:
         session = store.create_session("bench")
         ss = store.session(session.id)
-        run = ss.create_run("no-model DAG", mode="control", config={"plan": {"sub_tasks": steps},
-                                                                    "max_parallel": max_parallel})
+        # as `cmbagent run --mode control` and `open_session().run(...)` create it: the plan's steps and DAG
+        # are stored with the draft (as LangGraph's graph is built and compiled before its clock starts)
+        run, _ = create_run(ss, "no-model DAG", mode="control", plan={"sub_tasks": steps}, max_parallel=max_parallel)
         engine = RunEngine(store, run, step_runner=_noop_step)
         t0 = time.perf_counter()
         out = asyncio.run(engine.execute())

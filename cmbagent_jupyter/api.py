@@ -131,8 +131,7 @@ def create_run(ss: Any, task: str, *, mode: str = "deep_research", model: str | 
                record: str | os.PathLike | None = None, checkpoint_interval_s: float | None = None,
                **settings: Any):
     """Validate everything a run needs, then create it (draft). Nothing is created on bad input."""
-    from cmbagent_jupyter.agents.specs import step_agents
-    from cmbagent_jupyter.engine.dag import plan_from_data
+    from cmbagent_jupyter.engine.runner import given_plan, plan_request
     from cmbagent_jupyter.engine.settings import RunSettings
     from cmbagent_jupyter.llm.providers import resolve_model
     from cmbagent_jupyter.models import RunMode
@@ -158,10 +157,11 @@ def create_run(ss: Any, task: str, *, mode: str = "deep_research", model: str | 
     values = dict(settings)
     values.update(max_parallel=max_parallel, plan=plan, record=str(Path(record).expanduser().resolve()) if record else None)
     run_settings = RunSettings.parse(values)
+    given = None
     if mode_v == RunMode.control:
         if run_settings.plan is None:
             raise InvalidInput("a control run executes a given plan: pass one (--plan FILE.json, or plan= in Python)")
-        plan_from_data(run_settings.plan, agents=step_agents())
+        given = given_plan(mode_v, run_settings, task=task)
     elif run_settings.plan is not None:
         raise InvalidInput(f"a plan is given only to control runs, not {mode_v.value}")
     choice = resolve_model(model, scenario=scenario, home=ss.store.home)
@@ -174,6 +174,11 @@ def create_run(ss: Any, task: str, *, mode: str = "deep_research", model: str | 
     if choice.scripted:
         config["scenario"] = choice.scenario
     run = ss.create_run(task, mode=mode_v.value, model=choice.ref, config=config, **extra)
+    if mode_v != RunMode.deep_research:
+        # its plan is known now: the steps and the DAG are stored with the draft (they show before it starts)
+        out = ss.call("engine.plan_ready", run_id=run.id, start=False,
+                      **plan_request(given or given_plan(mode_v, run_settings, task=task)))
+        run = Run.model_validate(out["run"])
     ss.emit(EventType.log.value, run.id, level="info", message=choice.announcement, model=choice.ref)
     return run, choice
 

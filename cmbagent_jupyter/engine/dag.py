@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import weakref
 from typing import Any, Iterable
 
 import networkx as nx
@@ -171,22 +172,28 @@ def parse_plan(text: str, *, agents: Iterable[str], max_steps: int | None = None
     return plan_from_data(extract_json(text), agents=agents, max_steps=max_steps)
 
 
+_DAGS: "weakref.WeakValueDictionary[int, PlanDAG]" = weakref.WeakValueDictionary()
+
+
 class PlanDAG:
     """The dependency graph of a plan. Raises `PlanError` on a cycle."""
 
     @classmethod
     def of(cls, plan: Plan) -> "PlanDAG":
-        """The plan's DAG, built once per plan object (plans are not changed once validated)."""
-        dag = plan.__dict__.get("_dag")
+        """The plan's DAG, built once per plan object while someone holds it (plans are not
+        changed once validated). Kept by the plan's id, weakly: a DAG holds its plan, so the
+        id cannot be reused while the entry lives, and no reference cycle is made."""
+        dag = _DAGS.get(id(plan))
         if dag is None or dag.plan is not plan:
-            dag = plan.__dict__["_dag"] = cls(plan)
+            dag = cls(plan)
+            _DAGS[id(plan)] = dag
         return dag
 
     def __init__(self, plan: Plan):
         self.plan = plan
         g = nx.DiGraph()
         for s in plan.sub_tasks:
-            g.add_node(s.key, number=s.number, agent=s.sub_task_agent, label=s.sub_task)
+            g.add_node(s.key)
         for s in plan.sub_tasks:
             for d in s.depends_on:
                 g.add_edge(d, s.key)
@@ -198,13 +205,16 @@ class PlanDAG:
             path = " -> ".join([u for u, _v in cycle] + [cycle[0][0]])
             raise PlanError(f"the plan's dependencies form a cycle ({path}); a step can only depend on steps "
                             f"that can finish before it starts")
-        self.graph = g
         number = {s.key: s.number for s in plan.sub_tasks}
         self._order = list(nx.lexicographical_topological_sort(g, key=number.__getitem__))
         self._levels = [sorted(gen, key=number.__getitem__) for gen in nx.topological_generations(g)]
         self._number = number
         self._ancestors: dict[str, list[str]] | None = None  # built on first use (validation needs none)
+        # plain adjacency, not the networkx graph (its cached views refer back to it: a reference
+        # cycle that would keep everything a DAG holds alive until a full garbage collection)
         self._deps = {k: sorted(g.predecessors(k), key=number.__getitem__) for k in g.nodes}
+        self._dependents = {k: sorted(g.successors(k), key=number.__getitem__) for k in g.nodes}
+        g.clear()
 
     def order(self) -> list[str]:
         """A topological order that prefers lower step numbers."""
@@ -222,7 +232,7 @@ class PlanDAG:
             number, ancestors = self._number, {}
             for k in self._order:
                 acc: set[str] = set()
-                for d in self.graph.predecessors(k):
+                for d in self._deps[k]:
                     acc.add(d)
                     acc |= ancestors[d]
                 ancestors[k] = acc
@@ -230,7 +240,7 @@ class PlanDAG:
         return list(self._ancestors[key])
 
     def dependents(self, key: str) -> list[str]:
-        return sorted(self.graph.successors(key), key=lambda k: self.graph.nodes[k]["number"])
+        return list(self._dependents[key])
 
     def to_json(self, status: dict[str, str] | None = None) -> dict[str, Any]:
         """Nodes and edges with a planning node first and a terminator last (for widgets and the store)."""
@@ -247,8 +257,8 @@ class PlanDAG:
                 edges.append({"source": d, "target": s.key, "kind": "sequential"})
         last = max(levels.values(), default=0) + 1
         nodes.append({"id": "end", "kind": "terminator", "label": "done", "level": last, "status": status.get("end")})
-        for k in self.graph.nodes:
-            if self.graph.out_degree(k) == 0:
+        for k in self._order:
+            if not self._dependents[k]:
                 edges.append({"source": k, "target": "end", "kind": "sequential"})
         return {"nodes": nodes, "edges": edges, "levels": self.levels()}
 
@@ -263,11 +273,11 @@ class PlanDAG:
             for d in s.depends_on or ["planning"]:
                 src = "planning" if d == "planning" else _mid(d)
                 lines.append(f"    {src} --> {_mid(s.key)}")
-        for k in self.graph.nodes:
-            if self.graph.out_degree(k) == 0:
+        for k in self._order:
+            if not self._dependents[k]:
                 lines.append(f"    {_mid(k)} --> end_node")
         for k, st in status.items():
-            if k in self.graph.nodes and st in ("completed", "running", "failed"):
+            if k in self._number and st in ("completed", "running", "failed"):
                 lines.append(f"    class {_mid(k)} {st}")
         if status:
             lines += ["    classDef completed fill:#d4f4dd,stroke:#2e7d32",

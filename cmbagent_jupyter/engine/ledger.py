@@ -61,7 +61,7 @@ class StepLedger:
                  context_files: bool = True):
         self.store = store
         self.files = files
-        self.steps: dict[str, Step] = {s.key: s for s in steps}
+        self.steps = {s.key: s for s in steps}
         self.outputs: dict[str, dict[str, Any]] = {
             s.key: dict(s.outputs) for s in steps if s.status == StepStatus.completed}
         self.context_of = context_of
@@ -87,6 +87,16 @@ class StepLedger:
         self._snapshot_at = time.monotonic()
 
     # -- what the store says --------------------------------------------------
+
+    @property
+    def steps(self) -> dict[str, Step]:
+        """The run's steps by key, as the journal leaves them."""
+        return self._steps
+
+    @steps.setter
+    def steps(self, steps: dict[str, Step]) -> None:
+        self._steps = steps
+        self._done = sum(s.status == StepStatus.completed for s in steps.values())
 
     def completed(self) -> set[str]:
         return {k for k, s in self.steps.items() if s.status == StepStatus.completed}
@@ -124,62 +134,62 @@ class StepLedger:
         if self._seq is None:
             await self._open()
         now = utcnow()
-        outputs = self.outputs
-        mirror = dict(self.steps)
-        if complete:
-            outputs = dict(outputs)
+        steps = self._steps
+        changed: dict[str, Step] = {}
         for key, out in complete:
-            outputs[key] = out
-            mirror[key] = mirror[key].model_copy(update={"status": StepStatus.completed, "outputs": out,
-                                                        "completed_at": now, "progress": 1.0})
+            changed[key] = steps[key].model_copy(update={"status": StepStatus.completed, "outputs": out,
+                                                         "completed_at": now, "progress": 1.0})
         for key, err in fail:
-            mirror[key] = mirror[key].model_copy(update={"status": StepStatus.failed, "error": err})
+            changed[key] = (changed.get(key) or steps[key]).model_copy(update={"status": StepStatus.failed,
+                                                                                "error": err})
         for key in start:
-            s = mirror[key]
-            mirror[key] = s.model_copy(update={"status": StepStatus.running, "started_at": now,
-                                               "attempts": s.attempts + 1})
+            st = changed.get(key) or steps[key]
+            changed[key] = st.model_copy(update={"status": StepStatus.running, "started_at": now,
+                                                 "attempts": st.attempts + 1})
         seq = self._seq + 1
         record: dict[str, Any] = {
             "seq": seq, "at": now.isoformat(), "run_id": self.files.run.id,
-            "complete": [{"step_id": self.steps[k].id, "key": k, "outputs": o} for k, o in complete],
-            "fail": [{"step_id": self.steps[k].id, "key": k, "error": e} for k, e in fail],
-            "start": [self.steps[k].id for k in start],
+            "complete": [{"step_id": steps[k].id, "key": k, "outputs": o} for k, o in complete],
+            "fail": [{"step_id": steps[k].id, "key": k, "error": e} for k, e in fail],
+            "start": [steps[k].id for k in start],
         }
+        done_now = self._done + sum(steps[k].status != StepStatus.completed for k, _ in complete)
         snapshot = None
         if complete:
             if self._since_snapshot is not None:
                 self._since_snapshot += 1
-            all_done = all(s.status == StepStatus.completed for s in mirror.values())
-            if (self._since_snapshot is None or self._since_snapshot >= SNAPSHOT_EVERY or all_done
+            if (self._since_snapshot is None or self._since_snapshot >= SNAPSHOT_EVERY or done_now == len(steps)
                     or time.monotonic() - self._snapshot_at >= SNAPSHOT_INTERVAL_S):
                 snapshot = self.files.new_checkpoint(CheckpointKind.step_complete)
                 self._since_snapshot, self._snapshot_at = 0, time.monotonic()
-            cid = snapshot[0] if snapshot else new_id("checkpoint")
-            delta = {"completed": [k for k, _ in complete], "outputs": {k: o for k, o in complete}}
-            row = CheckpointFiles.store_row(cid, snapshot[1] if snapshot else None, CheckpointKind.step_complete,
-                                            delta)
-            record["complete"][0]["checkpoint"] = row
+            # the store's checkpoint row of these completions; its context (what changed: the steps
+            # completed and their outputs) is taken from this record, not sent twice
+            record["complete"][0]["checkpoint"] = {
+                "id": snapshot[0] if snapshot else new_id("checkpoint"), "kind": CheckpointKind.step_complete.value,
+                "pickle_path": str(snapshot[1]) if snapshot else None}
         self.journal.append(record)  # the durability point of this boundary
         self._seq = seq
-        self.steps, self.outputs = mirror, outputs
-        self._dirty |= {k for k, _ in complete} | {k for k, _ in fail} | set(start)
+        steps.update(changed)
+        self._done = done_now
+        for key, out in complete:
+            self.outputs[key] = out
+        self._dirty.update(changed)
         if complete:
-            self._write_files(outputs, [mirror[k].number for k, _ in complete], mirror[complete[0][0]].id, snapshot)
+            self._write_files([steps[k].number for k, _ in complete], steps[complete[0][0]].id, snapshot)
         self._queue.append(record)
         if not self._hold and (self._flusher is None or self._flusher.done()):
             self._flusher = asyncio.get_running_loop().create_task(self._flush(), name="journal-flush")
         return self._signal
 
-    def _write_files(self, outputs: dict[str, dict[str, Any]], numbers: list[int], step_id: str,
-                     snapshot: tuple[str, Any, Any] | None) -> None:
+    def _write_files(self, numbers: list[int], step_id: str, snapshot: tuple[str, Any, Any] | None) -> None:
         """CMBAgent's context pickles of the steps just done are written with the next snapshot
         (a rename per step beside the journal would slow every journal fsync down), off the loop."""
         if self.write_context_files:
-            self._context_files.append((outputs, numbers))
+            self._context_files.append((dict(self.outputs), numbers))
         if snapshot is None:
             return
         self.checkpoints_written += 1
-        self._schedule_files(self._steps_json(), step_id, snapshot, outputs)
+        self._schedule_files(self._steps_json(), step_id, snapshot, dict(self.outputs))
 
     def _schedule_files(self, steps_now: list[dict[str, Any]] | None, step_id: str | None,
                         snapshot: tuple[str, Any, Any] | None, outputs: dict[str, dict[str, Any]] | None = None) -> None:

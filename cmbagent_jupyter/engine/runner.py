@@ -178,6 +178,9 @@ class RunEngine:
             await asyncio.gather(heartbeat, timed, return_exceptions=True)
             if self.ledger is not None:
                 self.ledger.journal.close()
+                # the ledger calls back into this engine: let both go without a full garbage collection
+                self.ledger.on_signal = None
+                self.ledger.context_of = _no_context
             try:
                 await self.costs.flush()
             except Exception:  # noqa: BLE001
@@ -186,10 +189,9 @@ class RunEngine:
     # -- claiming ------------------------------------------------------------------
 
     async def _claim(self) -> tuple[Session, Run, list[Step]]:
-        # three reads at once (nothing is written before all of them answered)
-        session, run, steps = await asyncio.gather(asyncio.to_thread(self.ss.info),
-                                                   asyncio.to_thread(self.ss.get_run, self.run.id),
-                                                   asyncio.to_thread(self.ss.list_steps, self.run.id))
+        # two reads at once (nothing is written before both answered); the steps come with the claim
+        session, run = await asyncio.gather(asyncio.to_thread(self.ss.info),
+                                            asyncio.to_thread(self.ss.get_run, self.run.id))
         if run.status in (RunStatus.completed, RunStatus.cancelled):
             raise InvalidInput(f"run {run.id} is {run.status.value}; there is nothing to resume")
         stale = None
@@ -198,16 +200,17 @@ class RunEngine:
                 raise InvalidInput(f"run {run.id} is {run.status.value} in process {run.owner_pid}; pause it or wait "
                                    f"for it to stop before resuming")
             stale = run.owner_pid
-        if run.status == RunStatus.draft and run.mode != RunMode.deep_research:
+        planned = bool(run.config.get("final_plan"))
+        if run.status == RunStatus.draft and run.mode != RunMode.deep_research and not planned:
             plan = self._given_plan(run)
             self._claimed_plan = plan
             run, steps = await self._store_plan(run, plan, from_draft=True)
             return session, run, steps
-        to = RunStatus.executing if steps else RunStatus.planning
-        if run.mode != RunMode.deep_research and not steps:
-            raise InvalidInput(f"run {run.id} ({run.mode.value}) has no steps to execute")
+        if run.mode != RunMode.deep_research and not planned:
+            raise InvalidInput(f"run {run.id} ({run.mode.value}) has no plan to execute")
         # what the step journal proves happened before a crash reaches the store before the claim
         await replay_journal(self.ss, run)
+        to = RunStatus.executing if planned else RunStatus.planning
         out = await self.ss.acall("engine.claim", run_id=run.id, to=to.value, owner_pid=self.pid,
                                   stale_owner_pid=stale, reason="resumed" if run.status != RunStatus.draft else None,
                                   allowed_from=[RunStatus.draft.value, RunStatus.paused.value,
@@ -215,17 +218,8 @@ class RunEngine:
         return session, Run.model_validate(out["run"]), [Step.model_validate(s) for s in out["steps"]]
 
     def _given_plan(self, run: Run) -> Plan:
-        agents = step_agents()
-        if run.mode == RunMode.one_shot:
-            if self.settings.agent not in agents:
-                raise InvalidInput(f"one_shot agent must be one of {', '.join(agents)}, not {self.settings.agent!r}")
-            return plan_from_data({"sub_tasks": [{"key": "step_1", "sub_task": run.task,
-                                                  "sub_task_agent": self.settings.agent}]}, agents=agents)
-        if self.settings.plan is None:
-            raise InvalidInput("a control run needs a plan: pass plan=... (CMBAgent plan JSON)")
-        if self.custom_step_runner is not None:
-            agents = sorted({*agents, *_plan_agents(self.settings.plan)})
-        return plan_from_data(self.settings.plan, agents=agents)
+        extra = _plan_agents(self.settings.plan) if self.custom_step_runner is not None else ()
+        return given_plan(run.mode, self.settings, task=run.task, extra_agents=extra)
 
     def _stored_plan(self, run: Run, steps: list[Step]) -> Plan | None:
         """The plan of a run that has one; the store's steps must match it (the ledger check)."""
@@ -246,17 +240,14 @@ class RunEngine:
     async def _store_plan(self, run: Run, plan: Plan, *, from_draft: bool = False) -> tuple[Run, list[Step]]:
         """Store the plan's steps (their ids chosen here, so the store need not send them back),
         its DAG and the run's move to executing, in one call."""
-        dag = PlanDAG.of(plan)
-        config = {"final_plan": plan.to_json(), "plan_levels": dag.levels()}
-        if not from_draft and self._planning is not None:
-            config.update(plans=self._planning.plans, reviews=self._planning.reviews)
-        rows = [{**s.to_store(), "id": new_id("step")} for s in plan.sub_tasks]
-        out = await self.ss.acall("engine.plan_ready", run_id=run.id, steps=rows, config=config, dag=dag.to_json(),
-                                  mermaid=dag.to_mermaid(), owner_pid=self.pid, return_steps=False)
+        planning = self._planning if not from_draft else None
+        request = plan_request(plan, plans=planning.plans if planning else None,
+                               reviews=planning.reviews if planning else None)
+        out = await self.ss.acall("engine.plan_ready", run_id=run.id, owner_pid=self.pid, **request)
         stored = Run.model_validate(out["run"])
         if out.get("kept"):  # completed steps of an earlier plan stayed: read what the store holds
             return stored, await asyncio.to_thread(self.ss.list_steps, run.id)
-        return stored, [Step(session_id=run.session_id, run_id=run.id, **r) for r in rows]
+        return stored, [Step(session_id=run.session_id, run_id=run.id, **r) for r in request["steps"]]
 
     # -- planning ------------------------------------------------------------------
 
@@ -477,6 +468,34 @@ class _JournaledGates(RunGates):
         if self.ledger is not None:
             await self.ledger.drain(raise_errors=False)
         return await super().ask(*args, **kwargs)
+
+
+def _no_context(outputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {}
+
+
+def given_plan(mode: RunMode, settings: RunSettings, *, task: str, extra_agents: Any = ()) -> Plan:
+    """The plan of a run that is not planned by the agents: its one step (one_shot) or the plan given (control)."""
+    agents = step_agents()
+    if mode == RunMode.one_shot:
+        if settings.agent not in agents:
+            raise InvalidInput(f"one_shot agent must be one of {', '.join(agents)}, not {settings.agent!r}")
+        return plan_from_data({"sub_tasks": [{"key": "step_1", "sub_task": task, "sub_task_agent": settings.agent}]},
+                              agents=agents)
+    if settings.plan is None:
+        raise InvalidInput("a control run needs a plan: pass plan=... (CMBAgent plan JSON)")
+    return plan_from_data(settings.plan, agents=sorted({*agents, *extra_agents}))
+
+
+def plan_request(plan: Plan, *, plans: list[Any] | None = None, reviews: list[str] | None = None) -> dict[str, Any]:
+    """What `engine.plan_ready` takes to store a plan: its steps (with ids chosen here), the
+    run's config additions, the DAG and its Mermaid text."""
+    dag = PlanDAG.of(plan)
+    config: dict[str, Any] = {"final_plan": plan.to_json(), "plan_levels": dag.levels()}
+    if plans is not None:
+        config.update(plans=plans, reviews=reviews or [])
+    return {"steps": [{**s.to_store(), "id": new_id("step")} for s in plan.sub_tasks], "config": config,
+            "dag": dag.to_json(), "mermaid": dag.to_mermaid(), "return_steps": False}
 
 
 def _plan_agents(plan: Any) -> set[str]:

@@ -25,9 +25,9 @@ from cmbagent_jupyter.store.ops import (
     _run_row,
     checkpoint_put,
     op,
-    run_transition,
-    step_list,
-    step_put_plan,
+    move_run,
+    put_steps,
+    steps_of,
 )
 
 ACTIVE = (RunStatus.planning.value, RunStatus.executing.value, RunStatus.waiting_approval.value)
@@ -277,7 +277,11 @@ def engine_advance_many(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
             if move(step, StepStatus.completed, "step finished", at, ts):
                 f.update(st="completed", o=dumps(c.get("outputs") or {}), has_o=True, ca=at, err=None)
                 if c.get("checkpoint"):
-                    checkpoints += _checkpoint_rows(sid, rid, [(step["id"], c["checkpoint"])], at)
+                    cp = c["checkpoint"]
+                    if "context" not in cp:  # what changed is the record's completions
+                        done = [(steps[x["step_id"]]["key"], x.get("outputs") or {}) for x in r.get("complete") or []]
+                        cp = {**cp, "context": {"completed": [k for k, _ in done], "outputs": dict(done)}}
+                    checkpoints += _checkpoint_rows(sid, rid, [(step["id"], cp)], at)
         for x in r.get("fail") or []:
             step = steps[x["step_id"]]
             f = final.setdefault(step["id"], {"inc": 0})
@@ -328,25 +332,33 @@ def engine_advance_many(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
 def engine_plan_ready(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """Store a validated plan with its DAG, note it in the run's config, checkpoint, and start executing.
 
+    With `start` false the run stays draft (a control or one_shot run's plan stored when the
+    run is created, so its steps and DAG show before it starts; `engine.claim` starts it).
     Returns the run and its steps; with `return_steps` false (the caller chose every step's
     id) the steps are not read back: `stored` says how many went in, `kept` which completed
     ones stayed."""
     sid = _arg(args, "session_id", "session")
     rid = _arg(args, "run_id", "run")
     run = _run_row(ctx, sid, rid)
+    start = args.get("start", True) is not False
     if run["status"] not in (RunStatus.draft.value, RunStatus.planning.value, RunStatus.waiting_approval.value):
         raise Conflict(f"run {rid} is {run['status']}; a plan is stored while it is draft or planning")
+    if not start and run["status"] != RunStatus.draft.value:
+        raise Conflict(f"run {rid} is {run['status']}; a plan is stored without starting only on a draft run")
     compact = args.get("return_steps", True) is False
     if compact and not all(isinstance(s, dict) and s.get("id") for s in args.get("steps") or []):
         raise Invalid("return_steps=false needs an id for every step")
-    steps = step_put_plan(ctx, {"session_id": sid, "run_id": rid, "steps": args.get("steps"),
-                                "return_steps": not compact})
+    steps = put_steps(ctx, sid, rid, args.get("steps"), return_steps=not compact)
     config = dict(run["config"])
     config.update(args.get("config") or {})
     ctx.db.execute("UPDATE runs SET config = ? WHERE id = ?", [dumps(config), rid])
     dag = args.get("dag") or {}
-    ctx.db.execute("DELETE FROM dag_nodes WHERE run_id = ?", [rid])
-    ctx.db.execute("DELETE FROM dag_edges WHERE run_id = ?", [rid])
+    had = ctx.db.fetchone("SELECT (SELECT count(*) FROM dag_nodes WHERE run_id = ?) AS nodes, "
+                          "(SELECT count(*) FROM dag_edges WHERE run_id = ?) AS edges", [rid, rid])
+    if had["nodes"]:
+        ctx.db.execute("DELETE FROM dag_nodes WHERE run_id = ?", [rid])
+    if had["edges"]:
+        ctx.db.execute("DELETE FROM dag_edges WHERE run_id = ?", [rid])
     ctx.db.insert_rows("dag_nodes", ("session_id", "run_id", "node_id", "kind", "label", "status", "level"),
                        [(sid, rid, n["id"], n.get("kind") or "agent", str(n.get("label") or "")[:500],
                          n.get("status"), n.get("level")) for n in dag.get("nodes") or []])
@@ -358,11 +370,13 @@ def engine_plan_ready(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         cp = args["checkpoint"]
         checkpoint_put(ctx, {"session_id": sid, "run_id": rid, "kind": cp.get("kind") or "step_complete",
                              "context": cp.get("context"), "pickle_path": cp.get("pickle_path"), "id": cp.get("id")})
-    out = run_transition(ctx, {"session_id": sid, "run_id": rid, "to": RunStatus.executing.value,
-                               "reason": args.get("reason") or "plan ready", "actor": args.get("actor"),
-                               "owner_pid": args.get("owner_pid"),
-                               "expected_from": [RunStatus.draft.value, RunStatus.planning.value,
-                                                 RunStatus.waiting_approval.value]})
+    if not start:  # the plan of a draft run, stored when it is created: it starts when it is claimed
+        out = _run_row(ctx, sid, rid)
+        return {"run": out, **steps} if compact else {"run": out, "steps": steps}
+    out = move_run(ctx, run, {"to": RunStatus.executing.value, "reason": args.get("reason") or "plan ready",
+                              "actor": args.get("actor"), "owner_pid": args.get("owner_pid"),
+                              "expected_from": [RunStatus.draft.value, RunStatus.planning.value,
+                                                RunStatus.waiting_approval.value]})
     if compact:
         return {"run": out, **steps}
     return {"run": out, "steps": steps}
@@ -389,16 +403,18 @@ def engine_claim(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         if stale is None or run["owner_pid"] is None or int(run["owner_pid"]) != int(stale):
             raise Conflict(f"run {rid} is {status} and owned by process {run['owner_pid']}; it can be resumed once "
                            f"that process is gone")
-        run_transition(ctx, {"session_id": sid, "run_id": rid, "to": RunStatus.interrupted.value,
-                             "reason": f"owner process {stale} is gone", "actor": args.get("actor")})
+        run = move_run(ctx, run, {"to": RunStatus.interrupted.value, "reason": f"owner process {stale} is gone",
+                                  "actor": args.get("actor")})
         status = RunStatus.interrupted.value
         allowed.append(status)
     if allowed and status not in allowed:
         raise Conflict(f"run {rid} is {status}; expected one of {', '.join(allowed)}")
-    out = run_transition(ctx, {"session_id": sid, "run_id": rid, "to": to, "reason": args.get("reason"),
-                               "actor": args.get("actor"), "owner_pid": args.get("owner_pid"),
-                               "expected_from": [status]})
-    return {"run": out, "steps": step_list(ctx, {"session_id": sid, "run_id": rid})}
+    steps = steps_of(ctx, sid, rid)
+    if to == RunStatus.executing.value and not steps:
+        raise Invalid(f"run {rid} ({run['mode']}) has no steps to execute")
+    out = move_run(ctx, run, {"to": to, "reason": args.get("reason"), "actor": args.get("actor"),
+                              "owner_pid": args.get("owner_pid"), "expected_from": [status]})
+    return {"run": out, "steps": steps}
 
 
 @op("engine.settle", write=True)
@@ -435,14 +451,13 @@ def engine_settle(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
                              "context": cp.get("context"), "pickle_path": cp.get("pickle_path"), "id": cp.get("id"),
                              "step_id": cp.get("step_id")})
     if run["status"] == to:
-        return {"run": _run_row(ctx, sid, rid)}
-    fields: dict[str, Any] = {"session_id": sid, "run_id": rid, "to": to, "reason": args.get("reason"),
-                              "actor": args.get("actor")}
+        return {"run": run}
+    fields: dict[str, Any] = {"to": to, "reason": args.get("reason"), "actor": args.get("actor")}
     if args.get("error") is not None:
         fields["error"] = args["error"]
     if args.get("expected_from"):
         fields["expected_from"] = args["expected_from"]
-    return {"run": run_transition(ctx, fields)}
+    return {"run": move_run(ctx, run, fields)}
 
 
 @op("engine.runs", write=False)
