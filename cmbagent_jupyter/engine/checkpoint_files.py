@@ -78,6 +78,7 @@ def _atomic_write(path: Path, data: bytes, *, sync: bool) -> None:
 
 
 JOURNAL_NAME = "journal.jsonl"
+SYNC_PACE_S = 0.002  # the longest a written boundary waits for the next group sync to start
 
 
 class StepJournal:
@@ -92,8 +93,9 @@ class StepJournal:
     `append` returns once the line is in the operating system's hands: it survives the
     process being killed at any point. Reaching the disk (surviving a power cut) is
     `sync`'s choice: with ``"boundary"`` every append fdatasyncs before returning; with
-    ``"group"`` a syncer thread fdatasyncs as soon as a line is written, one call covering
-    every line written before it began (group commit, as a database does with its log), so
+    ``"group"`` a syncer thread fdatasyncs the lines written so far, at most `SYNC_PACE_S`
+    after the previous sync (or at once when idle), one call covering every line written
+    before it began (group commit, as a database does with its log), so
     a successor may start while its predecessor's line is on its way to the disk. Waiting
     for the disk (`wait_durable`) is what the ledger does before a run waits at a gate or
     leaves an active state.
@@ -113,6 +115,8 @@ class StepJournal:
         self._synced = 0  # appends known to be on disk
         self._sync_error: OSError | None = None
         self._syncer: threading.Thread | None = None
+        self._idle = False  # the syncer waits for an append
+        self._waiting = 0  # callers of wait_durable
 
     @staticmethod
     def read(path: Path) -> tuple[list[dict[str, Any]], int]:
@@ -180,12 +184,15 @@ class StepJournal:
                 self._syncer = threading.Thread(target=self._sync_loop, args=(self._fd,), daemon=True,
                                                 name=f"journal-sync:{self.path.parent.parent.name}")
                 self._syncer.start()
-            self._cond.notify_all()
+            if self._idle:
+                self._cond.notify_all()
 
     def _sync_loop(self, fd: int) -> None:
         while True:
             with self._cond:
+                self._idle = True
                 self._cond.wait_for(lambda: self._written > self._synced or self._fd != fd)
+                self._idle = False
                 if self._written <= self._synced:
                     return  # closed with nothing left to sync
                 target = self._written
@@ -199,6 +206,9 @@ class StepJournal:
             with self._cond:
                 self._synced = target
                 self._cond.notify_all()
+                # the boundaries of the next moment join one sync (this thread wakes less often while a
+                # run is busy), unless someone waits for the disk or the journal closes
+                self._cond.wait_for(lambda: self._waiting or self._fd != fd, SYNC_PACE_S)
 
     @property
     def durable(self) -> bool:
@@ -209,7 +219,12 @@ class StepJournal:
         """Block until every record appended so far is on disk; False if `timeout` passed first."""
         with self._cond:
             target = self._written
-            ok = self._cond.wait_for(lambda: self._synced >= target or self._sync_error is not None, timeout)
+            self._waiting += 1
+            self._cond.notify_all()
+            try:
+                ok = self._cond.wait_for(lambda: self._synced >= target or self._sync_error is not None, timeout)
+            finally:
+                self._waiting -= 1
         if self._sync_error is not None:
             raise self._sync_error
         return ok

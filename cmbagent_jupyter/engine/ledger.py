@@ -77,6 +77,7 @@ class StepLedger:
         self._flusher: asyncio.Task | None = None
         self._hurry = asyncio.Event()  # set while draining: the flusher sends at once
         self._hold = False  # set while settling: the flusher sends nothing more
+        self._applied_hint: tuple[int, str] | None = None
         self._files_task: asyncio.Task | None = None
         self._files_jobs: list[Callable[[], None]] = []
         self._context_files: list[tuple[dict[str, dict[str, Any]], list[int]]] = []
@@ -119,7 +120,17 @@ class StepLedger:
 
     # -- recording ------------------------------------------------------------------
 
+    def prime(self, journal_seq: int, run_status: str) -> None:
+        """What the store has of the journal, as the claim said (saves asking again at the first boundary)."""
+        self._applied_hint = (int(journal_seq), run_status)
+
     async def _open(self) -> None:
+        if self._applied_hint is not None:
+            last = await asyncio.to_thread(self.journal.open)
+            self.applied_seq, status = self._applied_hint
+            self._signal = RunSignal(status, False)
+            self._seq = max(last, self.applied_seq)
+            return
         last = await asyncio.to_thread(self.journal.open)
         out = await self.store.acall("engine.advance_many", run_id=self.files.run.id, records=[])
         self.applied_seq = int(out["journal_seq"])

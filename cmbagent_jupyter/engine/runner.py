@@ -82,6 +82,7 @@ class RunEngine:
         self.timed_checkpoints = 0
         self._planning: PlanningPhase | None = None
         self._claimed_plan: Plan | None = None
+        self._journal_seq: int | None = None  # what the claim said the store has of the step journal
         self._background: set[asyncio.Task] = set()
 
     # -- control from other threads ----------------------------------------------
@@ -121,6 +122,8 @@ class RunEngine:
                                  context_files=self.settings.context_files if self.settings.context_files is not None
                                  else self.custom_step_runner is None)
         self.gates.ledger = self.ledger
+        if self._journal_seq is not None:
+            self.ledger.prime(self._journal_seq, run.status.value)
         heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
         timed = asyncio.create_task(self._timed_checkpoints(), name="timed-checkpoints")
         try:
@@ -215,6 +218,7 @@ class RunEngine:
                                   stale_owner_pid=stale, reason="resumed" if run.status != RunStatus.draft else None,
                                   allowed_from=[RunStatus.draft.value, RunStatus.paused.value,
                                                 RunStatus.interrupted.value, RunStatus.failed.value])
+        self._journal_seq = int(out.get("journal_seq") or 0)
         return session, Run.model_validate(out["run"]), [Step.model_validate(s) for s in out["steps"]]
 
     def _given_plan(self, run: Run) -> Plan:

@@ -144,6 +144,7 @@ class OpContext:
     home: Path
     seqs: SeqAllocator
     events: list[dict[str, Any]] = field(default_factory=list)
+    _times: list[datetime] = field(default_factory=list)  # each event's time, as emit had it
     # the request being applied: its idempotency id, whether it is a resend, and whether
     # the service must record it in the applied_requests ledger (an op that is idempotent
     # by its own ids clears `ledger` and saves that statement)
@@ -170,21 +171,21 @@ class OpContext:
             "run_id": run_id,
             "seq": seq,
             "gseq": gseq,
-            "ts": (ts or utcnow()).isoformat(),
+            "ts": (ts := ts or utcnow()).isoformat(),
             "payload": payload or {},
         }
         self.events.append(ev)
+        self._times.append(ts)
         return ev
 
     def flush_events(self) -> None:
         if not self.events:
             return
+        times = self._times if len(self._times) == len(self.events) else [
+            datetime.fromisoformat(e["ts"]) for e in self.events]
         rows = [
-            (
-                e["id"], e["session_id"], e["run_id"], e["seq"], e["gseq"], e["type"],
-                to_db_time(datetime.fromisoformat(e["ts"])), dumps(e["payload"]),
-            )
-            for e in self.events
+            (e["id"], e["session_id"], e["run_id"], e["seq"], e["gseq"], e["type"], to_db_time(t), dumps(e["payload"]))
+            for e, t in zip(self.events, times)
         ]
         self.db.insert_rows("events", EVENT_COLUMNS, rows)
 
@@ -434,11 +435,13 @@ def session_usage(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _usage(ctx: OpContext, sid: str, path: Path, exclude_run: str | None = None) -> dict[str, Any]:
-    active = ctx.db.scalar(
-        f"SELECT count(*) FROM runs WHERE session_id = ? AND id != ? AND status IN ({', '.join('?' * len(ACTIVE_RUN_STATES))})",
-        [sid, exclude_run or "", *[s.value for s in ACTIVE_RUN_STATES]],
+    row = ctx.db.fetchone(
+        "SELECT (SELECT count(*) FROM runs WHERE session_id = ? AND id != ? AND status IN "
+        f"({', '.join('?' * len(ACTIVE_RUN_STATES))})) AS active, "
+        "(SELECT coalesce(sum(cost_usd), 0) FROM cost_records WHERE session_id = ?) AS cost",
+        [sid, exclude_run or "", *[s.value for s in ACTIVE_RUN_STATES], sid],
     )
-    cost = ctx.db.scalar("SELECT coalesce(sum(cost_usd), 0) FROM cost_records WHERE session_id = ?", [sid])
+    active, cost = row["active"], row["cost"]
     return {"active_runs": int(active or 0), "cost_usd": float(cost or 0.0), "disk_mb": dir_size_mb(path) if path.exists() else 0.0}
 
 

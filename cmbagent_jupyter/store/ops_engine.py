@@ -45,6 +45,8 @@ def _checkpoint_rows(sid: str, rid: str, items: list[tuple[str | None, dict[str,
     return rows
 
 
+_STEP_EVENTS = {StepStatus.completed: EventType.step_completed, StepStatus.failed: EventType.step_failed,
+                StepStatus.running: EventType.step_started}
 CHECKPOINT_COLUMNS = ("id", "session_id", "run_id", "step_id", "kind", "context", "pickle_path", "created_at")
 HISTORY_COLUMNS = ("id", "session_id", "entity_type", "entity_id", "from_state", "to_state", "reason", "actor", "at")
 
@@ -177,12 +179,26 @@ def engine_advance_many(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     replay = bool(args.get("replay"))
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise Invalid("records must be a list of journal records")
-    head = ctx.db.fetchone(
-        "SELECT status, coalesce(pause_requested, false) AS pause_requested, owner_pid, "
-        "coalesce(journal_seq, 0) AS journal_seq FROM runs WHERE id = ? AND session_id = ?", [rid, sid])
-    if head is None:
+    for r in records:
+        for part in ("complete", "fail", "start"):
+            if not isinstance(r.get(part) or [], list):
+                raise Invalid("complete, fail and start must be lists")
+    # one read: the run's state and every step the records name
+    wanted = sorted({i for r in records for i in [*(c.get("step_id") for c in r.get("complete") or []),
+                                                   *(f.get("step_id") for f in r.get("fail") or []),
+                                                   *(r.get("start") or [])]}, key=str)
+    for i in wanted:
+        _arg({"id": i}, "id", "step")
+    in_ids = f"AND t.id IN ({', '.join('?' * len(wanted))})" if wanted else "AND false"
+    rows = ctx.db.fetch(
+        "SELECT r.status AS run_status, coalesce(r.pause_requested, false) AS pause_requested, r.owner_pid, "
+        "coalesce(r.journal_seq, 0) AS journal_seq, t.id, t.key, t.number, t.agent, t.status "
+        f"FROM runs r LEFT JOIN steps t ON t.run_id = r.id {in_ids} WHERE r.id = ? AND r.session_id = ?",
+        [*wanted, rid, sid])
+    if not rows:
         _run_row(ctx, sid, rid)
-    status, applied = head["status"], int(head["journal_seq"])
+    head = rows[0]
+    status, applied = head["run_status"], int(head["journal_seq"])
     ctx.ledger = False  # idempotent by the journal seq itself
 
     def signal(seq: int) -> dict[str, Any]:
@@ -214,22 +230,10 @@ def engine_advance_many(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
             raise Conflict(f"run {rid} is now executed by process {head['owner_pid']}, not {owner}")
     elif status in (RunStatus.completed.value, RunStatus.cancelled.value):
         return signal(applied)  # nothing is recorded on a run that ended; a resume refuses it too
-    named: list[str] = []
-    for _, r in todo:
-        for part in ("complete", "fail", "start"):
-            if not isinstance(r.get(part) or [], list):
-                raise Invalid("complete, fail and start must be lists")
-        named += [c.get("step_id") for c in r.get("complete") or []]
-        named += [f.get("step_id") for f in r.get("fail") or []]
-        named += list(r.get("start") or [])
-    for i in named:
-        _arg({"id": i}, "id", "step")
-    wanted = sorted(set(named))
-    rows = ctx.db.fetch(
-        f"SELECT id, key, number, agent, status FROM steps WHERE run_id = ? AND id IN ({', '.join('?' * len(wanted))})",
-        [rid, *wanted]) if wanted else []
-    steps = {r["id"]: dict(r) for r in rows}
-    unknown = [i for i in wanted if i not in steps]
+    steps = {r["id"]: {k: r[k] for k in ("id", "key", "number", "agent", "status")} for r in rows if r["id"] is not None}
+    unknown = sorted({i for _, r in todo for i in [*(c["step_id"] for c in r.get("complete") or []),
+                                                   *(f["step_id"] for f in r.get("fail") or []),
+                                                   *(r.get("start") or [])] if i not in steps})
     if unknown:
         raise Invalid(f"step(s) {', '.join(unknown)} are not steps of run {rid}")
     history: list[tuple] = []
@@ -244,7 +248,8 @@ def engine_advance_many(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         except ValueError:
             return to_db_time(utcnow())
 
-    def move(step: dict[str, Any], dst: StepStatus, reason: str, at: Any, ts: Any) -> bool:
+    def move(step: dict[str, Any], dst: StepStatus, reason: str, at: Any, ts: Any,
+             extra: dict[str, Any] | None = None) -> bool:
         src = step["status"]
         if src == StepStatus.completed.value and (replay or dst == StepStatus.completed):
             if replay:
@@ -259,12 +264,10 @@ def engine_advance_many(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
                     raise Conflict(str(exc)) from None
             history.append((new_id("transition"), sid, "step", step["id"], src, dst.value, reason, actor, at))
         payload = {"step_id": step["id"], "key": step["key"], "number": step["number"], "agent": step["agent"],
-                   "from": src, "to": dst.value}
+                   "from": src, "to": dst.value, **(extra or {})}
         if dst == StepStatus.failed:
             payload["error"] = str(final.get(step["id"], {}).get("err") or "")[:2000]
-        event = {StepStatus.completed: EventType.step_completed, StepStatus.failed: EventType.step_failed,
-                 StepStatus.running: EventType.step_started}[dst]
-        ctx.emit(event, sid, rid, payload, ts=ts)
+        ctx.emit(_STEP_EVENTS[dst], sid, rid, payload, ts=ts)
         step["status"] = dst.value
         return True
 
@@ -274,13 +277,14 @@ def engine_advance_many(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         for c in r.get("complete") or []:
             step = steps[c["step_id"]]
             f = final.setdefault(step["id"], {"inc": 0})
-            if move(step, StepStatus.completed, "step finished", at, ts):
+            cp = c.get("checkpoint")
+            if move(step, StepStatus.completed, "step finished", at, ts,
+                    {"checkpoint_id": cp.get("id")} if cp and not cp.get("pickle_path") else None):
                 f.update(st="completed", o=dumps(c.get("outputs") or {}), has_o=True, ca=at, err=None)
-                if c.get("checkpoint"):
-                    cp = c["checkpoint"]
+                if cp:
                     if "context" not in cp:  # what changed is the record's completions
-                        done = [(steps[x["step_id"]]["key"], x.get("outputs") or {}) for x in r.get("complete") or []]
-                        cp = {**cp, "context": {"completed": [k for k, _ in done], "outputs": dict(done)}}
+                        done = [(steps[x["step_id"]]["key"], None) for x in r.get("complete") or []]
+                        cp = {**cp, "context": {"completed": [k for k, _ in done]}}
                     checkpoints += _checkpoint_rows(sid, rid, [(step["id"], cp)], at)
         for x in r.get("fail") or []:
             step = steps[x["step_id"]]
@@ -322,7 +326,11 @@ def engine_advance_many(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     if checkpoints:
         ctx.db.insert_rows("checkpoints", CHECKPOINT_COLUMNS, checkpoints)
         for r in checkpoints:
-            ctx.emit(EventType.checkpoint_saved, sid, rid, {"checkpoint_id": r[0], "kind": r[4], "step_id": r[3]})
+            # a step's own checkpoint (what it changed) is named by its step_completed event;
+            # checkpoint.saved announces a snapshot written to disk
+            if r[6]:
+                ctx.emit(EventType.checkpoint_saved, sid, rid, {"checkpoint_id": r[0], "kind": r[4], "step_id": r[3],
+                                                                "pickle_path": r[6]})
     out = signal(last)
     out["applied"] = len(todo)
     return out
@@ -385,6 +393,7 @@ def engine_plan_ready(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
 @op("engine.claim", write=True)
 def engine_claim(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """Hand a run to the calling process (`owner_pid`) and move it to `to` (planning or executing).
+    Returns the run, its steps and the last step-journal record the store has (`journal_seq`).
 
     A run still marked active is only taken over when its owner is the one the caller
     found dead (`stale_owner_pid`); it is first recorded as interrupted, so the history
@@ -414,7 +423,8 @@ def engine_claim(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         raise Invalid(f"run {rid} ({run['mode']}) has no steps to execute")
     out = move_run(ctx, run, {"to": to, "reason": args.get("reason"), "actor": args.get("actor"),
                               "owner_pid": args.get("owner_pid"), "expected_from": [status]})
-    return {"run": out, "steps": steps}
+    seq = ctx.db.scalar("SELECT coalesce(journal_seq, 0) FROM runs WHERE id = ?", [rid])
+    return {"run": out, "steps": steps, "journal_seq": int(seq or 0)}
 
 
 @op("engine.settle", write=True)
