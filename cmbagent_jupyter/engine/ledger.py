@@ -40,7 +40,7 @@ SNAPSHOT_EVERY = 100
 SNAPSHOT_INTERVAL_S = 60.0
 EMERGENCY_DRAIN_S = 2.0
 FLUSH_BATCH = 256
-FLUSH_DELAY_S = 0.005
+FLUSH_DELAY_S = 0.02
 REPLAY_BATCH = 128
 # test hook: with this set, the flusher never sends anything (the journal alone holds the run)
 HOLD_FLUSH_ENV = "CMBAGENT_TEST_HOLD_STORE_FLUSH"

@@ -42,6 +42,9 @@ class Database:
         except duckdb.Error as exc:
             raise StoreCorrupted(self._corrupt_message(str(exc))) from exc
         try:
+            # the statements here are small OLTP ones: one thread runs them with the least
+            # hand-off, and leaves the machine's other cores to the processes running steps
+            self.conn.execute("SET threads = 1")
             self.version = self.migrate(target_version)
         except duckdb.Error as exc:
             self.conn.close()
