@@ -189,3 +189,93 @@ def test_advance_many_refuses_what_the_ledger_forbids(engine_home: Path):
             "s1": ("completed", {}), "s2": ("pending", {})}
     finally:
         store.close()
+
+
+def test_advance_many_refuses_a_hole_in_the_journal(engine_home: Path):
+    """A batch lost on its way must not let a later one skip it: the store says where it is."""
+    store = Store(engine_home)
+    try:
+        ss, run, (s1, s2) = _executing_run(store)
+        later = [{"seq": 2, "at": _at(2), "start": [s1.id]}]
+        with pytest.raises(Conflict, match="out of order: the store has up to seq 0, this batch starts at 2"):
+            ss.call("engine.advance_many", run_id=run.id, owner_pid=os.getpid(), records=later)
+        assert ss.call("engine.advance_many", run_id=run.id, records=[])["journal_seq"] == 0
+        assert {s.key: s.status.value for s in ss.list_steps(run.id)} == {"s1": "pending", "s2": "pending"}
+        # a replay (recovery of what a journal on disk proves) applies what it has
+        assert ss.call("engine.advance_many", run_id=run.id, records=later, replay=True)["applied"] == 1
+    finally:
+        store.close()
+
+
+def test_settle_applies_the_last_records_and_moves_the_run_in_one_transaction(engine_home: Path):
+    store = Store(engine_home)
+    try:
+        ss, run, (s1, s2) = _executing_run(store)
+        records = [{"seq": 1, "at": _at(1), "start": [s1.id]},
+                   {"seq": 2, "at": _at(2), "complete": [{"step_id": s1.id, "outputs": {"summary": "one"},
+                                                          "checkpoint": {"id": "ckp_00000000000000000001",
+                                                                         "kind": "step_complete"}}],
+                    "start": [s2.id]},
+                   {"seq": 3, "at": _at(3), "complete": [{"step_id": s2.id, "outputs": {"summary": "two"}}]}]
+        bad = [*records[:2], {"seq": 3, "at": _at(3), "complete": [{"step_id": s1.id, "outputs": {}}]}]
+        with pytest.raises(Conflict, match="completed already"):
+            ss.call("engine.settle", run_id=run.id, to="completed", records=bad, owner_pid=os.getpid())
+        assert ss.get_run(run.id).status.value == "executing", "nothing of a refused settle is kept"
+        assert {s.status.value for s in ss.list_steps(run.id)} == {"pending"}
+        out = ss.call("engine.settle", run_id=run.id, to="completed", records=records, owner_pid=os.getpid(),
+                      reason="all steps completed")
+        assert out["run"]["status"] == "completed"
+        assert {s.key: s.status.value for s in ss.list_steps(run.id)} == {"s1": "completed", "s2": "completed"}
+        [cp] = ss.list_checkpoints(run.id)
+        latest = ss.call("checkpoint.latest", run_id=run.id)
+        assert cp.id == latest["id"] == "ckp_00000000000000000001" and latest["context"] == {"completed": ["s1"]}
+        completed = [e for e in ss.events(run.id) if e.type.value == "step.completed"]
+        assert [e.payload.get("checkpoint_id") for e in completed] == ["ckp_00000000000000000001", None]
+    finally:
+        store.close()
+
+
+def test_group_sync_journal_survives_its_process_at_once_and_reaches_the_disk(tmp_path: Path):
+    """`append` returns with the line in the OS (a process killed right after loses nothing);
+    `wait_durable` returns once a group fdatasync covered it; a bad mode is named."""
+    script = (
+        "import os, sys\n"
+        "from cmbagent_jupyter.engine.checkpoint_files import StepJournal\n"
+        "j = StepJournal(sys.argv[1], sync='group')\n"
+        "j.open()\n"
+        "for i in range(1, 51):\n"
+        "    j.append({'seq': i, 'complete': [], 'fail': [], 'start': []})\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    proc = subprocess.run([__import__("sys").executable, "-c", script, str(tmp_path / "killed")],
+                          env=cli_env(tmp_path / "home"), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    records, _ = StepJournal.read(tmp_path / "killed" / "checkpoints" / JOURNAL_NAME)
+    assert [r["seq"] for r in records] == list(range(1, 51))
+
+    journal = StepJournal(tmp_path / "run", sync="group")
+    journal.open()
+    for i in range(1, 21):
+        journal.append({"seq": i, "complete": [], "fail": [], "start": []})
+    assert journal.wait_durable(timeout=30) and journal.durable
+    journal.close()
+    assert journal.last_seq == 20 and len(journal.records()) == 20
+    with pytest.raises(ValueError, match="journal sync must be one of group, boundary, not 'sometimes'"):
+        StepJournal(tmp_path / "run", sync="sometimes")
+
+
+def test_journal_sync_and_context_files_are_run_settings_checked_where_they_come_in(engine_home: Path):
+    from cmbagent_jupyter.api import create_run
+    from cmbagent_jupyter.models import InvalidInput
+
+    store = Store(engine_home)
+    try:
+        ss = store.session(store.create_session("settings").id)
+        plan = {"sub_tasks": [{"key": "a", "sub_task": "one", "sub_task_agent": "engineer"}]}
+        with pytest.raises(InvalidInput, match="run setting journal_sync"):
+            create_run(ss, "bad sync", mode="control", plan=plan, journal_sync="sometimes")
+        assert ss.list_runs() == [], "nothing is created on bad input"
+        run, _ = create_run(ss, "boundary", mode="control", plan=plan, journal_sync="boundary", context_files=True)
+        assert run.config["journal_sync"] == "boundary" and run.config["context_files"] is True
+    finally:
+        store.close()

@@ -254,3 +254,73 @@ def test_a_step_sees_its_dependencies_results_and_not_those_of_unrelated_steps(e
     assert "computed left" in sent and "computed right" not in sent
     ctx = pickle.loads((Path(run.path) / "context" / "context_step_3.pkl").read_bytes())
     assert set(ctx["step_outputs"]) == {"left", "right", "merge"}
+
+
+def _noop_runner(calls: list[str]):
+    async def run_step(step, ctx):
+        calls.append(step.key)
+        return {"summary": f"{step.key} done", "files": [], "figures": []}
+    return run_step
+
+
+def test_a_control_run_shows_its_steps_and_dag_before_it_starts_and_a_custom_runner_writes_no_cmbagent_pickles(
+        engine_home: Path):
+    import asyncio
+
+    from cmbagent_jupyter.api import RunHandle, create_run
+    from cmbagent_jupyter.engine.runner import RunEngine
+    from cmbagent_jupyter.store import Store
+
+    plan = {"sub_tasks": [{"key": "a", "sub_task": "one", "sub_task_agent": "engineer"},
+                          {"key": "b", "sub_task": "two", "sub_task_agent": "engineer", "depends_on": ["a"]}]}
+    store = Store(engine_home)
+    try:
+        ss = store.session(store.create_session("draft plan").id)
+        run, _ = create_run(ss, "two steps", mode="control", plan=plan)
+        assert run.status == RunStatus.draft
+        assert [(s.key, s.status.value) for s in ss.list_steps(run.id)] == [("a", "pending"), ("b", "pending")]
+        handle = RunHandle(store, ss.session_id, run.id)
+        assert "s_a --> s_b" in handle.dag()
+        assert [e.type.value for e in ss.events(run.id) if e.type.value == "dag.created"] == ["dag.created"]
+
+        calls: list[str] = []
+        done = asyncio.run(RunEngine(store, run, step_runner=_noop_runner(calls)).execute())
+        assert done.status == RunStatus.completed and calls == ["a", "b"]
+        assert not list((Path(run.path) / "context").glob("context_step_*.pkl")), \
+            "a custom runner's steps are not CMBAgent's"
+        again, _ = create_run(ss, "with pickles", mode="control", plan=plan, context_files=True)
+        asyncio.run(RunEngine(store, again, step_runner=_noop_runner([])).execute())
+        ctx = pickle.loads((Path(again.path) / "context" / "context_step_2.pkl").read_bytes())
+        assert ctx["completed_steps"] == ["a", "b"]
+    finally:
+        store.close()
+
+
+def test_a_finished_run_leaves_no_reference_cycles_behind(engine_home: Path):
+    """What a run held (plan, DAG, ledger, carried context) goes when the run is done, not at
+    the next full garbage collection (which would pause a kernel for a long plan)."""
+    import asyncio
+    import gc
+
+    from cmbagent_jupyter.api import create_run
+    from cmbagent_jupyter.engine.runner import RunEngine
+    from cmbagent_jupyter.store import Store
+
+    plan = {"sub_tasks": [{"key": f"s{i}", "sub_task": f"step {i}", "sub_task_agent": "engineer",
+                           "depends_on": [f"s{i - 1}"] if i else []} for i in range(60)]}
+    store = Store(engine_home)
+    try:
+        ss = store.session(store.create_session("cycles").id)
+        run, _ = create_run(ss, "chain", mode="control", plan=plan)
+        gc.collect()
+        gc.disable()
+        try:
+            done = asyncio.run(RunEngine(store, run, step_runner=_noop_runner([])).execute())
+            found = gc.collect()
+        finally:
+            gc.enable()
+        assert done.status == RunStatus.completed
+        # a 60-step run used to leave thousands of objects in cycles (about 60 per step)
+        assert found < 600, f"{found} objects were left in reference cycles"
+    finally:
+        store.close()
