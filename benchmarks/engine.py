@@ -238,6 +238,20 @@ def main() -> int:
                       f"{mine['journal_records']} journal records, {mine['pickles']} snapshots) | LangGraph+SQLite "
                       f"{lg['per_step_ms']:7.3f} ms/step ({lg['checkpoints']} checkpoints) | ratio {ratio:.2f}{target}",
                       flush=True)
+        # how much of it is per step and how much per run: the slope between a shorter chain and this one
+        short = max(2, ns.steps // 4)
+        lo = [(ours(chain(short), 1)["seconds"], langgraph(chain(short))["seconds"]) for _ in range(ns.repeat)]
+        lo_mine = sorted(x for x, _ in lo)[len(lo) // 2]
+        lo_lg = sorted(y for _, y in lo)[len(lo) // 2]
+        hi = results["a_chain_group"]
+        slope_mine = (hi["cmbagent"]["seconds"] - lo_mine) / (ns.steps - short) * 1000
+        slope_lg = (hi["langgraph_sqlite"]["seconds"] - lo_lg) / (ns.steps - short) * 1000
+        results["a_chain_marginal"] = {"cmbagent_ms": slope_mine, "langgraph_ms": slope_lg,
+                                       "ratio": slope_mine / slope_lg}
+        print(f"  chain, defaults, marginal cost of a step ({short} -> {ns.steps} steps): cmbagent {slope_mine:.3f} ms "
+              f"| LangGraph+SQLite {slope_lg:.3f} ms | ratio {slope_mine / slope_lg:.2f}; per-run part: cmbagent "
+              f"{(lo_mine * 1000 - short * slope_mine):.1f} ms, LangGraph {(lo_lg * 1000 - short * slope_lg):.1f} ms",
+              flush=True)
     if ns.only in (None, "b"):
         print("(b) 8 independent steps, 1 s simulated model latency each", flush=True)
         one = _median([parallel(8, 1.0, 1) for _ in range(max(1, ns.repeat // 2))], key="seconds")
