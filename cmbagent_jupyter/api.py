@@ -157,12 +157,11 @@ def create_run(ss: Any, task: str, *, mode: str = "deep_research", model: str | 
     values = dict(settings)
     values.update(max_parallel=max_parallel, plan=plan, record=str(Path(record).expanduser().resolve()) if record else None)
     run_settings = RunSettings.parse(values)
-    given = None
-    if mode_v == RunMode.control:
-        if run_settings.plan is None:
-            raise InvalidInput("a control run executes a given plan: pass one (--plan FILE.json, or plan= in Python)")
-        given = given_plan(mode_v, run_settings, task=task)
-    elif run_settings.plan is not None:
+    if mode_v == RunMode.control and run_settings.plan is None:
+        raise InvalidInput("a control run executes a given plan: pass one (--plan FILE.json, or plan= in Python)")
+    # a plan not made by the agents is known now: checked before anything is created, stored with the draft
+    given = given_plan(mode_v, run_settings, task=task) if mode_v != RunMode.deep_research else None
+    if mode_v != RunMode.control and run_settings.plan is not None:
         raise InvalidInput(f"a plan is given only to control runs, not {mode_v.value}")
     choice = resolve_model(model, scenario=scenario, home=ss.store.home)
     extra: dict[str, Any] = {}
@@ -174,10 +173,8 @@ def create_run(ss: Any, task: str, *, mode: str = "deep_research", model: str | 
     if choice.scripted:
         config["scenario"] = choice.scenario
     run = ss.create_run(task, mode=mode_v.value, model=choice.ref, config=config, **extra)
-    if mode_v != RunMode.deep_research:
-        # its plan is known now: the steps and the DAG are stored with the draft (they show before it starts)
-        out = ss.call("engine.plan_ready", run_id=run.id, start=False,
-                      **plan_request(given or given_plan(mode_v, run_settings, task=task)))
+    if given is not None:  # its steps and DAG show before it starts
+        out = ss.call("engine.plan_ready", run_id=run.id, start=False, **plan_request(given))
         run = Run.model_validate(out["run"])
     ss.emit(EventType.log.value, run.id, level="info", message=choice.announcement, model=choice.ref)
     return run, choice
