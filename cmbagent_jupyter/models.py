@@ -6,9 +6,9 @@ One `Event` envelope carries every change; its JSON Schema is exported by
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
-import uuid
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Literal
@@ -39,7 +39,8 @@ class InvalidInput(ValueError):
 
 
 def new_id(kind: str) -> str:
-    return f"{ID_PREFIXES[kind]}_{uuid.uuid4().hex[:20]}"
+    """A fresh id: the kind's prefix and 80 random bits in hex."""
+    return f"{ID_PREFIXES[kind]}_{os.urandom(10).hex()}"
 
 
 def check_id(kind: str, value: Any) -> str:

@@ -85,3 +85,51 @@ def test_the_cli_reports_and_stops_the_service(cli, cmb_home, store):
     wait_for(lambda: service_gone(cmb_home, pid), 30, "the stopped service to be gone")
     assert cli("store", "status", "--json").json()["running"] is False
     assert "not running" in cli("store", "status").stdout
+
+
+def test_async_calls_from_one_loop_reach_the_service_in_the_order_they_were_made(cmb_home):
+    """The engine sends its last journal records right behind a batch still in flight:
+    that holds only if a loop's requests are applied in the order it made them (a record
+    batch that arrives before the one it follows is refused as out of order)."""
+    import asyncio
+    import os
+
+    store = Store(cmb_home)
+    try:
+        ss = store.session(store.create_session("order").id)
+        run = ss.create_run("order", mode="control")
+        [step] = ss.put_plan(run.id, [{"key": "s1", "description": "one"}])
+        ss.call("engine.claim", run_id=run.id, to="executing", owner_pid=os.getpid())
+        at = "2026-01-01T00:00:00+00:00"
+
+        async def burst():
+            records = [{"seq": 1, "at": at, "start": [step.id]}] + [
+                {"seq": i, "at": at, "start": []} for i in range(2, 41)]
+            return await asyncio.gather(*(ss.acall("engine.advance_many", run_id=run.id, owner_pid=os.getpid(),
+                                                   records=[r]) for r in records))
+
+        replies = asyncio.run(burst())
+        assert [r["journal_seq"] for r in replies] == list(range(1, 41))
+    finally:
+        store.close()
+
+
+def test_an_async_call_whose_connection_is_lost_is_resent_once(cmb_home):
+    """A lost connection under an async write: the resend carries the same request id, so the
+    service answers it from its ledger if the first one was applied, and it is applied once."""
+    import asyncio
+
+    store = Store(cmb_home)
+    try:
+        ss = store.session(store.create_session("resend").id)
+        run = ss.create_run("resend", mode="one_shot")
+
+        async def append_after_loss():
+            store.client._conn.close()  # the service went away under the client
+            return await ss.acall("event.append", events=[{"type": "log", "session_id": ss.session_id,
+                                                              "run_id": run.id, "payload": {"n": 1}}])
+
+        asyncio.run(append_after_loss())
+        assert [e.payload for e in ss.events(run.id) if e.type.value == "log"] == [{"n": 1}]
+    finally:
+        store.close()

@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 from cmbagent_jupyter.engine.checkpoint_files import CheckpointFiles, StepJournal, _atomic_write
 from cmbagent_jupyter.models import CheckpointKind, Run, StepStatus, Step, new_id, utcnow
+from cmbagent_jupyter.store.errors import Conflict
 from cmbagent_jupyter.store.repository import SessionStore
 
 log = logging.getLogger("cmbagent.engine")
@@ -77,6 +78,7 @@ class StepLedger:
         self._flusher: asyncio.Task | None = None
         self._hurry = asyncio.Event()  # set while draining: the flusher sends at once
         self._hold = False  # set while settling: the flusher sends nothing more
+        self._sent_seq = 0  # the last record of the batch the flusher sent
         self._applied_hint: tuple[int, str] | None = None
         self._files_task: asyncio.Task | None = None
         self._files_jobs: list[Callable[[], None]] = []
@@ -244,6 +246,7 @@ class StepLedger:
             if self._hold:
                 return  # the run is settling: its last records go with the settle
             batch = self._queue[:FLUSH_BATCH]
+            self._sent_seq = batch[-1]["seq"]
             try:
                 out = await self.store.acall("engine.advance_many", run_id=self.files.run.id,
                                              owner_pid=self.owner_pid, records=batch)
@@ -251,11 +254,15 @@ class StepLedger:
                 log.info("journal of run %s not applied to the store: %s", self.files.run.id, exc)
                 self._error = exc
                 return
-            del self._queue[:len(batch)]
-            self.applied_seq = int(out["journal_seq"])
+            self._applied(int(out["journal_seq"]))
             self._signal = RunSignal(out["run_status"], bool(out["pause_requested"]))
             if self.on_signal is not None:
                 self.on_signal(self._signal)
+
+    def _applied(self, seq: int) -> None:
+        """The store has the journal up to `seq`."""
+        self.applied_seq = max(self.applied_seq, seq)
+        self._queue = [r for r in self._queue if r["seq"] > self.applied_seq]
 
     async def drain(self, timeout: float | None = None, *, raise_errors: bool = True) -> bool:
         """Wait until the journal is on disk and the store has every boundary in it (and the
@@ -288,24 +295,26 @@ class StepLedger:
         return True
 
     async def _hold_back(self, timeout: float | None) -> list[dict[str, Any]] | None:
-        """Stop sending to the store (after the call in flight) once the journal is on disk and
-        the files are written; returns the records the store still lacks, to go with the
-        settling call, or None when they cannot go in order (timeout, an earlier failure)."""
+        """Stop sending to the store once the journal is on disk and the files are written;
+        returns the records the store still lacks beyond the batch in flight (the service
+        applies requests in the order they were sent, so they follow it), or None when they
+        cannot go in order (timeout, an earlier failure)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         if not await self._settle_files(timeout):
             return None
         self._hold = True
-        tasks = [t for t in (self._flusher, self._files_task) if t is not None and not t.done()]
-        pending: set = set()
-        if tasks:
-            self._hurry.set()
-            try:
-                _, pending = await asyncio.wait(tasks, timeout=_left(deadline))
-            finally:
-                self._hurry.clear()
-        if self._flusher in pending or self._error is not None:
+        self._hurry.set()  # a flusher waiting to batch more stops at once
+        try:
+            if self._files_task is not None and not self._files_task.done():
+                _, pending = await asyncio.wait([self._files_task], timeout=_left(deadline))
+                if pending:
+                    return None
+        finally:
+            self._hurry.clear()
+        if self._error is not None:
             return None
-        return list(self._queue)
+        in_flight = self._sent_seq if self._flusher is not None and not self._flusher.done() else 0
+        return [r for r in self._queue if r["seq"] > max(in_flight, self.applied_seq)]
 
     async def settle(self, to: str, *, timeout: float | None = None, strict: bool = False,
                      **fields: Any) -> dict[str, Any]:
@@ -321,16 +330,31 @@ class StepLedger:
                                                   f"the store")
             if rest:
                 try:
-                    out = await self.store.acall("engine.settle", records=rest, **args)
+                    try:
+                        out = await self.store.acall("engine.settle", records=rest, **args)
+                    except Conflict:
+                        if self._flusher is None or self._flusher.done():
+                            raise
+                        # the batch in flight went by another path and had not arrived: wait for it, then resend
+                        await asyncio.wait([self._flusher])
+                        if self._error is not None:
+                            raise self._error from None
+                        rest = [r for r in self._queue if r["seq"] > self.applied_seq]
+                        out = await self.store.acall("engine.settle", records=rest, **args) if rest else \
+                            await self.store.acall("engine.settle", **args)
                 except Exception as exc:  # noqa: BLE001 - the journal keeps them; the move must still happen
                     if strict:
                         raise
                     log.warning("run %s: the last step records did not go with the settle: %s", self.files.run.id, exc)
                     self._error = self._error or exc
                 else:
-                    del self._queue[:len(rest)]
-                    self.applied_seq = int(rest[-1]["seq"])
+                    if rest:
+                        self._applied(int(rest[-1]["seq"]))
                     return out
+            elif strict and self._flusher is not None and not self._flusher.done():
+                await asyncio.wait([self._flusher])  # the batch in flight carries the last steps
+                if self._error is not None:
+                    raise self._error
             return await self.store.acall("engine.settle", **args)
         finally:
             self._hold = False

@@ -84,6 +84,10 @@ def _service_lock_free(home: Path) -> bool:
         os.close(fd)
 
 
+# requests up to this size are sent from an event loop's own thread (a socket buffer takes them at once)
+INLINE_SEND_LIMIT = 128 * 1024
+
+
 class _Connection:
     def __init__(self, sock: socket.socket, on_push: Callable[[dict], None], on_lost: Callable[["_Connection"], None]):
         self.sock = sock
@@ -130,7 +134,9 @@ class _Connection:
             self.close()
             self.on_lost(self)
 
-    def request(self, obj: dict[str, Any]) -> Future:
+    def request(self, obj: dict[str, Any], *, max_inline: int | None = None) -> Future | None:
+        """Send one request; its reply arrives on the returned future. With `max_inline`, a
+        request larger than that is not sent (None is returned)."""
         frame_id = next(self.ids)
         obj = {**obj, "id": frame_id}
         data = encode(obj)
@@ -138,6 +144,8 @@ class _Connection:
             raise PayloadTooLarge(
                 f"{obj.get('op')} request is {len(data)} bytes; the store accepts at most {MAX_FRAME} bytes per request"
             )
+        if max_inline is not None and len(data) > max_inline:
+            return None
         fut: Future = Future()
         self.pending[frame_id] = fut
         try:
@@ -384,9 +392,10 @@ class StoreClient:
 
     def call(self, op: str, args: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
         """Run one store operation; raises the matching StoreError on refusal."""
+        return self._call(op, args, timeout, uuid.uuid4().hex, False)
+
+    def _call(self, op: str, args: dict[str, Any] | None, timeout: float | None, rid: str, retry: bool) -> Any:
         deadline = time.monotonic() + (timeout or self.timeout)
-        rid = uuid.uuid4().hex
-        retry = False
         while True:
             conn = self._ensure(deadline)
             try:
@@ -404,7 +413,31 @@ class StoreClient:
             raise from_wire(msg.get("error") or {})
 
     async def acall(self, op: str, args: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
-        return await asyncio.to_thread(self.call, op, args, timeout=timeout)
+        """`call` for a coroutine. With a live connection the request is sent at once from the
+        calling thread, so the requests one event loop makes reach the service in the order it
+        made them, and the reply is awaited without a thread; otherwise (no connection yet, a
+        large request, the connection lost on the way) `call`'s connect, start and resend path
+        runs in a thread, with the same request id so a write is never applied twice."""
+        rid = uuid.uuid4().hex
+        conn = self._conn
+        request = {"op": op, "args": args or {}, "rid": rid, "retry": False}
+        if conn is None or not conn.alive or self._closed:
+            return await asyncio.to_thread(self._call, op, args, timeout, rid, False)
+        try:
+            fut = conn.request(request, max_inline=INLINE_SEND_LIMIT)
+        except ConnectionLost:
+            return await asyncio.to_thread(self._call, op, args, timeout, rid, True)
+        if fut is None:  # too large to send from the loop's thread
+            return await asyncio.to_thread(self._call, op, args, timeout, rid, False)
+        try:
+            msg = await asyncio.wait_for(asyncio.wrap_future(fut), timeout or self.timeout)
+        except ConnectionLost:
+            return await asyncio.to_thread(self._call, op, args, timeout, rid, True)
+        except asyncio.TimeoutError:
+            raise StoreUnavailable(f"the store service did not answer {op} in time") from None
+        if msg.get("ok"):
+            return msg.get("result")
+        raise from_wire(msg.get("error") or {})
 
     def subscribe(self, *, session_id: str | None = None, run_id: str | None = None, types: list[str] | None = None,
                   since_gseq: int | None = None, all_sessions: bool = False,

@@ -45,6 +45,8 @@ def _checkpoint_rows(sid: str, rid: str, items: list[tuple[str | None, dict[str,
     return rows
 
 
+_VALUE = {s: s.value for s in StepStatus}
+_COMPLETED, _FAILED = StepStatus.completed.value, StepStatus.failed.value
 _STEP_EVENTS = {StepStatus.completed: EventType.step_completed, StepStatus.failed: EventType.step_failed,
                 StepStatus.running: EventType.step_started}
 CHECKPOINT_COLUMNS = ("id", "session_id", "run_id", "step_id", "kind", "context", "pickle_path", "created_at")
@@ -250,25 +252,27 @@ def engine_advance_many(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
 
     def move(step: dict[str, Any], dst: StepStatus, reason: str, at: Any, ts: Any,
              extra: dict[str, Any] | None = None) -> bool:
-        src = step["status"]
-        if src == StepStatus.completed.value and (replay or dst == StepStatus.completed):
+        src, to = step["status"], _VALUE[dst]
+        if src == _COMPLETED and (replay or to == _COMPLETED):
             if replay:
                 return False
             raise Conflict(f"step {step['key']} of run {rid} is completed already; a completed step is never "
                            f"recorded twice")
-        if src != dst.value:
+        if src != to:
             if not replay:
                 try:
-                    check_step_transition(step["id"], src, dst.value)
+                    check_step_transition(step["id"], src, to)
                 except IllegalTransition as exc:
                     raise Conflict(str(exc)) from None
-            history.append((new_id("transition"), sid, "step", step["id"], src, dst.value, reason, actor, at))
+            history.append((new_id("transition"), sid, "step", step["id"], src, to, reason, actor, at))
         payload = {"step_id": step["id"], "key": step["key"], "number": step["number"], "agent": step["agent"],
-                   "from": src, "to": dst.value, **(extra or {})}
-        if dst == StepStatus.failed:
+                   "from": src, "to": to}
+        if extra:
+            payload.update(extra)
+        if to == _FAILED:
             payload["error"] = str(final.get(step["id"], {}).get("err") or "")[:2000]
         ctx.emit(_STEP_EVENTS[dst], sid, rid, payload, ts=ts)
-        step["status"] = dst.value
+        step["status"] = to
         return True
 
     for _, r in todo:
