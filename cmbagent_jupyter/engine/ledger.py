@@ -77,7 +77,7 @@ class StepLedger:
         self._queue: list[dict[str, Any]] = []
         self._flusher: asyncio.Task | None = None
         self._hurry = asyncio.Event()  # set while draining: the flusher sends at once
-        self._hold = False  # set while settling: the flusher sends nothing more
+        self._hold = False  # set once the run settles: the flusher sends nothing more
         self._sent_seq = 0  # the last record of the batch the flusher sent
         self._applied_hint: tuple[int, str] | None = None
         self._files_task: asyncio.Task | None = None
@@ -243,7 +243,7 @@ class StepLedger:
                     await asyncio.wait_for(self._hurry.wait(), FLUSH_DELAY_S)
                 except asyncio.TimeoutError:
                     pass
-            if self._hold:
+            if self._hold or not self._queue:
                 return  # the run is settling: its last records go with the settle
             batch = self._queue[:FLUSH_BATCH]
             self._sent_seq = batch[-1]["seq"]
@@ -302,15 +302,12 @@ class StepLedger:
         deadline = None if timeout is None else time.monotonic() + timeout
         if not await self._settle_files(timeout):
             return None
-        self._hold = True
+        self._hold = True  # for good: the run is leaving its active state
         self._hurry.set()  # a flusher waiting to batch more stops at once
-        try:
-            if self._files_task is not None and not self._files_task.done():
-                _, pending = await asyncio.wait([self._files_task], timeout=_left(deadline))
-                if pending:
-                    return None
-        finally:
-            self._hurry.clear()
+        if self._files_task is not None and not self._files_task.done():
+            _, pending = await asyncio.wait([self._files_task], timeout=_left(deadline))
+            if pending:
+                return None
         if self._error is not None:
             return None
         in_flight = self._sent_seq if self._flusher is not None and not self._flusher.done() else 0
@@ -357,7 +354,7 @@ class StepLedger:
                     raise self._error
             return await self.store.acall("engine.settle", **args)
         finally:
-            self._hold = False
+            self._hurry.clear()
 
     @property
     def signal(self) -> RunSignal:
