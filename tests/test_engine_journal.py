@@ -279,3 +279,24 @@ def test_journal_sync_and_context_files_are_run_settings_checked_where_they_come
         assert run.config["journal_sync"] == "boundary" and run.config["context_files"] is True
     finally:
         store.close()
+
+
+def test_a_resent_claim_whose_first_try_was_applied_is_answered_not_refused(engine_home: Path):
+    """The claim's reply (the steps) stays out of the request ledger: a resend of an applied
+    claim (the connection was lost before its reply) finds the run moved by the same owner."""
+    store = Store(engine_home)
+    try:
+        ss = store.session(store.create_session("claim").id)
+        run = ss.create_run("claim", mode="control")
+        ss.put_plan(run.id, [{"key": "s1", "description": "one"}])
+        args = {"session_id": ss.session_id, "run_id": run.id, "to": "executing", "owner_pid": os.getpid(),
+                "allowed_from": ["draft"]}
+        first = store.client._call("engine.claim", args, None, "0123456789abcdef0123456789abcdef", False)
+        again = store.client._call("engine.claim", args, None, "0123456789abcdef0123456789abcdef", True)
+        assert again["run"]["status"] == first["run"]["status"] == "executing"
+        assert [s["id"] for s in again["steps"]] == [s["id"] for s in first["steps"]]
+        assert [h.to_state for h in ss.history(run.id)].count("executing") == 1
+        with pytest.raises(Conflict, match="owned by process"):
+            store.client._call("engine.claim", args, None, "fedcba9876543210fedcba9876543210", False)
+    finally:
+        store.close()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from cmbagent_jupyter.engine.states import (
@@ -12,7 +15,7 @@ from cmbagent_jupyter.engine.states import (
     check_step_transition,
     transition_table,
 )
-from cmbagent_jupyter.models import RunStatus, StepStatus
+from cmbagent_jupyter.models import Run, RunStatus, StepStatus
 from cmbagent_jupyter.store import Invalid
 
 
@@ -66,7 +69,11 @@ def test_the_store_allows_exactly_the_tabled_run_moves(store):
             for hop in path:
                 ss.transition_run(run.id, hop)
             if dst in RUN_TRANSITIONS[RunStatus(src)]:
-                assert ss.transition_run(run.id, dst.value).status == dst
+                moved = ss.transition_run(run.id, dst.value, owner_pid=4242, error="why")
+                assert moved.status == dst
+                # the row a move returns (and writes to run.json) is the row the store now holds
+                assert moved == ss.get_run(run.id)
+                assert Run.model_validate(json.loads((Path(moved.path) / "run.json").read_text())) == moved
             else:
                 with pytest.raises(Invalid, match=f"from '{src}' to '{dst.value}'"):
                     ss.transition_run(run.id, dst.value)

@@ -76,6 +76,11 @@ RUN_GUARDS: dict[tuple[RunStatus | None, RunStatus], Callable[[dict[str, Any]], 
 }
 
 
+def needs_counts(src: RunStatus, dst: RunStatus) -> bool:
+    """Whether a guard of this move reads the run's step or approval counts."""
+    return (src, dst) in RUN_GUARDS or (None, dst) in RUN_GUARDS
+
+
 def check_run_transition(run_id: str, src: str, dst: str, facts: dict[str, Any] | None = None) -> None:
     s, d = RunStatus(src), RunStatus(dst)
     if d not in RUN_TRANSITIONS[s]:

@@ -22,6 +22,7 @@ from cmbagent_jupyter.engine.states import (
     IllegalTransition,
     check_run_transition,
     check_step_transition,
+    needs_counts,
 )
 from cmbagent_jupyter.home import dir_size_mb, run_dir, session_dir
 from cmbagent_jupyter.models import (
@@ -561,11 +562,12 @@ def move_run(ctx: OpContext, run: dict[str, Any], args: dict[str, Any]) -> dict[
         raise Conflict(f"run {rid} is {src.value!r}, not {expected!r}")
     if src == dst:
         return run
-    counts = ctx.db.fetchone(
-        "SELECT (SELECT count(*) FROM steps WHERE run_id = ?) AS step_count, "
-        "(SELECT count(*) FROM approvals WHERE run_id = ? AND status = 'pending') AS pending_approvals", [rid, rid])
-    facts = {"task": run["task"], "mode": run["mode"], "step_count": counts["step_count"],
-             "pending_approvals": counts["pending_approvals"]}
+    facts: dict[str, Any] = {"task": run["task"], "mode": run["mode"]}
+    if needs_counts(src, dst):  # only the guards of this move read them
+        facts.update(ctx.db.fetchone(
+            "SELECT (SELECT count(*) FROM steps WHERE run_id = ?) AS step_count, "
+            "(SELECT count(*) FROM approvals WHERE run_id = ? AND status = 'pending') AS pending_approvals",
+            [rid, rid]))
     try:
         check_run_transition(rid, src.value, dst.value, facts)
     except IllegalTransition as exc:
@@ -574,26 +576,21 @@ def move_run(ctx: OpContext, run: dict[str, Any], args: dict[str, Any]) -> dict[
     if starting:
         _enforce_quotas(ctx, sid, rid)
     now = to_db_time(utcnow())
-    sets = ["status = ?"]
-    params: list[Any] = [dst.value]
+    # the row after the move, as the update below leaves it (no second read)
+    changes: dict[str, Any] = {"status": dst.value}
     if starting and run["started_at"] is None:
-        sets.append("started_at = ?")
-        params.append(now)
+        changes["started_at"] = now
     if dst in (RunStatus.completed, RunStatus.failed, RunStatus.cancelled):
-        sets.append("completed_at = ?")
-        params.append(now)
+        changes["completed_at"] = now
     if dst in (RunStatus.executing, RunStatus.planning):
-        sets.append("pause_requested = false")
+        changes["pause_requested"] = False
     if "error" in args:
-        sets.append("error = ?")
-        params.append(args["error"])
+        changes["error"] = args["error"]
     if "owner_pid" in args:
-        sets.append("owner_pid = ?")
-        params.append(args["owner_pid"])
+        changes["owner_pid"] = args["owner_pid"]
     if starting:
-        sets.append("last_heartbeat_at = ?")
-        params.append(now)
-    ctx.db.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", [*params, rid])
+        changes["last_heartbeat_at"] = now
+    ctx.db.execute(f"UPDATE runs SET {', '.join(f'{k} = ?' for k in changes)} WHERE id = ?", [*changes.values(), rid])
     _history(ctx, sid, "run", rid, src.value, dst.value, args.get("reason"), args.get("actor"))
     if src == RunStatus.draft:
         etype = EventType.workflow_started
@@ -605,7 +602,8 @@ def move_run(ctx: OpContext, run: dict[str, Any], args: dict[str, Any]) -> dict[
     if args.get("error"):
         payload["error"] = args["error"]
     ctx.emit(etype, sid, rid, payload)
-    out = _run_row(ctx, sid, rid)
+    out = {**run, **{k: (from_db_time(v).isoformat() if k in RUN_TIMES and v is not None else v)
+                     for k, v in changes.items()}}
     _write_json(Path(out["path"]) / "run.json", out)
     return out
 

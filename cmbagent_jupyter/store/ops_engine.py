@@ -411,6 +411,13 @@ def engine_claim(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         raise Invalid("a run is claimed to plan or to execute")
     allowed = list(args.get("allowed_from") or [])
     status = run["status"]
+    # idempotent by its own state (its reply, the steps, is too big for the request ledger): a resend
+    # whose first try was applied finds the run already moved to `to` by the same owner
+    ctx.ledger = False
+    if ctx.retry and status == to and args.get("owner_pid") is not None and run["owner_pid"] is not None \
+            and int(run["owner_pid"]) == int(args["owner_pid"]):
+        seq = ctx.db.scalar("SELECT coalesce(journal_seq, 0) FROM runs WHERE id = ?", [rid])
+        return {"run": run, "steps": steps_of(ctx, sid, rid), "journal_seq": int(seq or 0)}
     if status in ACTIVE:
         stale = args.get("stale_owner_pid")
         if stale is None or run["owner_pid"] is None or int(run["owner_pid"]) != int(stale):
