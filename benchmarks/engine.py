@@ -18,7 +18,7 @@
     through AG2's real client path), max_parallel=8 against max_parallel=1.
     Target: speedup >= 6.
 
-Each figure is the median of --repeat runs (default 3), each in a fresh CMBAGENT_HOME
+Each figure is the median of --repeat runs (default 5), each in a fresh CMBAGENT_HOME
 whose store service was started beforehand and has run a 3-step warm-up run (its
 start-up and first use of each operation are not per-step costs; LangGraph gets the
 same: one untimed run of its compiled graph on another thread id first).
@@ -210,7 +210,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=["a", "b"])
     ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--repeat", type=int, default=3, help="runs per figure; the median is reported")
+    ap.add_argument("--repeat", type=int, default=5, help="runs per figure; the median is reported")
     ap.add_argument("--json", action="store_true")
     ns = ap.parse_args()
     results: dict[str, Any] = {}

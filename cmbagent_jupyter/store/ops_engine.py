@@ -191,12 +191,12 @@ def engine_advance_many(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
                                                    *(r.get("start") or [])]}, key=str)
     for i in wanted:
         _arg({"id": i}, "id", "step")
-    in_ids = f"AND t.id IN ({', '.join('?' * len(wanted))})" if wanted else "AND false"
+    # the ids as one list parameter (a parameter per id binds far slower)
     rows = ctx.db.fetch(
         "SELECT r.status AS run_status, coalesce(r.pause_requested, false) AS pause_requested, r.owner_pid, "
         "coalesce(r.journal_seq, 0) AS journal_seq, t.id, t.key, t.number, t.agent, t.status "
-        f"FROM runs r LEFT JOIN steps t ON t.run_id = r.id {in_ids} WHERE r.id = ? AND r.session_id = ?",
-        [*wanted, rid, sid])
+        "FROM runs r LEFT JOIN steps t ON t.run_id = r.id AND list_contains(?::VARCHAR[], t.id) "
+        "WHERE r.id = ? AND r.session_id = ?", [wanted, rid, sid])
     if not rows:
         _run_row(ctx, sid, rid)
     head = rows[0]
