@@ -253,15 +253,26 @@ class RunHandle:
             except concurrent.futures.TimeoutError:
                 raise TimeoutError(f"run {self.id} is still {self.status().status.value} after {timeout} s") from None
             return self.status()
-        sub = self.ss.subscribe(run_id=self.id, types=_WAKE_TYPES)
+
+        def stopped() -> Run | None:
+            run = self.status()
+            return run if run.status not in WAITING_STATES else None
+
+        return self._poll(stopped, _WAKE_TYPES, deadline,
+                          lambda: f"run {self.id} is still {self.status().status.value} after {timeout} s")
+
+    def _poll(self, check: Any, types: list[str], deadline: float | None, late: Any) -> Any:
+        """Call `check` until it returns something other than None, waking on the run's `types`
+        of events (and every 5 s); TimeoutError with `late()` at the deadline."""
+        sub = self.ss.subscribe(run_id=self.id, types=types)
         try:
             while True:
-                run = self.status()
-                if run.status not in WAITING_STATES:
-                    return run
+                found = check()
+                if found is not None:
+                    return found
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
-                    raise TimeoutError(f"run {self.id} is still {run.status.value} after {timeout} s")
+                    raise TimeoutError(late())
                 sub.get(timeout=min(left if left is not None else 5.0, 5.0))
         finally:
             sub.close()
@@ -276,20 +287,19 @@ class RunHandle:
     def wait_for_approval(self, timeout: float | None = None) -> Any:
         """Block until the run asks for a decision and return that request (or the run ends: None)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        sub = self.ss.subscribe(run_id=self.id, types=[EventType.approval_requested.value, *_WAKE_TYPES])
-        try:
-            while True:
-                pending = self.approvals()
-                if pending:
-                    return pending[0]
-                if self.status().status not in WAITING_STATES or (self._future is not None and self._future.done()):
-                    return None
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise TimeoutError(f"run {self.id} asked for no approval within {timeout} s")
-                sub.get(timeout=min(left if left is not None else 5.0, 5.0))
-        finally:
-            sub.close()
+        ended = object()
+
+        def asked() -> Any:
+            pending = self.approvals()
+            if pending:
+                return pending[0]
+            if self.status().status not in WAITING_STATES or (self._future is not None and self._future.done()):
+                return ended
+            return None
+
+        found = self._poll(asked, [EventType.approval_requested.value, *_WAKE_TYPES], deadline,
+                           lambda: f"run {self.id} asked for no approval within {timeout} s")
+        return None if found is ended else found
 
     def pause(self) -> Run:
         """Ask the run to pause at its next step boundary (it finishes the steps in flight)."""
