@@ -602,8 +602,7 @@ def move_run(ctx: OpContext, run: dict[str, Any], args: dict[str, Any]) -> dict[
     if args.get("error"):
         payload["error"] = args["error"]
     ctx.emit(etype, sid, rid, payload)
-    out = {**run, **{k: (from_db_time(v).isoformat() if k in RUN_TIMES and v is not None else v)
-                     for k, v in changes.items()}}
+    out = {**run, **_row(changes, (), RUN_TIMES)}
     _write_json(Path(out["path"]) / "run.json", out)
     return out
 

@@ -1,9 +1,9 @@
 """Store operations of the planning-and-control engine: few calls, each one transaction.
 
-A run's hot path is `engine.advance`: one call records the steps that finished (status,
-outputs, checkpoint row, history, events) and marks the steps that may start now, so
-a step's completion is durable before anything that depends on it begins. Concurrent
-calls share the service's group commit. `engine.plan_ready` stores a validated plan,
+A run's hot path is `engine.advance_many`: it applies the step-journal records the engine
+wrote (steps finished with their outputs, failed, started: status, checkpoint rows,
+history, events), a batch per transaction, each record once. Concurrent calls share the
+service's group commit. `engine.plan_ready` stores a validated plan,
 its DAG and the run's move to executing at once; `engine.claim` hands a run to the
 process that will execute it (compare-and-swap on the previous owner); `engine.settle`
 ends or suspends a run with its last checkpoint.
@@ -53,112 +53,15 @@ CHECKPOINT_COLUMNS = ("id", "session_id", "run_id", "step_id", "kind", "context"
 HISTORY_COLUMNS = ("id", "session_id", "entity_type", "entity_id", "from_state", "to_state", "reason", "actor", "at")
 
 
-@op("engine.advance", write=True)
-def engine_advance(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-    """Record finished steps and start ready ones, in one transaction.
-
-    args: run_id; complete: [{step_id, outputs, checkpoint: {id, context, pickle_path}}];
-    fail: [{step_id, error}]; start: [step_id]; owner_pid. A completed step cannot be
-    completed again, and nothing is recorded unless the run is still active. It costs
-    one read and one update of the steps, plus the history, checkpoint and event rows.
-    """
-    sid = _arg(args, "session_id", "session")
-    rid = _arg(args, "run_id", "run")
-    complete = args.get("complete") or []
-    fail = args.get("fail") or []
-    start = args.get("start") or []
-    if not isinstance(complete, list) or not isinstance(fail, list) or not isinstance(start, list):
-        raise Invalid("complete, fail and start must be lists")
-    ids = [c.get("step_id") for c in complete] + [f.get("step_id") for f in fail] + list(start)
-    for i in ids:
-        _arg({"id": i}, "id", "step")
-    if len(set(ids)) != len(ids):
-        raise Invalid("a step appears twice in one advance")
-    # one read: the run's state, and the steps named (if any)
-    in_ids = f"AND t.id IN ({', '.join('?' * len(ids))})" if ids else "AND false"
-    rows = ctx.db.fetch(
-        "SELECT r.status AS run_status, coalesce(r.pause_requested, false) AS pause_requested, r.owner_pid, "
-        "t.id, t.key, t.number, t.agent, t.status FROM runs r "
-        f"LEFT JOIN steps t ON t.run_id = r.id {in_ids} WHERE r.id = ? AND r.session_id = ?", [*ids, rid, sid])
-    if not rows:
-        _run_row(ctx, sid, rid)
-    run = rows[0]
-    if run["run_status"] not in ACTIVE:
-        raise Conflict(f"run {rid} is {run['run_status']}; its steps are not recorded any more")
-    owner = args.get("owner_pid")
-    if owner is not None and run["owner_pid"] is not None and int(run["owner_pid"]) != int(owner):
-        raise Conflict(f"run {rid} is now executed by process {run['owner_pid']}, not {owner}")
-    steps = {r["id"]: r for r in rows if r["id"] is not None}
-    unknown = [i for i in ids if i not in steps]
-    if unknown:
-        raise Invalid(f"step(s) {', '.join(unknown)} are not steps of run {rid}")
-    now_dt = utcnow()
-    now = to_db_time(now_dt)
-    history: list[tuple] = []
-    checkpoints: list[tuple[str | None, dict[str, Any]]] = []
-    events: list[tuple[EventType, dict[str, Any]]] = []
-    updates: list[Any] = []
-
-    def moved(step: dict[str, Any], dst: StepStatus, reason: str) -> dict[str, Any]:
-        src = step["status"]
-        if src == StepStatus.completed.value and dst == StepStatus.completed:
-            raise Conflict(f"step {step['key']} of run {rid} is completed already; a completed step is never "
-                           f"recorded twice")
-        if src != dst.value:
-            try:
-                check_step_transition(step["id"], src, dst.value)
-            except IllegalTransition as exc:
-                raise Conflict(str(exc)) from None
-            history.append((new_id("transition"), sid, "step", step["id"], src, dst.value, reason, args.get("actor"),
-                            now))
-        return {"step_id": step["id"], "key": step["key"], "number": step["number"], "agent": step["agent"],
-                "from": src, "to": dst.value}
-
-    for c in complete:
-        step = steps[c["step_id"]]
-        events.append((EventType.step_completed, moved(step, StepStatus.completed, "step finished")))
-        updates += [step["id"], StepStatus.completed.value, dumps(c.get("outputs") or {}), None]
-        if c.get("checkpoint"):
-            checkpoints.append((step["id"], c["checkpoint"]))
-    for f in fail:
-        step = steps[f["step_id"]]
-        payload = moved(step, StepStatus.failed, "step failed")
-        payload["error"] = str(f.get("error") or "")[:2000]
-        events.append((EventType.step_failed, payload))
-        updates += [step["id"], StepStatus.failed.value, None, str(f.get("error") or "")]
-    for i in start:
-        step = steps[i]
-        reason = "step started" if step["status"] != "running" else "re-run of a step in flight at a crash"
-        events.append((EventType.step_started, moved(step, StepStatus.running, reason)))
-        updates += [step["id"], StepStatus.running.value, None, None]
-    if ids:
-        # one update for every step named: completed ones get their outputs, started ones a new attempt
-        ctx.db.execute(
-            "UPDATE steps SET status = v.st, "
-            "outputs = CASE WHEN v.st = 'completed' THEN v.o ELSE steps.outputs END, "
-            "completed_at = CASE WHEN v.st = 'completed' THEN ?::TIMESTAMP ELSE steps.completed_at END, "
-            "progress = CASE WHEN v.st = 'completed' THEN 1.0 WHEN v.st = 'running' THEN 0.0 ELSE steps.progress END, "
-            "started_at = CASE WHEN v.st = 'running' THEN ?::TIMESTAMP ELSE steps.started_at END, "
-            "attempts = steps.attempts + CASE WHEN v.st = 'running' THEN 1 ELSE 0 END, "
-            "error = v.err "
-            f"FROM (VALUES {', '.join(['(?, ?, ?::JSON, ?)'] * len(ids))}) AS v(id, st, o, err) "
-            "WHERE steps.id = v.id", [now, now, *updates])
-    if history:
-        ctx.db.insert_rows("state_history", HISTORY_COLUMNS, history)
-    if checkpoints:
-        cp_rows = _checkpoint_rows(sid, rid, checkpoints, now)
-        ctx.db.insert_rows("checkpoints", CHECKPOINT_COLUMNS, cp_rows)
-        for r in cp_rows:
-            events.append((EventType.checkpoint_saved, {"checkpoint_id": r[0], "kind": r[4], "step_id": r[3]}))
-    for etype, payload in events:
-        ctx.emit(etype, sid, rid, payload)
-    return {"run_status": run["run_status"], "pause_requested": bool(run["pause_requested"]),
-            "at": now_dt.isoformat()}
-
-
 JOURNAL_STEP_COLUMNS = ("unnest(?::VARCHAR[]) AS id, unnest(?::VARCHAR[]) AS st, unnest(?::BOOLEAN[]) AS has_o, "
                         "unnest(?::VARCHAR[])::JSON AS o, unnest(?::TIMESTAMP[]) AS ca, unnest(?::TIMESTAMP[]) AS sa, "
                         "unnest(?::INTEGER[]) AS inc, unnest(?::VARCHAR[]) AS err")
+
+
+def _named(record: dict[str, Any]) -> list[Any]:
+    """The step ids a journal record names (completed, failed, started)."""
+    return [*(c.get("step_id") for c in record.get("complete") or []),
+            *(f.get("step_id") for f in record.get("fail") or []), *(record.get("start") or [])]
 
 
 @op("engine.advance_many", write=True)
@@ -186,9 +89,7 @@ def engine_advance_many(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(r.get(part) or [], list):
                 raise Invalid("complete, fail and start must be lists")
     # one read: the run's state and every step the records name
-    wanted = sorted({i for r in records for i in [*(c.get("step_id") for c in r.get("complete") or []),
-                                                   *(f.get("step_id") for f in r.get("fail") or []),
-                                                   *(r.get("start") or [])]}, key=str)
+    wanted = sorted({i for r in records for i in _named(r)}, key=str)
     for i in wanted:
         _arg({"id": i}, "id", "step")
     # the ids as one list parameter (a parameter per id binds far slower)
@@ -233,9 +134,7 @@ def engine_advance_many(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     elif status in (RunStatus.completed.value, RunStatus.cancelled.value):
         return signal(applied)  # nothing is recorded on a run that ended; a resume refuses it too
     steps = {r["id"]: {k: r[k] for k in ("id", "key", "number", "agent", "status")} for r in rows if r["id"] is not None}
-    unknown = sorted({i for _, r in todo for i in [*(c["step_id"] for c in r.get("complete") or []),
-                                                   *(f["step_id"] for f in r.get("fail") or []),
-                                                   *(r.get("start") or [])] if i not in steps})
+    unknown = sorted({i for _, r in todo for i in _named(r) if i not in steps})
     if unknown:
         raise Invalid(f"step(s) {', '.join(unknown)} are not steps of run {rid}")
     history: list[tuple] = []
@@ -287,8 +186,8 @@ def engine_advance_many(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
                 f.update(st="completed", o=dumps(c.get("outputs") or {}), has_o=True, ca=at, err=None)
                 if cp:
                     if "context" not in cp:  # what changed is the record's completions
-                        done = [(steps[x["step_id"]]["key"], None) for x in r.get("complete") or []]
-                        cp = {**cp, "context": {"completed": [k for k, _ in done]}}
+                        cp = {**cp, "context": {"completed": [steps[x["step_id"]]["key"]
+                                                              for x in r.get("complete") or []]}}
                     checkpoints += _checkpoint_rows(sid, rid, [(step["id"], cp)], at)
         for x in r.get("fail") or []:
             step = steps[x["step_id"]]
@@ -414,10 +313,20 @@ def engine_claim(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     # idempotent by its own state (its reply, the steps, is too big for the request ledger): a resend
     # whose first try was applied finds the run already moved to `to` by the same owner
     ctx.ledger = False
-    if ctx.retry and status == to and args.get("owner_pid") is not None and run["owner_pid"] is not None \
-            and int(run["owner_pid"]) == int(args["owner_pid"]):
-        seq = ctx.db.scalar("SELECT coalesce(journal_seq, 0) FROM runs WHERE id = ?", [rid])
-        return {"run": run, "steps": steps_of(ctx, sid, rid), "journal_seq": int(seq or 0)}
+    resent = ctx.retry and status == to and args.get("owner_pid") is not None and run["owner_pid"] is not None \
+        and int(run["owner_pid"]) == int(args["owner_pid"])
+    if resent:
+        steps, out = steps_of(ctx, sid, rid), run
+    else:
+        steps, out = _claim_move(ctx, run, to, allowed, args)
+    seq = ctx.db.scalar("SELECT coalesce(journal_seq, 0) FROM runs WHERE id = ?", [rid])
+    return {"run": out, "steps": steps, "journal_seq": int(seq or 0)}
+
+
+def _claim_move(ctx: OpContext, run: dict[str, Any], to: str, allowed: list[str],
+                args: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The claim's move: a dead owner's run recorded interrupted first; the steps and the moved row."""
+    sid, rid, status = run["session_id"], run["id"], run["status"]
     if status in ACTIVE:
         stale = args.get("stale_owner_pid")
         if stale is None or run["owner_pid"] is None or int(run["owner_pid"]) != int(stale):
@@ -432,10 +341,8 @@ def engine_claim(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     steps = steps_of(ctx, sid, rid)
     if to == RunStatus.executing.value and not steps:
         raise Invalid(f"run {rid} ({run['mode']}) has no steps to execute")
-    out = move_run(ctx, run, {"to": to, "reason": args.get("reason"), "actor": args.get("actor"),
-                              "owner_pid": args.get("owner_pid"), "expected_from": [status]})
-    seq = ctx.db.scalar("SELECT coalesce(journal_seq, 0) FROM runs WHERE id = ?", [rid])
-    return {"run": out, "steps": steps, "journal_seq": int(seq or 0)}
+    return steps, move_run(ctx, run, {"to": to, "reason": args.get("reason"), "actor": args.get("actor"),
+                                      "owner_pid": args.get("owner_pid"), "expected_from": [status]})
 
 
 @op("engine.settle", write=True)
