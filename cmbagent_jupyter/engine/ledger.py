@@ -79,7 +79,7 @@ class StepLedger:
         self._hurry = asyncio.Event()  # set while draining: the flusher sends at once
         self._hold = False  # set once the run settles: the flusher sends nothing more
         self._sent_seq = 0  # the last record of the batch the flusher sent
-        self._applied_hint: tuple[int, str] | None = None
+        self._applied_hint: tuple[int, RunSignal] | None = None
         self._files_task: asyncio.Task | None = None
         self._files_jobs: list[Callable[[], None]] = []
         self._context_files: list[tuple[dict[str, dict[str, Any]], list[int]]] = []
@@ -124,19 +124,14 @@ class StepLedger:
 
     def prime(self, journal_seq: int, run_status: str) -> None:
         """What the store has of the journal, as the claim said (saves asking again at the first boundary)."""
-        self._applied_hint = (int(journal_seq), run_status)
+        self._applied_hint = (int(journal_seq), RunSignal(run_status, False))
 
     async def _open(self) -> None:
-        if self._applied_hint is not None:
-            last = await asyncio.to_thread(self.journal.open)
-            self.applied_seq, status = self._applied_hint
-            self._signal = RunSignal(status, False)
-            self._seq = max(last, self.applied_seq)
-            return
         last = await asyncio.to_thread(self.journal.open)
-        out = await self.store.acall("engine.advance_many", run_id=self.files.run.id, records=[])
-        self.applied_seq = int(out["journal_seq"])
-        self._signal = RunSignal(out["run_status"], bool(out["pause_requested"]))
+        if self._applied_hint is None:
+            out = await self.store.acall("engine.advance_many", run_id=self.files.run.id, records=[])
+            self._applied_hint = (int(out["journal_seq"]), RunSignal(out["run_status"], bool(out["pause_requested"])))
+        self.applied_seq, self._signal = self._applied_hint
         self._seq = max(last, self.applied_seq)
 
     async def advance(self, *, complete: list[tuple[str, dict[str, Any]]] = (),
@@ -327,34 +322,41 @@ class StepLedger:
                                                   f"the store")
             if rest:
                 try:
-                    try:
-                        out = await self.store.acall("engine.settle", records=rest, **args)
-                    except Conflict:
-                        if self._flusher is None or self._flusher.done():
-                            raise
-                        # the batch in flight went by another path and had not arrived: wait for it, then resend
-                        await asyncio.wait([self._flusher])
-                        if self._error is not None:
-                            raise self._error from None
-                        rest = [r for r in self._queue if r["seq"] > self.applied_seq]
-                        out = await self.store.acall("engine.settle", records=rest, **args) if rest else \
-                            await self.store.acall("engine.settle", **args)
+                    out, sent = await self._settle_with(rest, args)
                 except Exception as exc:  # noqa: BLE001 - the journal keeps them; the move must still happen
                     if strict:
                         raise
                     log.warning("run %s: the last step records did not go with the settle: %s", self.files.run.id, exc)
                     self._error = self._error or exc
                 else:
-                    if rest:
-                        self._applied(int(rest[-1]["seq"]))
+                    if sent:
+                        self._applied(int(sent[-1]["seq"]))
                     return out
-            elif strict and self._flusher is not None and not self._flusher.done():
-                await asyncio.wait([self._flusher])  # the batch in flight carries the last steps
-                if self._error is not None:
-                    raise self._error
+            elif strict:
+                await self._in_flight_done()  # the batch in flight carries the last steps
             return await self.store.acall("engine.settle", **args)
         finally:
             self._hurry.clear()
+
+    async def _settle_with(self, rest: list[dict[str, Any]], args: dict[str, Any]
+                           ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """`engine.settle` with the records `rest`; the reply and the records that went with it."""
+        try:
+            return await self.store.acall("engine.settle", records=rest, **args), rest
+        except Conflict:
+            if self._flusher is None or self._flusher.done():
+                raise
+        # the batch in flight went by another path and had not arrived: wait for it, then resend
+        await self._in_flight_done()
+        rest = [r for r in self._queue if r["seq"] > self.applied_seq]
+        return await self.store.acall("engine.settle", **({"records": rest} if rest else {}), **args), rest
+
+    async def _in_flight_done(self) -> None:
+        """Wait for the batch the flusher has in flight; a failure of it (or an earlier one) is raised."""
+        if self._flusher is not None and not self._flusher.done():
+            await asyncio.wait([self._flusher])
+        if self._error is not None:
+            raise self._error
 
     @property
     def signal(self) -> RunSignal:
