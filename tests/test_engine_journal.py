@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
@@ -247,7 +248,7 @@ def test_group_sync_journal_survives_its_process_at_once_and_reaches_the_disk(tm
         "    j.append({'seq': i, 'complete': [], 'fail': [], 'start': []})\n"
         "os.kill(os.getpid(), 9)\n"
     )
-    proc = subprocess.run([__import__("sys").executable, "-c", script, str(tmp_path / "killed")],
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "killed")],
                           env=cli_env(tmp_path / "home"), capture_output=True, text=True, timeout=60)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     records, _ = StepJournal.read(tmp_path / "killed" / "checkpoints" / JOURNAL_NAME)
