@@ -52,11 +52,6 @@ def step_summary(number: int, agent: str, sub_task: str, outputs: dict[str, Any]
     return f"### Step {number} ({agent}): {sub_task}\n{body}".rstrip()
 
 
-def summaries(plan: Plan, keys: list[str], outputs: dict[str, dict[str, Any]]) -> str:
-    """The summaries of `keys` that have outputs, in the order given."""
-    return _carry(plan, keys, outputs, None).summary
-
-
 @dataclass
 class _Carried:
     """What is shown of a list of steps (their summaries, figures and outputs), kept so that
