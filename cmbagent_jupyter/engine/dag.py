@@ -197,17 +197,15 @@ class PlanDAG:
         for s in plan.sub_tasks:
             for d in s.depends_on:
                 g.add_edge(d, s.key)
+        number = {s.key: s.number for s in plan.sub_tasks}
         try:
+            self._levels = [sorted(gen, key=number.__getitem__) for gen in nx.topological_generations(g)]
+        except nx.NetworkXUnfeasible:  # a cycle: find one to name it
             cycle = nx.find_cycle(g)
-        except nx.NetworkXNoCycle:
-            cycle = None
-        if cycle:
             path = " -> ".join([u for u, _v in cycle] + [cycle[0][0]])
             raise PlanError(f"the plan's dependencies form a cycle ({path}); a step can only depend on steps "
-                            f"that can finish before it starts")
-        number = {s.key: s.number for s in plan.sub_tasks}
+                            f"that can finish before it starts") from None
         self._order = list(nx.lexicographical_topological_sort(g, key=number.__getitem__))
-        self._levels = [sorted(gen, key=number.__getitem__) for gen in nx.topological_generations(g)]
         self._number = number
         self._ancestors: dict[str, list[str]] | None = None  # built on first use (validation needs none)
         # plain adjacency, not the networkx graph (its cached views refer back to it: a reference

@@ -42,6 +42,7 @@ SNAPSHOT_INTERVAL_S = 60.0
 EMERGENCY_DRAIN_S = 2.0
 FLUSH_BATCH = 256
 FLUSH_DELAY_S = 0.02
+FLUSH_MIN_BATCH = 64  # a batch this big goes at once, without waiting out FLUSH_DELAY_S
 REPLAY_BATCH = 128
 # test hook: with this set, the flusher never sends anything (the journal alone holds the run)
 HOLD_FLUSH_ENV = "CMBAGENT_TEST_HOLD_STORE_FLUSH"
@@ -77,6 +78,7 @@ class StepLedger:
         self._queue: list[dict[str, Any]] = []
         self._flusher: asyncio.Task | None = None
         self._hurry = asyncio.Event()  # set while draining: the flusher sends at once
+        self._ready = asyncio.Event()  # set when a batch is worth sending now (big enough, or a drain)
         self._hold = False  # set once the run settles: the flusher sends nothing more
         self._sent_seq = 0  # the last record of the batch the flusher sent
         self._applied_hint: tuple[int, RunSignal] | None = None
@@ -185,6 +187,8 @@ class StepLedger:
         if complete:
             self._write_files([steps[k].number for k, _ in complete], steps[complete[0][0]].id, snapshot)
         self._queue.append(record)
+        if len(self._queue) >= FLUSH_MIN_BATCH:
+            self._ready.set()
         if not self._hold and (self._flusher is None or self._flusher.done()):
             self._flusher = asyncio.get_running_loop().create_task(self._flush(), name="journal-flush")
         return self._signal
@@ -233,9 +237,10 @@ class StepLedger:
             # let boundaries that follow at once join this transaction: fewer store commits
             # (each one an fsync of the database competing with the journal's) for a few ms;
             # a drain does not wait for that
-            if not self._hurry.is_set():
+            if not self._hurry.is_set() and len(self._queue) < FLUSH_MIN_BATCH:
+                self._ready.clear()
                 try:
-                    await asyncio.wait_for(self._hurry.wait(), FLUSH_DELAY_S)
+                    await asyncio.wait_for(self._ready.wait(), FLUSH_DELAY_S)
                 except asyncio.TimeoutError:
                     pass
             if self._hold or not self._queue:
@@ -269,6 +274,7 @@ class StepLedger:
         pending: set = set()
         if tasks:
             self._hurry.set()
+            self._ready.set()
             try:
                 _, pending = await asyncio.wait(tasks, timeout=_left(deadline))
             finally:
@@ -289,54 +295,69 @@ class StepLedger:
             self._schedule_files(None, None, None)
         return True
 
-    async def _hold_back(self, timeout: float | None) -> list[dict[str, Any]] | None:
-        """Stop sending to the store once the journal is on disk and the files are written;
-        returns the records the store still lacks beyond the batch in flight (the service
-        applies requests in the order they were sent, so they follow it), or None when they
-        cannot go in order (timeout, an earlier failure)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if not await self._settle_files(timeout):
-            return None
+    def _hold_back(self) -> list[dict[str, Any]] | None:
+        """Stop sending to the store; returns the records the store still lacks beyond the
+        batch in flight (the service applies requests in the order they were sent, so they
+        follow it), or None when they cannot go in order (an earlier failure)."""
         self._hold = True  # for good: the run is leaving its active state
         self._hurry.set()  # a flusher waiting to batch more stops at once
-        if self._files_task is not None and not self._files_task.done():
-            _, pending = await asyncio.wait([self._files_task], timeout=_left(deadline))
-            if pending:
-                return None
+        self._ready.set()
+        if self._context_files:
+            self._schedule_files(None, None, None)
         if self._error is not None:
             return None
         in_flight = self._sent_seq if self._flusher is not None and not self._flusher.done() else 0
         return [r for r in self._queue if r["seq"] > max(in_flight, self.applied_seq)]
+
+    async def _files_written(self, timeout: float | None) -> None:
+        """Wait for the journal to be on disk and the checkpoint files to be written (at most `timeout`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not await self._settle_files(timeout):
+            log.warning("run %s: the step journal was not on disk within %s s", self.files.run.id, timeout)
+            return
+        if self._files_task is not None and not self._files_task.done():
+            _, pending = await asyncio.wait([self._files_task], timeout=_left(deadline))
+            if pending:
+                log.warning("run %s: checkpoint files still being written after %s s", self.files.run.id, timeout)
 
     async def settle(self, to: str, *, timeout: float | None = None, strict: bool = False,
                      **fields: Any) -> dict[str, Any]:
         """Move the run (`engine.settle`) with every journaled boundary the store lacks, in one
         transaction. If those cannot go with it, they stay in the journal (a resume or
         `cmbagent recover` applies them) and the run is moved without them; with `strict`
-        (a run marked completed must have every step in the store) the error is raised."""
-        rest = await self._hold_back(timeout)
-        args = {"run_id": self.files.run.id, "to": to, "owner_pid": self.owner_pid, **fields}
+        (a run marked completed must have every step in the store) the error is raised.
+
+        The journal's last sync and the last checkpoint files go on meanwhile (the store's
+        commit makes the records it takes durable on its own); this returns once they are done
+        too, or `timeout` passed."""
+        files = asyncio.ensure_future(self._files_written(timeout))
         try:
-            if strict and (rest is None or self._error is not None):
-                raise self._error or RuntimeError(f"the step journal of run {self.files.run.id} could not reach "
-                                                  f"the store")
-            if rest:
-                try:
-                    out, sent = await self._settle_with(rest, args)
-                except Exception as exc:  # noqa: BLE001 - the journal keeps them; the move must still happen
-                    if strict:
-                        raise
-                    log.warning("run %s: the last step records did not go with the settle: %s", self.files.run.id, exc)
-                    self._error = self._error or exc
-                else:
-                    if sent:
-                        self._applied(int(sent[-1]["seq"]))
-                    return out
-            elif strict:
-                await self._in_flight_done()  # the batch in flight carries the last steps
-            return await self.store.acall("engine.settle", **args)
+            return await self._settle(to, strict, fields)
         finally:
             self._hurry.clear()
+            await files
+
+    async def _settle(self, to: str, strict: bool, fields: dict[str, Any]) -> dict[str, Any]:
+        rest = self._hold_back()
+        args = {"run_id": self.files.run.id, "to": to, "owner_pid": self.owner_pid, **fields}
+        if strict and (rest is None or self._error is not None):
+            raise self._error or RuntimeError(f"the step journal of run {self.files.run.id} could not reach "
+                                              f"the store")
+        if rest:
+            try:
+                out, sent = await self._settle_with(rest, args)
+            except Exception as exc:  # noqa: BLE001 - the journal keeps them; the move must still happen
+                if strict:
+                    raise
+                log.warning("run %s: the last step records did not go with the settle: %s", self.files.run.id, exc)
+                self._error = self._error or exc
+            else:
+                if sent:
+                    self._applied(int(sent[-1]["seq"]))
+                return out
+        elif strict:
+            await self._in_flight_done()  # the batch in flight carries the last steps
+        return await self.store.acall("engine.settle", **args)
 
     async def _settle_with(self, rest: list[dict[str, Any]], args: dict[str, Any]
                            ) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -192,6 +192,18 @@ class RunEngine:
     # -- claiming ------------------------------------------------------------------
 
     async def _claim(self) -> tuple[Session, Run, list[Step]]:
+        given = self.run
+        if given.status == RunStatus.draft and (given.config.get("final_plan") or given.mode == RunMode.deep_research):
+            # a new run as it was handed in (never run: no journal, no owner): one call claims it, and
+            # the store checks it is still a draft; if it is not any more, it is read again below
+            try:
+                out = await self.ss.acall("engine.claim", run_id=given.id, to="auto", owner_pid=self.pid,
+                                          allowed_from=[RunStatus.draft.value], with_session=True,
+                                          return_steps=False)
+            except Conflict:
+                pass
+            else:
+                return self._claimed(out)
         # two reads at once (nothing is written before both answered); the steps come with the claim
         session, run = await asyncio.gather(asyncio.to_thread(self.ss.info),
                                             asyncio.to_thread(self.ss.get_run, self.run.id))
@@ -218,8 +230,20 @@ class RunEngine:
                                   stale_owner_pid=stale, reason="resumed" if run.status != RunStatus.draft else None,
                                   allowed_from=[RunStatus.draft.value, RunStatus.paused.value,
                                                 RunStatus.interrupted.value, RunStatus.failed.value])
+        return self._claimed(out, session)
+
+    def _claimed(self, out: dict[str, Any], session: Session | None = None) -> tuple[Session, Run, list[Step]]:
+        """The session, run and steps of an `engine.claim` reply."""
         self._journal_seq = int(out.get("journal_seq") or 0)
-        return session, Run.model_validate(out["run"]), [Step.model_validate(s) for s in out["steps"]]
+        session = session or Session.model_validate(out["session"])
+        run = Run.model_validate(out["run"])
+        if out["steps"] is not None:
+            return session, run, [Step.model_validate(s) for s in out["steps"]]
+        # a new draft: its steps are its plan's, with the ids stored for them, none started yet
+        plan = self._claimed_plan = Plan.model_validate(run.config["final_plan"])
+        ids = run.config["step_ids"]
+        return session, run, [Step(session_id=run.session_id, run_id=run.id, id=ids[s.key], **s.to_store())
+                              for s in plan.sub_tasks]
 
     def _given_plan(self, run: Run) -> Plan:
         extra = _plan_agents(self.settings.plan) if self.custom_step_runner is not None else ()

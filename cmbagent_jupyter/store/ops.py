@@ -249,6 +249,11 @@ def _run_row(ctx: OpContext, session_id: str, run_id: str) -> dict[str, Any]:
     row = ctx.db.fetchone(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ? AND session_id = ?", [run_id, session_id])
     if row is None:
         raise NotFound(f"run {run_id} does not exist in session {session_id}")
+    return _run_of(row)
+
+
+def _run_of(row: dict[str, Any]) -> dict[str, Any]:
+    """A run as the ops return it, from its row (RUN_COLUMNS)."""
     out = _row(row, RUN_JSON, RUN_TIMES)
     out["config"] = out["config"] or {}
     return out
@@ -435,15 +440,23 @@ def session_usage(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     return _usage(ctx, sid, Path(row["path"]))
 
 
+_USAGE_COLUMNS = (
+    "(SELECT count(*) FROM runs WHERE session_id = ? AND id != ? AND status IN "
+    f"({', '.join('?' * len(ACTIVE_RUN_STATES))})) AS usage_active_runs, "
+    "(SELECT coalesce(sum(cost_usd), 0) FROM cost_records WHERE session_id = ?) AS usage_cost_usd")
+
+
+def _usage_params(sid: str, exclude_run: str | None) -> list[Any]:
+    return [sid, exclude_run or "", *[s.value for s in ACTIVE_RUN_STATES], sid]
+
+
+def _usage_of(row: dict[str, Any], path: Path) -> dict[str, Any]:
+    return {"active_runs": int(row.pop("usage_active_runs") or 0), "cost_usd": float(row.pop("usage_cost_usd") or 0.0),
+            "disk_mb": dir_size_mb(path) if path.exists() else 0.0}
+
+
 def _usage(ctx: OpContext, sid: str, path: Path, exclude_run: str | None = None) -> dict[str, Any]:
-    row = ctx.db.fetchone(
-        "SELECT (SELECT count(*) FROM runs WHERE session_id = ? AND id != ? AND status IN "
-        f"({', '.join('?' * len(ACTIVE_RUN_STATES))})) AS active, "
-        "(SELECT coalesce(sum(cost_usd), 0) FROM cost_records WHERE session_id = ?) AS cost",
-        [sid, exclude_run or "", *[s.value for s in ACTIVE_RUN_STATES], sid],
-    )
-    active, cost = row["active"], row["cost"]
-    return {"active_runs": int(active or 0), "cost_usd": float(cost or 0.0), "disk_mb": dir_size_mb(path) if path.exists() else 0.0}
+    return _usage_of(ctx.db.fetchone(f"SELECT {_USAGE_COLUMNS}", _usage_params(sid, exclude_run)), path)
 
 
 # ---------------------------------------------------------------- runs
@@ -549,8 +562,11 @@ def run_transition(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     return move_run(ctx, _run_row(ctx, sid, rid), args)
 
 
-def move_run(ctx: OpContext, run: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
-    """`run.transition` of a run row the caller read in this transaction; returns the row after it."""
+def move_run(ctx: OpContext, run: dict[str, Any], args: dict[str, Any], *, step_count: int | None = None
+             ) -> dict[str, Any]:
+    """`run.transition` of a run row the caller read in this transaction; returns the row after it.
+    A caller that has just read the run's steps passes their number (`step_count`): a guard
+    that needs it is not read again."""
     sid, rid = run["session_id"], run["id"]
     try:
         dst = RunStatus(_arg(args, "to"))
@@ -563,7 +579,9 @@ def move_run(ctx: OpContext, run: dict[str, Any], args: dict[str, Any]) -> dict[
     if src == dst:
         return run
     facts: dict[str, Any] = {"task": run["task"], "mode": run["mode"]}
-    if needs_counts(src, dst):  # only the guards of this move read them
+    if needs_counts(src, dst) and step_count is not None and src != RunStatus.waiting_approval:
+        facts.update(step_count=step_count, pending_approvals=0)  # only a move from waiting_approval needs these
+    elif needs_counts(src, dst):  # only the guards of this move read them
         facts.update(ctx.db.fetchone(
             "SELECT (SELECT count(*) FROM steps WHERE run_id = ?) AS step_count, "
             "(SELECT count(*) FROM approvals WHERE run_id = ? AND status = 'pending') AS pending_approvals",
@@ -608,9 +626,13 @@ def move_run(ctx: OpContext, run: dict[str, Any], args: dict[str, Any]) -> dict[
 
 
 def _enforce_quotas(ctx: OpContext, sid: str, rid: str) -> None:
-    session = _session_row(ctx, sid)
+    # the session and what it uses in one read
+    row = ctx.db.fetchone(f"SELECT *, {_USAGE_COLUMNS} FROM sessions WHERE id = ?", [*_usage_params(sid, rid), sid])
+    if row is None or row["status"] == SessionStatus.deleted.value:
+        raise NotFound(f"session {sid} does not exist")
+    usage = _usage_of(row, Path(row["path"]))
+    session = _row(row, SESSION_JSON, SESSION_TIMES)
     q = Quotas.model_validate(session["quotas"])
-    usage = _usage(ctx, sid, Path(session["path"]), exclude_run=rid)
     if usage["active_runs"] >= q.max_concurrent_runs:
         raise QuotaExceeded(
             f"quota max_concurrent_runs reached: session {sid} already has {usage['active_runs']} active run(s) "

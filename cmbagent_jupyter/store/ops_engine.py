@@ -15,14 +15,17 @@ from datetime import datetime
 from typing import Any
 
 from cmbagent_jupyter.engine.states import IllegalTransition, check_step_transition
-from cmbagent_jupyter.models import CheckpointKind, EventType, RunStatus, StepStatus, new_id, utcnow
+from cmbagent_jupyter.models import CheckpointKind, EventType, RunMode, RunStatus, StepStatus, new_id, utcnow
 from cmbagent_jupyter.store.database import dumps, from_db_time, to_db_time
-from cmbagent_jupyter.store.errors import Conflict, Invalid
+from cmbagent_jupyter.store.errors import Conflict, Invalid, NotFound
 from cmbagent_jupyter.store.ops import (
+    RUN_COLUMNS,
     OpContext,
     _arg,
     _history,
+    _run_of,
     _run_row,
+    _session_row,
     checkpoint_put,
     op,
     move_run,
@@ -262,6 +265,10 @@ def engine_plan_ready(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     steps = put_steps(ctx, sid, rid, args.get("steps"), return_steps=not compact)
     config = dict(run["config"])
     config.update(args.get("config") or {})
+    config.pop("step_ids", None)
+    if compact and not steps["kept"]:
+        # every step is new, with the id its caller chose: a claim of the draft need not send them back
+        config["step_ids"] = {str(st.get("key")): st["id"] for st in args["steps"]}
     ctx.db.execute("UPDATE runs SET config = ? WHERE id = ?", [dumps(config), rid])
     dag = args.get("dag") or {}
     had = ctx.db.fetchone("SELECT (SELECT count(*) FROM dag_nodes WHERE run_id = ?) AS nodes, "
@@ -295,8 +302,12 @@ def engine_plan_ready(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
 
 @op("engine.claim", write=True)
 def engine_claim(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-    """Hand a run to the calling process (`owner_pid`) and move it to `to` (planning or executing).
-    Returns the run, its steps and the last step-journal record the store has (`journal_seq`).
+    """Hand a run to the calling process (`owner_pid`) and move it to `to`: planning,
+    executing, or `auto` (executing once the run has a plan, planning a deep_research run
+    that has none). Returns the run, its steps, the last step-journal record the store has
+    (`journal_seq`) and, with `with_session`, the run's session. With `return_steps` false,
+    the steps of a draft whose plan was stored with the ids its caller chose (its config's
+    `step_ids`) are not sent back (`steps` is None).
 
     A run still marked active is only taken over when its owner is the one the caller
     found dead (`stale_owner_pid`); it is first recorded as interrupted, so the history
@@ -304,8 +315,19 @@ def engine_claim(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """
     sid = _arg(args, "session_id", "session")
     rid = _arg(args, "run_id", "run")
-    run = _run_row(ctx, sid, rid)
+    # the run and the store's journal seq in one read
+    row = ctx.db.fetchone(f"SELECT {RUN_COLUMNS}, coalesce(journal_seq, 0) AS journal_seq FROM runs "
+                          f"WHERE id = ? AND session_id = ?", [rid, sid])
+    if row is None:
+        raise NotFound(f"run {rid} does not exist in session {sid}")
+    seq = int(row.pop("journal_seq") or 0)
+    run = _run_of(row)
     to = args.get("to")
+    if to == "auto":
+        planned = bool(run["config"].get("final_plan"))
+        if not planned and run["mode"] != RunMode.deep_research.value:
+            raise Invalid(f"run {rid} ({run['mode']}) has no plan to execute")
+        to = RunStatus.executing.value if planned else RunStatus.planning.value
     if to not in (RunStatus.planning.value, RunStatus.executing.value):
         raise Invalid("a run is claimed to plan or to execute")
     allowed = list(args.get("allowed_from") or [])
@@ -315,17 +337,23 @@ def engine_claim(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     ctx.ledger = False
     resent = ctx.retry and status == to and args.get("owner_pid") is not None and run["owner_pid"] is not None \
         and int(run["owner_pid"]) == int(args["owner_pid"])
+    # a draft whose steps all have the ids its plan_ready caller chose (config step_ids): with
+    # `return_steps` false, the caller builds them from its plan and only their number is read
+    known = args.get("return_steps") is False and status == RunStatus.draft.value and bool(run["config"].get("step_ids"))
     if resent:
         steps, out = steps_of(ctx, sid, rid), run
     else:
-        steps, out = _claim_move(ctx, run, to, allowed, args)
-    seq = ctx.db.scalar("SELECT coalesce(journal_seq, 0) FROM runs WHERE id = ?", [rid])
-    return {"run": out, "steps": steps, "journal_seq": int(seq or 0)}
+        steps, out = _claim_move(ctx, run, to, allowed, args, read_steps=not known)
+    reply = {"run": out, "steps": None if known else steps, "journal_seq": seq}
+    if args.get("with_session"):
+        reply["session"] = _session_row(ctx, sid)
+    return reply
 
 
-def _claim_move(ctx: OpContext, run: dict[str, Any], to: str, allowed: list[str],
-                args: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The claim's move: a dead owner's run recorded interrupted first; the steps and the moved row."""
+def _claim_move(ctx: OpContext, run: dict[str, Any], to: str, allowed: list[str], args: dict[str, Any], *,
+                read_steps: bool = True) -> tuple[list[dict[str, Any]] | None, dict[str, Any]]:
+    """The claim's move: a dead owner's run recorded interrupted first; the steps (or, without
+    `read_steps`, None) and the moved row."""
     sid, rid, status = run["session_id"], run["id"], run["status"]
     if status in ACTIVE:
         stale = args.get("stale_owner_pid")
@@ -338,11 +366,17 @@ def _claim_move(ctx: OpContext, run: dict[str, Any], to: str, allowed: list[str]
         allowed.append(status)
     if allowed and status not in allowed:
         raise Conflict(f"run {rid} is {status}; expected one of {', '.join(allowed)}")
-    steps = steps_of(ctx, sid, rid)
-    if to == RunStatus.executing.value and not steps:
+    steps = steps_of(ctx, sid, rid) if read_steps else None
+    count = len(steps) if steps is not None else int(ctx.db.scalar("SELECT count(*) FROM steps WHERE run_id = ?",
+                                                                    [rid]) or 0)
+    if to == RunStatus.executing.value and not count:
         raise Invalid(f"run {rid} ({run['mode']}) has no steps to execute")
-    return steps, move_run(ctx, run, {"to": to, "reason": args.get("reason"), "actor": args.get("actor"),
-                                      "owner_pid": args.get("owner_pid"), "expected_from": [status]})
+    reason = args.get("reason")
+    if reason is None and status != RunStatus.draft.value:
+        reason = "resumed"
+    return steps, move_run(ctx, run, {"to": to, "reason": reason, "actor": args.get("actor"),
+                                      "owner_pid": args.get("owner_pid"), "expected_from": [status]},
+                           step_count=count)
 
 
 @op("engine.settle", write=True)
