@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from cmbagent_jupyter import json_codec
 from cmbagent_jupyter.home import ensure_home, home_path
 from cmbagent_jupyter.store.errors import (
     PayloadTooLarge,
@@ -116,7 +117,7 @@ class _Connection:
         try:
             while True:
                 (length,) = HEADER.unpack(self._recv_exact(HEADER.size))
-                msg = json.loads(self._recv_exact(length))
+                msg = json_codec.loads(self._recv_exact(length))
                 if "push" in msg:
                     self.on_push(msg)
                     continue
@@ -254,7 +255,7 @@ class StoreClient:
                 if not chunk:
                     raise ConnectionLost("closed during hello")
                 body += chunk
-            reply = json.loads(body)
+            reply = json_codec.loads(body)
         except (OSError, ConnectionLost, ValueError, KeyError):
             sock.close()
             return None

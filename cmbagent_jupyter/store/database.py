@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import duckdb
 
+from cmbagent_jupyter import json_codec
 from cmbagent_jupyter.store.errors import StoreCorrupted, StoreUnavailable
 from cmbagent_jupyter.store.schema import LATEST_VERSION, MIGRATIONS
 
@@ -166,13 +166,13 @@ class Database:
 def dumps(value: Any) -> str | None:
     if value is None:
         return None
-    return json.dumps(value, default=str, separators=(",", ":"))
+    return json_codec.dumps(value)
 
 
 def loads(value: Any) -> Any:
     if value is None or not isinstance(value, str):
         return value
-    return json.loads(value)
+    return json_codec.loads(value)
 
 
 _COLUMN_TYPES = (str, int, float, bool, datetime)

@@ -16,13 +16,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from cmbagent_jupyter import json_codec
+
 MAX_FRAME = 32 * 1024 * 1024
 HEADER = struct.Struct(">I")
 PROTOCOL_VERSION = 1
 
 
 def encode(obj: Any) -> bytes:
-    body = json.dumps(obj, default=str, separators=(",", ":")).encode()
+    body = json_codec.dumps_bytes(obj)
     return HEADER.pack(len(body)) + body
 
 

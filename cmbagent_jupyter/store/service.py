@@ -30,6 +30,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from cmbagent_jupyter import json_codec
 from cmbagent_jupyter.home import ensure_home
 from cmbagent_jupyter.models import utcnow
 from cmbagent_jupyter.store import ops as store_ops
@@ -311,7 +312,7 @@ class StoreService:
                                     "message": f"request of {length} bytes exceeds the {MAX_FRAME} byte limit"}}
         body = await conn.reader.readexactly(length)
         try:
-            return json.loads(body)
+            return json_codec.loads(body)
         except ValueError:
             return {"error_frame": {"code": "invalid", "message": "request is not valid JSON"}}
 
