@@ -137,6 +137,7 @@ class SeqAllocator:
 
 
 EVENT_COLUMNS = ("id", "session_id", "run_id", "seq", "gseq", "type", "ts", "payload")
+HISTORY_COLUMNS = ("id", "session_id", "entity_type", "entity_id", "from_state", "to_state", "reason", "actor", "at")
 
 
 @dataclass
@@ -146,6 +147,8 @@ class OpContext:
     seqs: SeqAllocator
     events: list[dict[str, Any]] = field(default_factory=list)
     _times: list[datetime] = field(default_factory=list)  # each event's time, as emit had it
+    # state_history rows of the transaction, inserted with its events by `flush` (one statement)
+    history_rows: list[tuple] = field(default_factory=list)
     # the request being applied: its idempotency id, whether it is a resend, and whether
     # the service must record it in the applied_requests ledger (an op that is idempotent
     # by its own ids clears `ledger` and saves that statement)
@@ -179,7 +182,11 @@ class OpContext:
         self._times.append(ts)
         return ev
 
-    def flush_events(self) -> None:
+    def flush(self) -> None:
+        """Insert the transaction's history rows and events (before its commit)."""
+        if self.history_rows:
+            self.db.insert_rows("state_history", HISTORY_COLUMNS, self.history_rows)
+            self.history_rows = []
         if not self.events:
             return
         times = self._times if len(self._times) == len(self.events) else [
@@ -293,10 +300,8 @@ def _fix_step(row: dict[str, Any]) -> dict[str, Any]:
 
 def _history(ctx: OpContext, session_id: str, entity_type: str, entity_id: str, src: str | None, dst: str,
              reason: str | None, actor: str | None) -> None:
-    ctx.db.execute(
-        "INSERT INTO state_history VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [new_id("transition"), session_id, entity_type, entity_id, src, dst, reason, actor, to_db_time(utcnow())],
-    )
+    ctx.history_rows.append(
+        (new_id("transition"), session_id, entity_type, entity_id, src, dst, reason, actor, to_db_time(utcnow())))
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -562,11 +567,11 @@ def run_transition(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     return move_run(ctx, _run_row(ctx, sid, rid), args)
 
 
-def move_run(ctx: OpContext, run: dict[str, Any], args: dict[str, Any], *, step_count: int | None = None
-             ) -> dict[str, Any]:
+def move_run(ctx: OpContext, run: dict[str, Any], args: dict[str, Any], *, step_count: int | None = None,
+             also: dict[str, Any] | None = None) -> dict[str, Any]:
     """`run.transition` of a run row the caller read in this transaction; returns the row after it.
     A caller that has just read the run's steps passes their number (`step_count`): a guard
-    that needs it is not read again."""
+    that needs it is not read again. `also`: more columns the same update sets (not returned)."""
     sid, rid = run["session_id"], run["id"]
     try:
         dst = RunStatus(_arg(args, "to"))
@@ -608,7 +613,8 @@ def move_run(ctx: OpContext, run: dict[str, Any], args: dict[str, Any], *, step_
         changes["owner_pid"] = args["owner_pid"]
     if starting:
         changes["last_heartbeat_at"] = now
-    ctx.db.execute(f"UPDATE runs SET {', '.join(f'{k} = ?' for k in changes)} WHERE id = ?", [*changes.values(), rid])
+    sets = {**changes, **(also or {})}
+    ctx.db.execute(f"UPDATE runs SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ?", [*sets.values(), rid])
     _history(ctx, sid, "run", rid, src.value, dst.value, args.get("reason"), args.get("actor"))
     if src == RunStatus.draft:
         etype = EventType.workflow_started

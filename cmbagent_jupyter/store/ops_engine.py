@@ -53,7 +53,6 @@ _COMPLETED, _FAILED = StepStatus.completed.value, StepStatus.failed.value
 _STEP_EVENTS = {StepStatus.completed: EventType.step_completed, StepStatus.failed: EventType.step_failed,
                 StepStatus.running: EventType.step_started}
 CHECKPOINT_COLUMNS = ("id", "session_id", "run_id", "step_id", "kind", "context", "pickle_path", "created_at")
-HISTORY_COLUMNS = ("id", "session_id", "entity_type", "entity_id", "from_state", "to_state", "reason", "actor", "at")
 
 
 JOURNAL_STEP_COLUMNS = ("unnest(?::VARCHAR[]) AS id, unnest(?::VARCHAR[]) AS st, unnest(?::BOOLEAN[]) AS has_o, "
@@ -81,8 +80,13 @@ def engine_advance_many(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     whatever the run's state and owner are now, never moving a completed step back.
     Returns the run signal (run_status, pause_requested) and `journal_seq`.
     """
-    sid = _arg(args, "session_id", "session")
-    rid = _arg(args, "run_id", "run")
+    return _apply_records(ctx, _arg(args, "session_id", "session"), _arg(args, "run_id", "run"), args)
+
+
+def _apply_records(ctx: OpContext, sid: str, rid: str, args: dict[str, Any],
+                   run: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`engine.advance_many`. A caller that has read the run in this transaction (`run`, with
+    its `journal_seq`) saves reading it again, and writes the returned `journal_seq` itself."""
     records = args.get("records") or []
     replay = bool(args.get("replay"))
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
@@ -96,13 +100,21 @@ def engine_advance_many(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     for i in wanted:
         _arg({"id": i}, "id", "step")
     # the ids as one list parameter (a parameter per id binds far slower)
-    rows = ctx.db.fetch(
-        "SELECT r.status AS run_status, coalesce(r.pause_requested, false) AS pause_requested, r.owner_pid, "
-        "coalesce(r.journal_seq, 0) AS journal_seq, t.id, t.key, t.number, t.agent, t.status "
-        "FROM runs r LEFT JOIN steps t ON t.run_id = r.id AND list_contains(?::VARCHAR[], t.id) "
-        "WHERE r.id = ? AND r.session_id = ?", [wanted, rid, sid])
-    if not rows:
-        _run_row(ctx, sid, rid)
+    if run is None:
+        rows = ctx.db.fetch(
+            "SELECT r.status AS run_status, coalesce(r.pause_requested, false) AS pause_requested, r.owner_pid, "
+            "coalesce(r.journal_seq, 0) AS journal_seq, t.id, t.key, t.number, t.agent, t.status "
+            "FROM runs r LEFT JOIN steps t ON t.run_id = r.id AND list_contains(?::VARCHAR[], t.id) "
+            "WHERE r.id = ? AND r.session_id = ?", [wanted, rid, sid])
+        if not rows:
+            _run_row(ctx, sid, rid)
+    else:
+        rows = ctx.db.fetch("SELECT id, key, number, agent, status FROM steps WHERE run_id = ? AND "
+                            "list_contains(?::VARCHAR[], id)", [rid, wanted]) if wanted else []
+        rows = [{"run_status": run["status"], "pause_requested": run["pause_requested"], "owner_pid": run["owner_pid"],
+                 "journal_seq": run["journal_seq"], **r} for r in rows] or [
+            {"run_status": run["status"], "pause_requested": run["pause_requested"], "owner_pid": run["owner_pid"],
+             "journal_seq": run["journal_seq"], "id": None}]
     head = rows[0]
     status, applied = head["run_status"], int(head["journal_seq"])
     ctx.ledger = False  # idempotent by the journal seq itself
@@ -221,9 +233,9 @@ def engine_advance_many(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
             "started_at = coalesce(v.sa, steps.started_at), "
             "attempts = steps.attempts + v.inc, error = v.err "
             f"FROM (SELECT {JOURNAL_STEP_COLUMNS}) AS v WHERE steps.id = v.id", [list(c) for c in zip(*changed)])
-    ctx.db.execute("UPDATE runs SET journal_seq = ? WHERE id = ?", [last, rid])
-    if history:
-        ctx.db.insert_rows("state_history", HISTORY_COLUMNS, history)
+    if run is None:
+        ctx.db.execute("UPDATE runs SET journal_seq = ? WHERE id = ?", [last, rid])
+    ctx.history_rows += history
     if checkpoints and replay:
         # `cmbagent recover` may have imported a row already from its snapshot file
         have = {r["id"] for r in ctx.db.fetch(
@@ -315,13 +327,8 @@ def engine_claim(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """
     sid = _arg(args, "session_id", "session")
     rid = _arg(args, "run_id", "run")
-    # the run and the store's journal seq in one read
-    row = ctx.db.fetchone(f"SELECT {RUN_COLUMNS}, coalesce(journal_seq, 0) AS journal_seq FROM runs "
-                          f"WHERE id = ? AND session_id = ?", [rid, sid])
-    if row is None:
-        raise NotFound(f"run {rid} does not exist in session {sid}")
-    seq = int(row.pop("journal_seq") or 0)
-    run = _run_of(row)
+    run = _run_with_seq(ctx, sid, rid)
+    seq = run.pop("journal_seq")
     to = args.get("to")
     if to == "auto":
         planned = bool(run["config"].get("final_plan"))
@@ -387,12 +394,16 @@ def engine_settle(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     sid = _arg(args, "session_id", "session")
     rid = _arg(args, "run_id", "run")
     to = _arg(args, "to")
+    run = _run_with_seq(ctx, sid, rid)
+    seq = run.pop("journal_seq")
+    applied = None  # the journal seq the records bring, written with the move
     if args.get("records"):
         ledgered = ctx.ledger
-        engine_advance_many(ctx, {"session_id": sid, "run_id": rid, "records": args["records"],
-                                  "owner_pid": args.get("owner_pid")})
+        out = _apply_records(ctx, sid, rid, {"records": args["records"], "owner_pid": args.get("owner_pid")},
+                             run={**run, "journal_seq": seq})
         ctx.ledger = ledgered
-    run = _run_row(ctx, sid, rid)
+        if out["applied"]:
+            applied = out["journal_seq"]
     if run["status"] != to and run["status"] in (RunStatus.completed.value, RunStatus.cancelled.value):
         raise Conflict(f"run {rid} is {run['status']} already")
     reset_to = args.get("reset_to") or StepStatus.pending.value
@@ -413,13 +424,25 @@ def engine_settle(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
                              "context": cp.get("context"), "pickle_path": cp.get("pickle_path"), "id": cp.get("id"),
                              "step_id": cp.get("step_id")})
     if run["status"] == to:
+        if applied is not None:
+            ctx.db.execute("UPDATE runs SET journal_seq = ? WHERE id = ?", [applied, rid])
         return {"run": run}
     fields: dict[str, Any] = {"to": to, "reason": args.get("reason"), "actor": args.get("actor")}
     if args.get("error") is not None:
         fields["error"] = args["error"]
     if args.get("expected_from"):
         fields["expected_from"] = args["expected_from"]
-    return {"run": move_run(ctx, run, fields)}
+    return {"run": move_run(ctx, run, fields, also={"journal_seq": applied} if applied is not None else None)}
+
+
+def _run_with_seq(ctx: OpContext, sid: str, rid: str) -> dict[str, Any]:
+    """The run (as `_run_row` has it) with the store's `journal_seq`, in one read."""
+    row = ctx.db.fetchone(f"SELECT {RUN_COLUMNS}, coalesce(journal_seq, 0) AS journal_seq FROM runs "
+                          f"WHERE id = ? AND session_id = ?", [rid, sid])
+    if row is None:
+        raise NotFound(f"run {rid} does not exist in session {sid}")
+    seq = int(row.pop("journal_seq") or 0)
+    return {**_run_of(row), "journal_seq": seq}
 
 
 @op("engine.runs", write=False)

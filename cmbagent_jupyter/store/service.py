@@ -204,7 +204,7 @@ class StoreService:
                         ledger.append((j.rid, dumps(value), now))
                     # a retry can share a batch with its first try (connection lost, service alive)
                     applied[j.rid] = value
-            ctx.flush_events()
+            ctx.flush()
             db.insert_rows("applied_requests", ("rid", "result", "at"), ledger)
             db.commit()
         except Exception as exc:  # noqa: BLE001
