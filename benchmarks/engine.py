@@ -33,6 +33,7 @@ import asyncio
 import json
 import operator
 import os
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -97,6 +98,7 @@ def ours(steps: list[dict[str, Any]], max_parallel: int, journal_sync: str = "gr
     finally:
         store.close()
         stop_service(home)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def store_floor(calls: int = 100) -> dict[str, float]:
@@ -119,6 +121,7 @@ def store_floor(calls: int = 100) -> dict[str, float]:
     finally:
         store.close()
         stop_service(home)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- (a) LangGraph
@@ -163,6 +166,7 @@ def langgraph(steps: list[dict[str, Any]], durability: str = "async") -> dict[st
     assert len(out["outputs"]) == len(steps)
     rows = conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
     conn.close()
+    shutil.rmtree(d, ignore_errors=True)
     return {"seconds": elapsed, "per_step_ms": elapsed / len(steps) * 1000, "checkpoints": rows}
 
 
@@ -196,6 +200,7 @@ def parallel(n: int, latency_s: float, max_parallel: int) -> dict[str, float]:
     finally:
         store.close()
         stop_service(home)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- main

@@ -227,14 +227,18 @@ class PlanDAG:
 
     def ancestors(self, key: str) -> list[str]:
         if self._ancestors is None:
-            number, ancestors = self._number, {}
+            # sets of positions in step-number order (sorting ints needs no key function: a chain
+            # of n steps sorts n^2/2 of them)
+            by_number = sorted(self._number, key=self._number.__getitem__)
+            rank = {k: i for i, k in enumerate(by_number)}
+            ancestors: dict[str, set[int]] = {}
             for k in self._order:
-                acc: set[str] = set()
+                acc: set[int] = set()
                 for d in self._deps[k]:
-                    acc.add(d)
+                    acc.add(rank[d])
                     acc |= ancestors[d]
                 ancestors[k] = acc
-            self._ancestors = {k: sorted(v, key=number.__getitem__) for k, v in ancestors.items()}
+            self._ancestors = {k: [by_number[i] for i in sorted(v)] for k, v in ancestors.items()}
         return list(self._ancestors[key])
 
     def dependents(self, key: str) -> list[str]:

@@ -239,7 +239,7 @@ class RunEngine:
         run = Run.model_validate(out["run"])
         if out["steps"] is not None:
             return session, run, [Step.model_validate(s) for s in out["steps"]]
-        # a new draft: its steps are its plan's, with the ids stored for them, none started yet
+        # a new draft: its steps are its plan's, with the ids its config records, none started yet
         plan = self._claimed_plan = Plan.model_validate(run.config["final_plan"])
         ids = run.config["step_ids"]
         return session, run, [Step(session_id=run.session_id, run_id=run.id, id=ids[s.key], **s.to_store())

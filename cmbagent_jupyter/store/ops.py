@@ -568,10 +568,11 @@ def run_transition(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def move_run(ctx: OpContext, run: dict[str, Any], args: dict[str, Any], *, step_count: int | None = None,
-             also: dict[str, Any] | None = None) -> dict[str, Any]:
+             also: dict[str, Any] | None = None, seen: dict[str, Any] | None = None) -> dict[str, Any]:
     """`run.transition` of a run row the caller read in this transaction; returns the row after it.
     A caller that has just read the run's steps passes their number (`step_count`): a guard
-    that needs it is not read again. `also`: more columns the same update sets (not returned)."""
+    that needs it is not read again. `also`: more columns the same update sets (not returned).
+    `seen` receives the session row if the move read it (a run starting checks its quotas)."""
     sid, rid = run["session_id"], run["id"]
     try:
         dst = RunStatus(_arg(args, "to"))
@@ -597,7 +598,9 @@ def move_run(ctx: OpContext, run: dict[str, Any], args: dict[str, Any], *, step_
         raise Invalid(str(exc)) from None
     starting = dst in ACTIVE_RUN_STATES and src not in ACTIVE_RUN_STATES
     if starting:
-        _enforce_quotas(ctx, sid, rid)
+        session = _enforce_quotas(ctx, sid, rid)
+        if seen is not None:
+            seen["session"] = session
     now = to_db_time(utcnow())
     # the row after the move, as the update below leaves it (no second read)
     changes: dict[str, Any] = {"status": dst.value}
@@ -631,7 +634,8 @@ def move_run(ctx: OpContext, run: dict[str, Any], args: dict[str, Any], *, step_
     return out
 
 
-def _enforce_quotas(ctx: OpContext, sid: str, rid: str) -> None:
+def _enforce_quotas(ctx: OpContext, sid: str, rid: str) -> dict[str, Any]:
+    """QuotaExceeded if the session may not start one more run; returns the session."""
     # the session and what it uses in one read
     row = ctx.db.fetchone(f"SELECT *, {_USAGE_COLUMNS} FROM sessions WHERE id = ?", [*_usage_params(sid, rid), sid])
     if row is None or row["status"] == SessionStatus.deleted.value:
@@ -654,6 +658,7 @@ def _enforce_quotas(ctx: OpContext, sid: str, rid: str) -> None:
             f"quota max_disk_mb reached: session {sid} uses {usage['disk_mb']:.1f} MB on disk of its "
             f"{q.max_disk_mb:.1f} MB (free space in {session['path']} or raise max_disk_mb)"
         )
+    return session
 
 
 @op("run.heartbeat", write=True)

@@ -347,20 +347,22 @@ def engine_claim(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     # a draft whose steps all have the ids its plan_ready caller chose (config step_ids): with
     # `return_steps` false, the caller builds them from its plan and only their number is read
     known = args.get("return_steps") is False and status == RunStatus.draft.value and bool(run["config"].get("step_ids"))
+    seen: dict[str, Any] = {}
     if resent:
         steps, out = steps_of(ctx, sid, rid), run
     else:
-        steps, out = _claim_move(ctx, run, to, allowed, args, read_steps=not known)
+        steps, out = _claim_move(ctx, run, to, allowed, args, read_steps=not known, seen=seen)
     reply = {"run": out, "steps": None if known else steps, "journal_seq": seq}
     if args.get("with_session"):
-        reply["session"] = _session_row(ctx, sid)
+        reply["session"] = seen.get("session") or _session_row(ctx, sid)
     return reply
 
 
 def _claim_move(ctx: OpContext, run: dict[str, Any], to: str, allowed: list[str], args: dict[str, Any], *,
-                read_steps: bool = True) -> tuple[list[dict[str, Any]] | None, dict[str, Any]]:
+                read_steps: bool = True, seen: dict[str, Any] | None = None
+                ) -> tuple[list[dict[str, Any]] | None, dict[str, Any]]:
     """The claim's move: a dead owner's run recorded interrupted first; the steps (or, without
-    `read_steps`, None) and the moved row."""
+    `read_steps`, None: a draft whose config lists its step ids) and the moved row."""
     sid, rid, status = run["session_id"], run["id"], run["status"]
     if status in ACTIVE:
         stale = args.get("stale_owner_pid")
@@ -373,9 +375,9 @@ def _claim_move(ctx: OpContext, run: dict[str, Any], to: str, allowed: list[str]
         allowed.append(status)
     if allowed and status not in allowed:
         raise Conflict(f"run {rid} is {status}; expected one of {', '.join(allowed)}")
+    # the draft's steps went in with its config's step_ids, in one transaction
     steps = steps_of(ctx, sid, rid) if read_steps else None
-    count = len(steps) if steps is not None else int(ctx.db.scalar("SELECT count(*) FROM steps WHERE run_id = ?",
-                                                                    [rid]) or 0)
+    count = len(steps) if steps is not None else len(run["config"]["step_ids"])
     if to == RunStatus.executing.value and not count:
         raise Invalid(f"run {rid} ({run['mode']}) has no steps to execute")
     reason = args.get("reason")
@@ -383,7 +385,7 @@ def _claim_move(ctx: OpContext, run: dict[str, Any], to: str, allowed: list[str]
         reason = "resumed"
     return steps, move_run(ctx, run, {"to": to, "reason": reason, "actor": args.get("actor"),
                                       "owner_pid": args.get("owner_pid"), "expected_from": [status]},
-                           step_count=count)
+                           step_count=count, seen=seen)
 
 
 @op("engine.settle", write=True)
