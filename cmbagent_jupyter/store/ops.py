@@ -970,11 +970,11 @@ def checkpoint_latest(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any] | 
     sid = _arg(args, "session_id", "session")
     rid = _arg(args, "run_id", "run")
     _run_row(ctx, sid, rid)
-    r = ctx.db.fetchone(
-        "SELECT * FROM checkpoints WHERE run_id = ? AND session_id = ? ORDER BY created_at DESC, rowid DESC LIMIT 1",
-        [rid, sid],
-    )
-    return _checkpoint_row(r) if r else None
+    r = ctx.db.fetchone(f"{_CHECKPOINTS_OF_RUN} ORDER BY created_at DESC, ord DESC LIMIT 1", _checkpoint_params(sid, rid))
+    if r is None:
+        return None
+    r.pop("ord")
+    return _checkpoint_row(r)
 
 
 @op("checkpoint.list", write=False)
@@ -982,10 +982,29 @@ def checkpoint_list(ctx: OpContext, args: dict[str, Any]) -> list[dict[str, Any]
     sid = _arg(args, "session_id", "session")
     rid = _arg(args, "run_id", "run")
     _run_row(ctx, sid, rid)
-    rows = ctx.db.fetch(
-        "SELECT id, session_id, run_id, step_id, kind, pickle_path, created_at FROM checkpoints "
-        "WHERE run_id = ? AND session_id = ? ORDER BY created_at, rowid", [rid, sid])
+    rows = ctx.db.fetch(f"SELECT id, session_id, run_id, step_id, kind, pickle_path, created_at "
+                        f"FROM ({_CHECKPOINTS_OF_RUN}) ORDER BY created_at, ord", _checkpoint_params(sid, rid))
     return [_row(r, (), ("created_at",)) | {"context": {}} for r in rows]
+
+
+# A run's checkpoints: the rows of the checkpoints table, and the checkpoints of step
+# completions that the step journal recorded as their step_completed events (each event of
+# a journal record's completions carries the record's checkpoint id; the checkpoint's
+# context is the keys completed, as a row of such a checkpoint would hold).
+_CHECKPOINTS_OF_RUN = (
+    "SELECT id, session_id, run_id, step_id, kind, context, pickle_path, created_at, rowid AS ord "
+    "FROM checkpoints WHERE run_id = ? AND session_id = ? "
+    "UNION ALL "
+    "SELECT cid, any_value(session_id), any_value(run_id), arg_min(payload->>'step_id', seq), "
+    f"'{CheckpointKind.step_complete.value}', "
+    "to_json({'completed': list(payload->>'key' ORDER BY seq)}), NULL, min(ts), min(seq) "
+    "FROM (SELECT payload->>'checkpoint_id' AS cid, * FROM events WHERE run_id = ? AND session_id = ? "
+    f"AND type = '{EventType.step_completed.value}') AS e "
+    "WHERE cid IS NOT NULL AND cid NOT IN (SELECT id FROM checkpoints WHERE run_id = ?) GROUP BY cid")
+
+
+def _checkpoint_params(sid: str, rid: str) -> list[str]:
+    return [rid, sid, rid, sid, rid]
 
 
 # ---------------------------------------------------------------- history
@@ -994,13 +1013,21 @@ def checkpoint_list(ctx: OpContext, args: dict[str, Any]) -> list[dict[str, Any]
 @op("history.list", write=False)
 def history_list(ctx: OpContext, args: dict[str, Any]) -> list[dict[str, Any]]:
     sid = _arg(args, "session_id", "session")
-    params: list[Any] = [sid]
-    sql = "SELECT * FROM state_history WHERE session_id = ?"
-    if args.get("entity_id"):
-        sql += " AND entity_id = ?"
-        params.append(args["entity_id"])
-    rows = ctx.db.fetch(sql + ' ORDER BY "at", rowid', params)
+    entity = args.get("entity_id")
+    rows = ctx.db.fetch(
+        "SELECT id, session_id, entity_type, entity_id, from_state, to_state, reason, actor, \"at\" FROM ("
+        "SELECT *, 0 AS src, rowid AS ord FROM state_history WHERE session_id = ? AND (? IS NULL OR entity_id = ?) "
+        "UNION ALL "
+        # a step's moves that the step journal recorded: their events are their history
+        "SELECT id, session_id, 'step', payload->>'step_id', payload->>'from', payload->>'to', payload->>'reason', "
+        "payload->>'actor', ts, 1, gseq FROM events WHERE session_id = ? AND type IN "
+        f"({', '.join(repr(t.value) for t in _JOURNALED_STEP_EVENTS)}) AND payload->>'journal_seq' IS NOT NULL "
+        "AND (payload->>'from') IS DISTINCT FROM (payload->>'to') AND (? IS NULL OR payload->>'step_id' = ?)"
+        ') ORDER BY "at", src, ord', [sid, entity, entity, sid, entity, entity])
     return [_row(r, (), ("at",)) for r in rows]
+
+
+_JOURNALED_STEP_EVENTS = (EventType.step_started, EventType.step_completed, EventType.step_failed)
 
 
 # ---------------------------------------------------------------- costs

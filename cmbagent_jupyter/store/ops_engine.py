@@ -152,7 +152,6 @@ def _apply_records(ctx: OpContext, sid: str, rid: str, args: dict[str, Any],
     unknown = sorted({i for _, r in todo for i in _named(r) if i not in steps})
     if unknown:
         raise Invalid(f"step(s) {', '.join(unknown)} are not steps of run {rid}")
-    history: list[tuple] = []
     checkpoints: list[tuple] = []
     # per step, what the records leave: status, outputs, times, attempts added, error
     final: dict[str, dict[str, Any]] = {}
@@ -164,7 +163,7 @@ def _apply_records(ctx: OpContext, sid: str, rid: str, args: dict[str, Any],
         except ValueError:
             return to_db_time(utcnow())
 
-    def move(step: dict[str, Any], dst: StepStatus, reason: str, at: Any, ts: Any,
+    def move(step: dict[str, Any], dst: StepStatus, reason: str, at: Any, ts: Any, seq: int,
              extra: dict[str, Any] | None = None) -> bool:
         src, to = step["status"], _VALUE[dst]
         if src == _COMPLETED and (replay or to == _COMPLETED):
@@ -172,15 +171,17 @@ def _apply_records(ctx: OpContext, sid: str, rid: str, args: dict[str, Any],
                 return False
             raise Conflict(f"step {step['key']} of run {rid} is completed already; a completed step is never "
                            f"recorded twice")
-        if src != to:
-            if not replay:
-                try:
-                    check_step_transition(step["id"], src, to)
-                except IllegalTransition as exc:
-                    raise Conflict(str(exc)) from None
-            history.append((new_id("transition"), sid, "step", step["id"], src, to, reason, actor, at))
+        if src != to and not replay:
+            try:
+                check_step_transition(step["id"], src, to)
+            except IllegalTransition as exc:
+                raise Conflict(str(exc)) from None
+        # the event is the move's history entry too (history.list shows it): the journal record
+        # that made it, the reason and the actor go with it
         payload = {"step_id": step["id"], "key": step["key"], "number": step["number"], "agent": step["agent"],
-                   "from": src, "to": to}
+                   "from": src, "to": to, "reason": reason, "journal_seq": seq}
+        if actor is not None:
+            payload["actor"] = actor
         if extra:
             payload.update(extra)
         if to == _FAILED:
@@ -189,27 +190,32 @@ def _apply_records(ctx: OpContext, sid: str, rid: str, args: dict[str, Any],
         step["status"] = to
         return True
 
-    for _, r in todo:
+    for seq, r in todo:
         at = at_of(r)
         ts = from_db_time(at)
-        for c in r.get("complete") or []:
+        done = r.get("complete") or []
+        # the checkpoint of a record's completions: a snapshot (a file) or a given context is a row of
+        # its own; otherwise what it changed is those completions, and their step_completed events,
+        # which carry its id, are the record of it (checkpoint.list and .latest show it from them)
+        cp = done[0].get("checkpoint") if done else None
+        in_events = bool(cp) and not cp.get("pickle_path") and "context" not in cp and cp.get("id")
+        for c in done:
             step = steps[c["step_id"]]
             f = final.setdefault(step["id"], {"inc": 0})
-            cp = c.get("checkpoint")
-            if move(step, StepStatus.completed, "step finished", at, ts,
-                    {"checkpoint_id": cp.get("id")} if cp and not cp.get("pickle_path") else None):
+            own = c.get("checkpoint")
+            if move(step, StepStatus.completed, "step finished", at, ts, seq,
+                    {"checkpoint_id": cp["id"]} if in_events else None):
                 f.update(st="completed", o=dumps(c.get("outputs") or {}), has_o=True, ca=at, err=None)
-                if cp:
-                    if "context" not in cp:  # what changed is the record's completions
-                        cp = {**cp, "context": {"completed": [steps[x["step_id"]]["key"]
-                                                              for x in r.get("complete") or []]}}
-                    checkpoints += _checkpoint_rows(sid, rid, [(step["id"], cp)], at)
+                if own and not in_events:
+                    if "context" not in own:  # what changed is the record's completions
+                        own = {**own, "context": {"completed": [steps[x["step_id"]]["key"] for x in done]}}
+                    checkpoints += _checkpoint_rows(sid, rid, [(step["id"], own)], at)
         for x in r.get("fail") or []:
             step = steps[x["step_id"]]
             f = final.setdefault(step["id"], {"inc": 0})
             f_err = str(x.get("error") or "")
             prev_err, f["err"] = f.get("err"), f_err
-            if move(step, StepStatus.failed, "step failed", at, ts):
+            if move(step, StepStatus.failed, "step failed", at, ts, seq):
                 f.update(st="failed")
             else:
                 f["err"] = prev_err
@@ -217,7 +223,7 @@ def _apply_records(ctx: OpContext, sid: str, rid: str, args: dict[str, Any],
             step = steps[i]
             f = final.setdefault(step["id"], {"inc": 0})
             reason = "step started" if step["status"] != "running" else "re-run of a step in flight at a crash"
-            if move(step, StepStatus.running, reason, at, ts):
+            if move(step, StepStatus.running, reason, at, ts, seq):
                 f.update(st="running", sa=at, err=None)
                 f["inc"] += 1
     last = todo[-1][0]
@@ -235,7 +241,6 @@ def _apply_records(ctx: OpContext, sid: str, rid: str, args: dict[str, Any],
             f"FROM (SELECT {JOURNAL_STEP_COLUMNS}) AS v WHERE steps.id = v.id", [list(c) for c in zip(*changed)])
     if run is None:
         ctx.db.execute("UPDATE runs SET journal_seq = ? WHERE id = ?", [last, rid])
-    ctx.history_rows += history
     if checkpoints and replay:
         # `cmbagent recover` may have imported a row already from its snapshot file
         have = {r["id"] for r in ctx.db.fetch(
