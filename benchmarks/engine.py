@@ -21,7 +21,9 @@
 Each figure is the median of --repeat runs (default 5), each in a fresh CMBAGENT_HOME
 whose store service was started beforehand and has run a 3-step warm-up run (its
 start-up and first use of each operation are not per-step costs; LangGraph gets the
-same: one untimed run of its compiled graph on another thread id first).
+same: one untimed run of its compiled graph on another thread id first). Before each timed
+run the garbage of the earlier ones is collected (gc.collect(), for both peers), so a full
+collection of the whole process's heap (~100 ms here) is not counted as one run's steps.
 The store's own floor (one minimal write transaction) is printed for reference.
 Options: --only a|b, --steps N, --repeat N, --json.
 """
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import operator
 import os
@@ -84,6 +87,7 @@ def ours(steps: list[dict[str, Any]], max_parallel: int, journal_sync: str = "gr
         run, _ = create_run(ss, "no-model DAG", mode="control", plan={"sub_tasks": steps}, max_parallel=max_parallel,
                             journal_sync=journal_sync)
         engine = RunEngine(store, run, step_runner=_noop_step)
+        gc.collect()  # what earlier runs left is not collected on this one's clock (LangGraph gets the same)
         t0 = time.perf_counter()
         out = asyncio.run(engine.execute())
         elapsed = time.perf_counter() - t0
@@ -159,6 +163,7 @@ def langgraph(steps: list[dict[str, Any]], durability: str = "async") -> dict[st
     # the same warm-up as ours: a small run first, untimed (another thread of the same checkpointer)
     app.invoke({"outputs": {}}, {"configurable": {"thread_id": "warm-up"}, "recursion_limit": 100_000},
                durability=durability)
+    gc.collect()
     t0 = time.perf_counter()
     out = app.invoke({"outputs": {}}, {"configurable": {"thread_id": "bench"}, "recursion_limit": 100_000},
                      durability=durability)

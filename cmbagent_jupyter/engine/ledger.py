@@ -42,7 +42,7 @@ SNAPSHOT_INTERVAL_S = 60.0
 EMERGENCY_DRAIN_S = 2.0
 FLUSH_BATCH = 256
 FLUSH_DELAY_S = 0.02
-FLUSH_MIN_BATCH = 64  # a batch this big goes at once, without waiting out FLUSH_DELAY_S
+FLUSH_MIN_CHANGES = 128  # a batch of this many step changes goes at once, without waiting out FLUSH_DELAY_S
 REPLAY_BATCH = 128
 # test hook: with this set, the flusher never sends anything (the journal alone holds the run)
 HOLD_FLUSH_ENV = "CMBAGENT_TEST_HOLD_STORE_FLUSH"
@@ -76,6 +76,7 @@ class StepLedger:
         self._dumps: dict[str, dict[str, Any]] = {}
         self._dirty: set[str] = set(self.steps)
         self._queue: list[dict[str, Any]] = []
+        self._queued_changes = 0  # step changes in the records queued and not yet sent
         self._flusher: asyncio.Task | None = None
         self._hurry = asyncio.Event()  # set while draining: the flusher sends at once
         self._ready = asyncio.Event()  # set when a batch is worth sending now (big enough, or a drain)
@@ -187,7 +188,8 @@ class StepLedger:
         if complete:
             self._write_files([steps[k].number for k, _ in complete], steps[complete[0][0]].id, snapshot)
         self._queue.append(record)
-        if len(self._queue) >= FLUSH_MIN_BATCH:
+        self._queued_changes += len(complete) + len(fail) + len(start)
+        if self._queued_changes >= FLUSH_MIN_CHANGES:
             self._ready.set()
         if not self._hold and (self._flusher is None or self._flusher.done()):
             self._flusher = asyncio.get_running_loop().create_task(self._flush(), name="journal-flush")
@@ -237,7 +239,7 @@ class StepLedger:
             # let boundaries that follow at once join this transaction: fewer store commits
             # (each one an fsync of the database competing with the journal's) for a few ms;
             # a drain does not wait for that
-            if not self._hurry.is_set() and len(self._queue) < FLUSH_MIN_BATCH:
+            if not self._hurry.is_set() and self._queued_changes < FLUSH_MIN_CHANGES:
                 self._ready.clear()
                 try:
                     await asyncio.wait_for(self._ready.wait(), FLUSH_DELAY_S)
@@ -247,6 +249,7 @@ class StepLedger:
                 return  # the run is settling: its last records go with the settle
             batch = self._queue[:FLUSH_BATCH]
             self._sent_seq = batch[-1]["seq"]
+            self._queued_changes = sum(_changes(r) for r in self._queue[FLUSH_BATCH:])
             try:
                 out = await self.store.acall("engine.advance_many", run_id=self.files.run.id,
                                              owner_pid=self.owner_pid, records=batch)
@@ -406,6 +409,10 @@ class StepLedger:
         timeout = EMERGENCY_DRAIN_S if CheckpointKind(kind) == CheckpointKind.emergency else None
         return await self.settle(to, timeout=timeout, reason=reason, error=error, checkpoint=row,
                                  reset_steps=[self.steps[k].id for k in reset], reset_to=reset_to)
+
+
+def _changes(record: dict[str, Any]) -> int:
+    return len(record["complete"]) + len(record["fail"]) + len(record["start"])
 
 
 def _left(deadline: float | None) -> float | None:
