@@ -42,7 +42,7 @@ SNAPSHOT_INTERVAL_S = 60.0
 EMERGENCY_DRAIN_S = 2.0
 FLUSH_BATCH = 256
 FLUSH_DELAY_S = 0.02
-FLUSH_MIN_CHANGES = 128  # a batch of this many step changes goes at once, without waiting out FLUSH_DELAY_S
+FLUSH_MIN_CHANGES = 192  # a batch of this many step changes goes at once, without waiting out FLUSH_DELAY_S
 REPLAY_BATCH = 128
 # test hook: with this set, the flusher never sends anything (the journal alone holds the run)
 HOLD_FLUSH_ENV = "CMBAGENT_TEST_HOLD_STORE_FLUSH"

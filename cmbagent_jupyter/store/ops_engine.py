@@ -55,9 +55,10 @@ _STEP_EVENTS = {StepStatus.completed: EventType.step_completed, StepStatus.faile
 CHECKPOINT_COLUMNS = ("id", "session_id", "run_id", "step_id", "kind", "context", "pickle_path", "created_at")
 
 
-JOURNAL_STEP_COLUMNS = ("unnest(?::VARCHAR[]) AS id, unnest(?::VARCHAR[]) AS st, unnest(?::BOOLEAN[]) AS has_o, "
-                        "unnest(?::VARCHAR[])::JSON AS o, unnest(?::TIMESTAMP[]) AS ca, unnest(?::TIMESTAMP[]) AS sa, "
-                        "unnest(?::INTEGER[]) AS inc, unnest(?::VARCHAR[]) AS err")
+JOURNAL_STEP_COLUMNS = ("unnest(?::VARCHAR[]) AS id, unnest(?::VARCHAR[]) AS st, unnest(?::VARCHAR[]) AS o, "
+                        "unnest(?::TIMESTAMP[]) AS ca, unnest(?::TIMESTAMP[]) AS sa, unnest(?::INTEGER[]) AS inc, "
+                        "unnest(?::VARCHAR[]) AS err, unnest(?::DOUBLE[]) AS pr")
+_PROGRESS = {_COMPLETED: 1.0, StepStatus.running.value: 0.0}
 
 
 def _named(record: dict[str, Any]) -> list[Any]:
@@ -99,23 +100,18 @@ def _apply_records(ctx: OpContext, sid: str, rid: str, args: dict[str, Any],
     wanted = sorted({i for r in records for i in _named(r)}, key=str)
     for i in wanted:
         _arg({"id": i}, "id", "step")
-    # the ids as one list parameter (a parameter per id binds far slower)
     if run is None:
-        rows = ctx.db.fetch(
-            "SELECT r.status AS run_status, coalesce(r.pause_requested, false) AS pause_requested, r.owner_pid, "
-            "coalesce(r.journal_seq, 0) AS journal_seq, t.id, t.key, t.number, t.agent, t.status "
-            "FROM runs r LEFT JOIN steps t ON t.run_id = r.id AND list_contains(?::VARCHAR[], t.id) "
-            "WHERE r.id = ? AND r.session_id = ?", [wanted, rid, sid])
-        if not rows:
+        head = ctx.db.fetchone(
+            "SELECT status AS run_status, coalesce(pause_requested, false) AS pause_requested, owner_pid, "
+            "coalesce(journal_seq, 0) AS journal_seq FROM runs WHERE id = ? AND session_id = ?", [rid, sid])
+        if head is None:
             _run_row(ctx, sid, rid)
     else:
-        rows = ctx.db.fetch("SELECT id, key, number, agent, status FROM steps WHERE run_id = ? AND "
-                            "list_contains(?::VARCHAR[], id)", [rid, wanted]) if wanted else []
-        rows = [{"run_status": run["status"], "pause_requested": run["pause_requested"], "owner_pid": run["owner_pid"],
-                 "journal_seq": run["journal_seq"], **r} for r in rows] or [
-            {"run_status": run["status"], "pause_requested": run["pause_requested"], "owner_pid": run["owner_pid"],
-             "journal_seq": run["journal_seq"], "id": None}]
-    head = rows[0]
+        head = {"run_status": run["status"], "pause_requested": run["pause_requested"], "owner_pid": run["owner_pid"],
+                "journal_seq": run["journal_seq"]}
+    # the ids as one list parameter (a parameter per id binds far slower)
+    rows = ctx.db.fetch("SELECT id, key, number, agent, status FROM steps WHERE run_id = ? AND "
+                        "list_contains(?::VARCHAR[], id)", [rid, wanted]) if wanted else []
     status, applied = head["run_status"], int(head["journal_seq"])
     ctx.ledger = False  # idempotent by the journal seq itself
 
@@ -148,7 +144,7 @@ def _apply_records(ctx: OpContext, sid: str, rid: str, args: dict[str, Any],
             raise Conflict(f"run {rid} is now executed by process {head['owner_pid']}, not {owner}")
     elif status in (RunStatus.completed.value, RunStatus.cancelled.value):
         return signal(applied)  # nothing is recorded on a run that ended; a resume refuses it too
-    steps = {r["id"]: {k: r[k] for k in ("id", "key", "number", "agent", "status")} for r in rows if r["id"] is not None}
+    steps = {r["id"]: r for r in rows}
     unknown = sorted({i for _, r in todo for i in _named(r) if i not in steps})
     if unknown:
         raise Invalid(f"step(s) {', '.join(unknown)} are not steps of run {rid}")
@@ -205,7 +201,7 @@ def _apply_records(ctx: OpContext, sid: str, rid: str, args: dict[str, Any],
             own = c.get("checkpoint")
             if move(step, StepStatus.completed, "step finished", at, ts, seq,
                     {"checkpoint_id": cp["id"]} if in_events else None):
-                f.update(st="completed", o=dumps(c.get("outputs") or {}), has_o=True, ca=at, err=None)
+                f.update(st="completed", o=dumps(c.get("outputs") or {}), ca=at, err=None)
                 if own and not in_events:
                     if "context" not in own:  # what changed is the record's completions
                         own = {**own, "context": {"completed": [steps[x["step_id"]]["key"] for x in done]}}
@@ -227,17 +223,15 @@ def _apply_records(ctx: OpContext, sid: str, rid: str, args: dict[str, Any],
                 f.update(st="running", sa=at, err=None)
                 f["inc"] += 1
     last = todo[-1][0]
-    changed = [(step_id, f["st"], bool(f.get("has_o")), f.get("o"), f.get("ca"), f.get("sa"), f["inc"], f.get("err"))
+    changed = [(step_id, f["st"], f.get("o"), f.get("ca"), f.get("sa"), f["inc"], f.get("err"), _PROGRESS.get(f["st"]))
                for step_id, f in final.items() if "st" in f]
     if changed:
-        # one list parameter per column (a parameter per value of a VALUES list binds far slower)
+        # one list parameter per column (a parameter per value of a VALUES list binds far slower); a
+        # NULL leaves the column as it was (outputs only change with a completion)
         ctx.db.execute(
-            "UPDATE steps SET status = v.st, "
-            "outputs = CASE WHEN v.has_o THEN v.o ELSE steps.outputs END, "
-            "completed_at = coalesce(v.ca, steps.completed_at), "
-            "progress = CASE WHEN v.st = 'completed' THEN 1.0 WHEN v.st = 'running' THEN 0.0 ELSE steps.progress END, "
-            "started_at = coalesce(v.sa, steps.started_at), "
-            "attempts = steps.attempts + v.inc, error = v.err "
+            "UPDATE steps SET status = v.st, outputs = coalesce(v.o, steps.outputs), "
+            "completed_at = coalesce(v.ca, steps.completed_at), progress = coalesce(v.pr, steps.progress), "
+            "started_at = coalesce(v.sa, steps.started_at), attempts = steps.attempts + v.inc, error = v.err "
             f"FROM (SELECT {JOURNAL_STEP_COLUMNS}) AS v WHERE steps.id = v.id", [list(c) for c in zip(*changed)])
     if run is None:
         ctx.db.execute("UPDATE runs SET journal_seq = ? WHERE id = ?", [last, rid])
