@@ -82,6 +82,7 @@ class RunEngine:
         self.timed_checkpoints = 0
         self._planning: PlanningPhase | None = None
         self._claimed_plan: Plan | None = None
+        self._claimed_dag: PlanDAG | None = None  # keeps the claimed plan's DAG (PlanDAG.of holds it weakly)
         self._journal_seq: int | None = None  # what the claim said the store has of the step journal
         self._background: set[asyncio.Task] = set()
 
@@ -196,14 +197,20 @@ class RunEngine:
         if given.status == RunStatus.draft and (given.config.get("final_plan") or given.mode == RunMode.deep_research):
             # a new run as it was handed in (never run: no journal, no owner): one call claims it, and
             # the store checks it is still a draft; if it is not any more, it is read again below
+            claim = asyncio.ensure_future(self.ss.acall(
+                "engine.claim", run_id=given.id, to="auto", owner_pid=self.pid, allowed_from=[RunStatus.draft.value],
+                with_session=True, return_steps=False))
+            await asyncio.sleep(0)  # the request is sent: the steps are built while the store answers
             try:
-                out = await self.ss.acall("engine.claim", run_id=given.id, to="auto", owner_pid=self.pid,
-                                          allowed_from=[RunStatus.draft.value], with_session=True,
-                                          return_steps=False)
+                early = _DraftPlan.of(given)
+            except (ValueError, KeyError):  # the claimed run's own config is read below, and fails there if bad
+                early = None
+            try:
+                out = await claim
             except Conflict:
                 pass
             else:
-                return self._claimed(out)
+                return self._claimed(out, early)
         # two reads at once (nothing is written before both answered); the steps come with the claim
         session, run = await asyncio.gather(asyncio.to_thread(self.ss.info),
                                             asyncio.to_thread(self.ss.get_run, self.run.id))
@@ -230,20 +237,20 @@ class RunEngine:
                                   stale_owner_pid=stale, reason="resumed" if run.status != RunStatus.draft else None,
                                   allowed_from=[RunStatus.draft.value, RunStatus.paused.value,
                                                 RunStatus.interrupted.value, RunStatus.failed.value])
-        return self._claimed(out, session)
+        return self._claimed(out, session=session)
 
-    def _claimed(self, out: dict[str, Any], session: Session | None = None) -> tuple[Session, Run, list[Step]]:
-        """The session, run and steps of an `engine.claim` reply."""
+    def _claimed(self, out: dict[str, Any], early: "_DraftPlan | None" = None, session: Session | None = None
+                 ) -> tuple[Session, Run, list[Step]]:
+        """The session, run and steps of an `engine.claim` reply (`early`: the plan and steps
+        built from the run as it was handed in, used if the claimed run has the same)."""
         self._journal_seq = int(out.get("journal_seq") or 0)
         session = session or Session.model_validate(out["session"])
         run = Run.model_validate(out["run"])
         if out["steps"] is not None:
             return session, run, [Step.model_validate(s) for s in out["steps"]]
-        # a new draft: its steps are its plan's, with the ids its config records, none started yet
-        plan = self._claimed_plan = Plan.model_validate(run.config["final_plan"])
-        ids = run.config["step_ids"]
-        return session, run, [Step(session_id=run.session_id, run_id=run.id, id=ids[s.key], **s.to_store())
-                              for s in plan.sub_tasks]
+        draft = early if early is not None and early.matches(run) else _DraftPlan.of(run)
+        self._claimed_plan, self._claimed_dag = draft.plan, draft.dag
+        return session, run, draft.steps
 
     def _given_plan(self, run: Run) -> Plan:
         extra = _plan_agents(self.settings.plan) if self.custom_step_runner is not None else ()
@@ -484,6 +491,26 @@ class RunEngine:
                                     reset_steps=running, reset_to=to)
             except Exception:  # noqa: BLE001
                 log.exception("could not reset the steps of run %s", self.run.id)
+
+
+class _DraftPlan:
+    """A new draft's plan, its DAG and its steps (the plan's, with the ids its config records,
+    none started yet), built from a run's config."""
+
+    def __init__(self, run: Run):
+        self.config = run.config
+        self.plan = Plan.model_validate(run.config["final_plan"])
+        self.dag = PlanDAG.of(self.plan)
+        ids = run.config["step_ids"]
+        self.steps = [Step(session_id=run.session_id, run_id=run.id, id=ids[s.key], **s.to_store())
+                      for s in self.plan.sub_tasks]
+
+    @classmethod
+    def of(cls, run: Run) -> "_DraftPlan | None":
+        return cls(run) if run.config.get("step_ids") and run.config.get("final_plan") else None
+
+    def matches(self, run: Run) -> bool:
+        return all(self.config.get(k) == run.config.get(k) for k in ("final_plan", "step_ids"))
 
 
 class _JournaledGates(RunGates):
