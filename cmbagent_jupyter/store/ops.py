@@ -10,13 +10,13 @@ by it, so one session never reads another's rows.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from cmbagent_jupyter import json_codec
 from cmbagent_jupyter.engine.states import (
     ACTIVE_RUN_STATES,
     IllegalTransition,
@@ -307,8 +307,8 @@ def _history(ctx: OpContext, session_id: str, entity_type: str, entity_id: str, 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    # one line: the C encoder (an indented dump takes the pure-Python path, ~10x slower on a large plan)
-    tmp.write_text(json.dumps(data, default=str, separators=(",", ":")) + "\n")
+    # one line, compact (an indented dump is far slower on a large plan)
+    tmp.write_bytes(json_codec.dumps_bytes(data) + b"\n")
     os.replace(tmp, path)
 
 
@@ -618,14 +618,16 @@ def move_run(ctx: OpContext, run: dict[str, Any], args: dict[str, Any], *, step_
         changes["last_heartbeat_at"] = now
     sets = {**changes, **(also or {})}
     ctx.db.execute(f"UPDATE runs SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ?", [*sets.values(), rid])
-    _history(ctx, sid, "run", rid, src.value, dst.value, args.get("reason"), args.get("actor"))
     if src == RunStatus.draft:
         etype = EventType.workflow_started
     elif src in (RunStatus.paused, RunStatus.interrupted) and dst in ACTIVE_RUN_STATES:
         etype = EventType.workflow_resumed
     else:
         etype = _RUN_EVENT.get(dst, EventType.workflow_state_changed)
-    payload = {"from": src.value, "to": dst.value, "reason": args.get("reason")}
+    # the event is the move's history entry too (history.list shows it)
+    payload = {"from": src.value, "to": dst.value, "reason": args.get("reason"), "history": True}
+    if args.get("actor") is not None:
+        payload["actor"] = args["actor"]
     if args.get("error"):
         payload["error"] = args["error"]
     ctx.emit(etype, sid, rid, payload)
@@ -1016,14 +1018,16 @@ def history_list(ctx: OpContext, args: dict[str, Any]) -> list[dict[str, Any]]:
     entity = args.get("entity_id")
     rows = ctx.db.fetch(
         "SELECT id, session_id, entity_type, entity_id, from_state, to_state, reason, actor, \"at\" FROM ("
-        "SELECT *, 0 AS src, rowid AS ord FROM state_history WHERE session_id = ? AND (? IS NULL OR entity_id = ?) "
+        "SELECT *, 0 AS src, rowid AS ord FROM state_history WHERE session_id = ? "
         "UNION ALL "
-        # a step's moves that the step journal recorded: their events are their history
-        "SELECT id, session_id, 'step', payload->>'step_id', payload->>'from', payload->>'to', payload->>'reason', "
-        "payload->>'actor', ts, 1, gseq FROM events WHERE session_id = ? AND type IN "
+        # a step's moves that the step journal recorded, and a run's moves: their events are their history
+        "SELECT id, session_id, CASE WHEN run_id IS NOT NULL AND payload->>'history' = 'true' THEN 'run' ELSE 'step' "
+        "END, CASE WHEN run_id IS NOT NULL AND payload->>'history' = 'true' THEN run_id ELSE payload->>'step_id' END, "
+        "payload->>'from', payload->>'to', payload->>'reason', payload->>'actor', ts, 1, gseq FROM events "
+        "WHERE session_id = ? AND ((run_id IS NOT NULL AND payload->>'history' = 'true') OR (type IN "
         f"({', '.join(repr(t.value) for t in _JOURNALED_STEP_EVENTS)}) AND payload->>'journal_seq' IS NOT NULL "
-        "AND (payload->>'from') IS DISTINCT FROM (payload->>'to') AND (? IS NULL OR payload->>'step_id' = ?)"
-        ') ORDER BY "at", src, ord', [sid, entity, entity, sid, entity, entity])
+        "AND (payload->>'from') IS DISTINCT FROM (payload->>'to')))"
+        ') WHERE ? IS NULL OR entity_id = ? ORDER BY "at", src, ord', [sid, sid, entity, entity])
     return [_row(r, (), ("at",)) for r in rows]
 
 
