@@ -572,7 +572,8 @@ def move_run(ctx: OpContext, run: dict[str, Any], args: dict[str, Any], *, step_
     """`run.transition` of a run row the caller read in this transaction; returns the row after it.
     A caller that has just read the run's steps passes their number (`step_count`): a guard
     that needs it is not read again. `also`: more columns the same update sets (not returned).
-    `seen` receives the session row if the move read it (a run starting checks its quotas)."""
+    `seen` receives the session row if the move read it (a run starting checks its quotas); its
+    "quota_row", if the caller read the session with its usage already, is used for that check."""
     sid, rid = run["session_id"], run["id"]
     try:
         dst = RunStatus(_arg(args, "to"))
@@ -598,7 +599,7 @@ def move_run(ctx: OpContext, run: dict[str, Any], args: dict[str, Any], *, step_
         raise Invalid(str(exc)) from None
     starting = dst in ACTIVE_RUN_STATES and src not in ACTIVE_RUN_STATES
     if starting:
-        session = _enforce_quotas(ctx, sid, rid)
+        session = _enforce_quotas(ctx, sid, rid, (seen or {}).get("quota_row"))
         if seen is not None:
             seen["session"] = session
     now = to_db_time(utcnow())
@@ -636,10 +637,11 @@ def move_run(ctx: OpContext, run: dict[str, Any], args: dict[str, Any], *, step_
     return out
 
 
-def _enforce_quotas(ctx: OpContext, sid: str, rid: str) -> dict[str, Any]:
-    """QuotaExceeded if the session may not start one more run; returns the session."""
-    # the session and what it uses in one read
-    row = ctx.db.fetchone(f"SELECT *, {_USAGE_COLUMNS} FROM sessions WHERE id = ?", [*_usage_params(sid, rid), sid])
+def _enforce_quotas(ctx: OpContext, sid: str, rid: str, row: dict[str, Any] | None = None) -> dict[str, Any]:
+    """QuotaExceeded if the session may not start one more run; returns the session. `row`:
+    the session's row with its usage columns (`_USAGE_COLUMNS`), if the caller read it already."""
+    if row is None:  # the session and what it uses in one read
+        row = ctx.db.fetchone(f"SELECT *, {_USAGE_COLUMNS} FROM sessions WHERE id = ?", [*_usage_params(sid, rid), sid])
     if row is None or row["status"] == SessionStatus.deleted.value:
         raise NotFound(f"session {sid} does not exist")
     usage = _usage_of(row, Path(row["path"]))

@@ -19,6 +19,7 @@ from cmbagent_jupyter.models import CheckpointKind, EventType, RunMode, RunStatu
 from cmbagent_jupyter.store.database import dumps, from_db_time, to_db_time
 from cmbagent_jupyter.store.errors import Conflict, Invalid, NotFound
 from cmbagent_jupyter.store.ops import (
+    _USAGE_COLUMNS,
     RUN_COLUMNS,
     OpContext,
     _arg,
@@ -26,6 +27,7 @@ from cmbagent_jupyter.store.ops import (
     _run_of,
     _run_row,
     _session_row,
+    _usage_params,
     checkpoint_put,
     op,
     move_run,
@@ -326,7 +328,8 @@ def engine_claim(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """
     sid = _arg(args, "session_id", "session")
     rid = _arg(args, "run_id", "run")
-    run = _run_with_seq(ctx, sid, rid)
+    seen: dict[str, Any] = {}
+    run = _run_with_seq(ctx, sid, rid, seen)
     seq = run.pop("journal_seq")
     to = args.get("to")
     if to == "auto":
@@ -346,7 +349,6 @@ def engine_claim(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     # a draft whose steps all have the ids its plan_ready caller chose (config step_ids): with
     # `return_steps` false, the caller builds them from its plan and only their number is read
     known = args.get("return_steps") is False and status == RunStatus.draft.value and bool(run["config"].get("step_ids"))
-    seen: dict[str, Any] = {}
     if resent:
         steps, out = steps_of(ctx, sid, rid), run
     else:
@@ -436,13 +438,23 @@ def engine_settle(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     return {"run": move_run(ctx, run, fields, also={"journal_seq": applied} if applied is not None else None)}
 
 
-def _run_with_seq(ctx: OpContext, sid: str, rid: str) -> dict[str, Any]:
-    """The run (as `_run_row` has it) with the store's `journal_seq`, in one read."""
-    row = ctx.db.fetchone(f"SELECT {RUN_COLUMNS}, coalesce(journal_seq, 0) AS journal_seq FROM runs "
-                          f"WHERE id = ? AND session_id = ?", [rid, sid])
+def _run_with_seq(ctx: OpContext, sid: str, rid: str, seen: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run (as `_run_row` has it) with the store's `journal_seq`, in one read; with `seen`,
+    also its session and what the session uses (for the quota check of a run starting), put
+    in `seen["quota_row"]` as `move_run` takes it."""
+    extra, params = "", []
+    if seen is not None:
+        extra, params = (f", (SELECT s FROM sessions s WHERE s.id = ?) AS quota_session, {_USAGE_COLUMNS}",
+                         [sid, *_usage_params(sid, rid)])
+    row = ctx.db.fetchone(f"SELECT {RUN_COLUMNS}, coalesce(journal_seq, 0) AS journal_seq{extra} FROM runs "
+                          f"WHERE id = ? AND session_id = ?", [*params, rid, sid])
     if row is None:
         raise NotFound(f"run {rid} does not exist in session {sid}")
     seq = int(row.pop("journal_seq") or 0)
+    if seen is not None:
+        session = row.pop("quota_session")
+        usage = {k: row.pop(k) for k in ("usage_active_runs", "usage_cost_usd")}
+        seen["quota_row"] = {**session, **usage} if session else None
     return {**_run_of(row), "journal_seq": seq}
 
 
