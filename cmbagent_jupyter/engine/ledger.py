@@ -42,7 +42,11 @@ SNAPSHOT_INTERVAL_S = 60.0
 EMERGENCY_DRAIN_S = 2.0
 FLUSH_BATCH = 256
 FLUSH_DELAY_S = 0.02
-FLUSH_MIN_CHANGES = 192  # a batch of this many step changes goes at once, without waiting out FLUSH_DELAY_S
+# a batch of this many step changes goes at once, without waiting out FLUSH_DELAY_S; each batch
+# sent so doubles it (up to FLUSH_MAX_CHANGES): a run whose steps take no time sends few, large
+# batches, each costing the store one transaction
+FLUSH_MIN_CHANGES = 192
+FLUSH_MAX_CHANGES = 1024
 REPLAY_BATCH = 128
 # test hook: with this set, the flusher never sends anything (the journal alone holds the run)
 HOLD_FLUSH_ENV = "CMBAGENT_TEST_HOLD_STORE_FLUSH"
@@ -77,6 +81,7 @@ class StepLedger:
         self._dirty: set[str] = set(self.steps)
         self._queue: list[dict[str, Any]] = []
         self._queued_changes = 0  # step changes in the records queued and not yet sent
+        self._batch_changes = FLUSH_MIN_CHANGES  # what makes a batch worth sending before FLUSH_DELAY_S
         self._flusher: asyncio.Task | None = None
         self._hurry = asyncio.Event()  # set while draining: the flusher sends at once
         self._ready = asyncio.Event()  # set when a batch is worth sending now (big enough, or a drain)
@@ -189,7 +194,7 @@ class StepLedger:
             self._write_files([steps[k].number for k, _ in complete], steps[complete[0][0]].id, snapshot)
         self._queue.append(record)
         self._queued_changes += len(complete) + len(fail) + len(start)
-        if self._queued_changes >= FLUSH_MIN_CHANGES:
+        if self._queued_changes >= self._batch_changes:
             self._ready.set()
         if not self._hold and (self._flusher is None or self._flusher.done()):
             self._flusher = asyncio.get_running_loop().create_task(self._flush(), name="journal-flush")
@@ -239,7 +244,7 @@ class StepLedger:
             # let boundaries that follow at once join this transaction: fewer store commits
             # (each one an fsync of the database competing with the journal's) for a few ms;
             # a drain does not wait for that
-            if not self._hurry.is_set() and self._queued_changes < FLUSH_MIN_CHANGES:
+            if not self._hurry.is_set() and self._queued_changes < self._batch_changes:
                 self._ready.clear()
                 try:
                     await asyncio.wait_for(self._ready.wait(), FLUSH_DELAY_S)
@@ -247,6 +252,8 @@ class StepLedger:
                     pass
             if self._hold or not self._queue:
                 return  # the run is settling: its last records go with the settle
+            if self._queued_changes >= self._batch_changes:
+                self._batch_changes = min(2 * self._batch_changes, FLUSH_MAX_CHANGES)
             batch = self._queue[:FLUSH_BATCH]
             self._sent_seq = batch[-1]["seq"]
             self._queued_changes = sum(_changes(r) for r in self._queue[FLUSH_BATCH:])
