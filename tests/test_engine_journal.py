@@ -301,3 +301,25 @@ def test_a_resent_claim_whose_first_try_was_applied_is_answered_not_refused(engi
             store.client._call("engine.claim", args, None, "fedcba9876543210fedcba9876543210", False)
     finally:
         store.close()
+
+
+def test_a_resent_settle_whose_first_try_was_applied_is_answered_and_another_owner_is_refused(engine_home: Path):
+    """The settle stays out of the request ledger too: a resend of an applied settle (its
+    checkpoint went in with the first try) finds the run moved; a process that does not own
+    the run cannot settle it."""
+    store = Store(engine_home)
+    try:
+        ss, run, (s1, _s2) = _executing_run(store)
+        with pytest.raises(Conflict, match="now executed by process"):
+            ss.call("engine.settle", run_id=run.id, to="paused", owner_pid=os.getpid() + 1)
+        args = {"session_id": ss.session_id, "run_id": run.id, "to": "paused", "owner_pid": os.getpid(),
+                "records": [{"seq": 1, "at": _at(1), "start": [s1.id]}],
+                "checkpoint": {"id": "ckp_00000000000000000009", "kind": "manual", "context": {"why": "pause"}}}
+        first = store.client._call("engine.settle", args, None, "00112233445566778899aabbccddeeff", False)
+        again = store.client._call("engine.settle", args, None, "00112233445566778899aabbccddeeff", True)
+        assert again["run"]["status"] == first["run"]["status"] == "paused"
+        assert [c.id for c in ss.list_checkpoints(run.id)] == ["ckp_00000000000000000009"]
+        assert [h.to_state for h in ss.history(run.id)].count("paused") == 1
+        assert [h.to_state for h in ss.history(s1.id)] == ["running"]
+    finally:
+        store.close()

@@ -393,18 +393,26 @@ def _claim_move(ctx: OpContext, run: dict[str, Any], to: str, allowed: list[str]
 def engine_settle(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """End or suspend a run: the step-journal records the store still lacks (`records`, as
     `engine.advance_many` takes them), its last checkpoint, in-flight steps set back, and
-    the move, in one transaction."""
+    the move, in one transaction.
+
+    Idempotent by its own state (its reply, the run, stays out of the request ledger): a
+    resend whose first try was applied finds the run moved to `to` already. A settle that
+    names its process (`owner_pid`) is refused once another process owns the run."""
     sid = _arg(args, "session_id", "session")
     rid = _arg(args, "run_id", "run")
     to = _arg(args, "to")
     run = _run_with_seq(ctx, sid, rid)
     seq = run.pop("journal_seq")
+    ctx.ledger = False
+    if ctx.retry and run["status"] == to:
+        return {"run": run}
+    owner = args.get("owner_pid")
+    if owner is not None and run["owner_pid"] is not None and int(run["owner_pid"]) != int(owner):
+        raise Conflict(f"run {rid} is now executed by process {run['owner_pid']}, not {owner}")
     applied = None  # the journal seq the records bring, written with the move
     if args.get("records"):
-        ledgered = ctx.ledger
-        out = _apply_records(ctx, sid, rid, {"records": args["records"], "owner_pid": args.get("owner_pid")},
+        out = _apply_records(ctx, sid, rid, {"records": args["records"], "owner_pid": owner},
                              run={**run, "journal_seq": seq})
-        ctx.ledger = ledgered
         if out["applied"]:
             applied = out["journal_seq"]
     if run["status"] != to and run["status"] in (RunStatus.completed.value, RunStatus.cancelled.value):
