@@ -1,9 +1,10 @@
 """Store operations of the planning-and-control engine: few calls, each one transaction.
 
 A run's hot path is `engine.advance_many`: it applies the step-journal records the engine
-wrote (steps finished with their outputs, failed, started: status, checkpoint rows,
-history, events), a batch per transaction, each record once. Concurrent calls share the
-service's group commit. `engine.plan_ready` stores a validated plan,
+wrote (steps finished with their outputs, failed, started), a batch per transaction,
+each record once: the steps' status, and one event per move, which is also the move's
+history entry and names the checkpoint of the record's completions (a snapshot file gets
+a checkpoint row of its own). Concurrent calls share the service's group commit. `engine.plan_ready` stores a validated plan,
 its DAG and the run's move to executing at once; `engine.claim` hands a run to the
 process that will execute it (compare-and-swap on the previous owner); `engine.settle`
 ends or suspends a run with its last checkpoint.
@@ -77,8 +78,9 @@ def engine_advance_many(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     fail: [{step_id, error}], start: [step_id]}] in journal order; replay (bool). A record
     whose seq is not above the run's `journal_seq` was applied already and is skipped, so
     sending the same records again changes nothing. Every record is checked against the
-    step states the earlier ones leave; all of them cost one read, one multi-row update
-    of the steps and one multi-row insert each for history, checkpoints and events.
+    step states the earlier ones leave; all of them cost a read of the run and one of
+    the steps they name, one multi-row update of the steps and one multi-row insert of
+    events (and of checkpoint rows, for snapshots).
     `replay` (recovery, resume in a new process) applies what the journal proves happened
     whatever the run's state and owner are now, never moving a completed step back.
     Returns the run signal (run_status, pause_requested) and `journal_seq`.
