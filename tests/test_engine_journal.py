@@ -323,3 +323,37 @@ def test_a_resent_settle_whose_first_try_was_applied_is_answered_and_another_own
         assert [h.to_state for h in ss.history(s1.id)] == ["running"]
     finally:
         store.close()
+
+
+def test_a_draft_whose_plan_changed_after_it_was_handed_over_runs_the_stored_plan(engine_home: Path):
+    """The claim of a new draft builds its steps from the run it was handed while the store
+    answers; when the store's draft has another plan by then, the stored one is executed."""
+    import asyncio
+
+    from cmbagent_jupyter.api import create_run
+    from cmbagent_jupyter.engine.dag import plan_from_data
+    from cmbagent_jupyter.engine.runner import RunEngine, plan_request
+
+    ran: list[str] = []
+
+    async def step(s, ctx):
+        ran.append(s.key)
+        return {"summary": f"{s.key} done", "files": [], "figures": []}
+
+    store = Store(engine_home)
+    try:
+        ss = store.session(store.create_session("stale").id)
+        first = [{"key": k, "sub_task": k, "sub_task_agent": "engineer", "depends_on": d}
+                 for k, d in (("a", []), ("b", ["a"]), ("c", ["b"]))]
+        handed, _ = create_run(ss, "stale draft", mode="control", plan={"sub_tasks": first})
+        other = plan_from_data({"sub_tasks": [{"key": "x", "sub_task": "x", "sub_task_agent": "engineer"},
+                                              {"key": "y", "sub_task": "y", "sub_task_agent": "engineer",
+                                               "depends_on": ["x"]}]}, agents=["engineer"])
+        ss.call("engine.plan_ready", run_id=handed.id, start=False, **plan_request(other))
+        assert set(handed.config["step_ids"]) == {"a", "b", "c"}, "the object handed over keeps the first plan"
+        out = asyncio.run(RunEngine(store, handed, step_runner=step).execute())
+        assert out.status.value == "completed"
+        assert ran == ["x", "y"]
+        assert {s.key: s.status.value for s in ss.list_steps(handed.id)} == {"x": "completed", "y": "completed"}
+    finally:
+        store.close()

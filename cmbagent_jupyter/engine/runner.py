@@ -203,7 +203,7 @@ class RunEngine:
             await asyncio.sleep(0)  # the request is sent: the steps are built while the store answers
             try:
                 early = _DraftPlan.of(given)
-            except (ValueError, KeyError):  # the claimed run's own config is read below, and fails there if bad
+            except Exception:  # noqa: BLE001 - the claim is in flight: the claimed run's own config decides below
                 early = None
             try:
                 out = await claim
