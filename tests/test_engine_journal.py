@@ -119,121 +119,112 @@ def test_recover_replays_the_journal_into_the_store(engine_home: Path, tmp_path:
         store.close()
 
 
-def _executing_run(store: Store):
-    ss = store.session(store.create_session("journal").id)
-    run = ss.create_run("journal", mode="control")
-    steps = ss.put_plan(run.id, [{"key": "s1", "description": "one"},
-                                 {"key": "s2", "description": "two", "depends_on": ["s1"]}])
-    ss.call("engine.claim", run_id=run.id, to="executing", owner_pid=os.getpid())
-    return ss, run, steps
+@pytest.fixture
+def executing_run(engine_home: Path):
+    """A control run of two steps (s2 after s1) that this process claimed to execute: the
+    store, the session, the run and the steps; the store is closed afterwards."""
+    store = Store(engine_home)
+    try:
+        ss = store.session(store.create_session("journal").id)
+        run = ss.create_run("journal", mode="control")
+        steps = ss.put_plan(run.id, [{"key": "s1", "description": "one"},
+                                     {"key": "s2", "description": "two", "depends_on": ["s1"]}])
+        ss.call("engine.claim", run_id=run.id, to="executing", owner_pid=os.getpid())
+        yield store, ss, run, steps
+    finally:
+        store.close()
 
 
 def _at(second: int) -> str:
     return datetime(2026, 1, 1, 0, 0, second, tzinfo=timezone.utc).isoformat()
 
 
-def test_advance_many_applies_each_record_once(engine_home: Path):
-    store = Store(engine_home)
-    try:
-        ss, run, (s1, s2) = _executing_run(store)
-        records = [
-            {"seq": 1, "at": _at(1), "start": [s1.id]},
-            {"seq": 2, "at": _at(2), "complete": [{"step_id": s1.id, "outputs": {"summary": "one"},
-                                                   "checkpoint": {"id": "ckp_0123456789abcdef",
-                                                                  "kind": "step_complete", "context": {"d": 1}}}],
-             "start": [s2.id]},
-        ]
-        first = ss.call("engine.advance_many", run_id=run.id, owner_pid=os.getpid(), records=records)
-        assert first["applied"] == 2 and first["journal_seq"] == 2 and first["run_status"] == "executing"
+def test_advance_many_applies_each_record_once(executing_run):
+    store, ss, run, (s1, s2) = executing_run
+    records = [
+        {"seq": 1, "at": _at(1), "start": [s1.id]},
+        {"seq": 2, "at": _at(2), "complete": [{"step_id": s1.id, "outputs": {"summary": "one"},
+                                               "checkpoint": {"id": "ckp_0123456789abcdef",
+                                                              "kind": "step_complete", "context": {"d": 1}}}],
+         "start": [s2.id]},
+    ]
+    first = ss.call("engine.advance_many", run_id=run.id, owner_pid=os.getpid(), records=records)
+    assert first["applied"] == 2 and first["journal_seq"] == 2 and first["run_status"] == "executing"
 
-        def state():
-            steps = {s.key: (s.status.value, s.attempts, s.outputs) for s in ss.list_steps(run.id)}
-            kinds = Counter(e.type.value for e in ss.events(run.id))
-            return steps, kinds, len(ss.list_checkpoints(run.id)), len(ss.history(s1.id))
+    def state():
+        steps = {s.key: (s.status.value, s.attempts, s.outputs) for s in ss.list_steps(run.id)}
+        kinds = Counter(e.type.value for e in ss.events(run.id))
+        return steps, kinds, len(ss.list_checkpoints(run.id)), len(ss.history(s1.id))
 
-        after_first = state()
-        assert after_first[0] == {"s1": ("completed", 1, {"summary": "one"}), "s2": ("running", 1, {})}
-        assert after_first[1]["step.completed"] == 1 and after_first[1]["step.started"] == 2
-        assert after_first[2] == 1
-        again = ss.call("engine.advance_many", run_id=run.id, owner_pid=os.getpid(), records=records)
-        assert again["applied"] == 0 and again["journal_seq"] == 2
-        replayed = ss.call("engine.advance_many", run_id=run.id, records=records, replay=True)
-        assert replayed["applied"] == 0
-        assert state() == after_first, "the same records sent again change nothing"
-        # the seen ones skipped, the new one applied
-        more = records + [{"seq": 3, "at": _at(3), "complete": [{"step_id": s2.id, "outputs": {"summary": "two"}}]}]
-        third = ss.call("engine.advance_many", run_id=run.id, owner_pid=os.getpid(), records=more)
-        assert third["applied"] == 1 and third["journal_seq"] == 3
-        assert {s.key: s.status.value for s in ss.list_steps(run.id)} == {"s1": "completed", "s2": "completed"}
-        assert Counter(e.type.value for e in ss.events(run.id))["step.completed"] == 2
-        completed_at = {s.key: s.completed_at for s in ss.list_steps(run.id)}
-        assert completed_at["s1"] == datetime(2026, 1, 1, 0, 0, 2, tzinfo=timezone.utc), "the journal's time"
-    finally:
-        store.close()
+    after_first = state()
+    assert after_first[0] == {"s1": ("completed", 1, {"summary": "one"}), "s2": ("running", 1, {})}
+    assert after_first[1]["step.completed"] == 1 and after_first[1]["step.started"] == 2
+    assert after_first[2] == 1
+    again = ss.call("engine.advance_many", run_id=run.id, owner_pid=os.getpid(), records=records)
+    assert again["applied"] == 0 and again["journal_seq"] == 2
+    replayed = ss.call("engine.advance_many", run_id=run.id, records=records, replay=True)
+    assert replayed["applied"] == 0
+    assert state() == after_first, "the same records sent again change nothing"
+    # the seen ones skipped, the new one applied
+    more = records + [{"seq": 3, "at": _at(3), "complete": [{"step_id": s2.id, "outputs": {"summary": "two"}}]}]
+    third = ss.call("engine.advance_many", run_id=run.id, owner_pid=os.getpid(), records=more)
+    assert third["applied"] == 1 and third["journal_seq"] == 3
+    assert {s.key: s.status.value for s in ss.list_steps(run.id)} == {"s1": "completed", "s2": "completed"}
+    assert Counter(e.type.value for e in ss.events(run.id))["step.completed"] == 2
+    completed_at = {s.key: s.completed_at for s in ss.list_steps(run.id)}
+    assert completed_at["s1"] == datetime(2026, 1, 1, 0, 0, 2, tzinfo=timezone.utc), "the journal's time"
 
 
-def test_advance_many_refuses_what_the_ledger_forbids(engine_home: Path):
-    store = Store(engine_home)
-    try:
-        ss, run, (s1, s2) = _executing_run(store)
-        done = [{"seq": 1, "at": _at(1), "start": [s1.id]},
-                {"seq": 2, "at": _at(2), "complete": [{"step_id": s1.id, "outputs": {}}]}]
-        ss.call("engine.advance_many", run_id=run.id, records=done)
-        twice = [{"seq": 3, "at": _at(3), "complete": [{"step_id": s1.id, "outputs": {"x": 1}}]}]
-        with pytest.raises(Conflict, match="completed already"):
-            ss.call("engine.advance_many", run_id=run.id, records=twice)
-        with pytest.raises(Conflict, match="executed by process"):
-            ss.call("engine.advance_many", run_id=run.id, owner_pid=os.getpid() + 1,
-                    records=[{"seq": 3, "at": _at(3), "start": [s2.id]}])
-        assert ss.call("engine.advance_many", run_id=run.id, records=[])["journal_seq"] == 2
-        assert {s.key: (s.status.value, s.outputs) for s in ss.list_steps(run.id)} == {
-            "s1": ("completed", {}), "s2": ("pending", {})}
-    finally:
-        store.close()
+def test_advance_many_refuses_what_the_ledger_forbids(executing_run):
+    store, ss, run, (s1, s2) = executing_run
+    done = [{"seq": 1, "at": _at(1), "start": [s1.id]},
+            {"seq": 2, "at": _at(2), "complete": [{"step_id": s1.id, "outputs": {}}]}]
+    ss.call("engine.advance_many", run_id=run.id, records=done)
+    twice = [{"seq": 3, "at": _at(3), "complete": [{"step_id": s1.id, "outputs": {"x": 1}}]}]
+    with pytest.raises(Conflict, match="completed already"):
+        ss.call("engine.advance_many", run_id=run.id, records=twice)
+    with pytest.raises(Conflict, match="executed by process"):
+        ss.call("engine.advance_many", run_id=run.id, owner_pid=os.getpid() + 1,
+                records=[{"seq": 3, "at": _at(3), "start": [s2.id]}])
+    assert ss.call("engine.advance_many", run_id=run.id, records=[])["journal_seq"] == 2
+    assert {s.key: (s.status.value, s.outputs) for s in ss.list_steps(run.id)} == {
+        "s1": ("completed", {}), "s2": ("pending", {})}
 
 
-def test_advance_many_refuses_a_hole_in_the_journal(engine_home: Path):
+def test_advance_many_refuses_a_hole_in_the_journal(executing_run):
     """A batch lost on its way must not let a later one skip it: the store says where it is."""
-    store = Store(engine_home)
-    try:
-        ss, run, (s1, s2) = _executing_run(store)
-        later = [{"seq": 2, "at": _at(2), "start": [s1.id]}]
-        with pytest.raises(Conflict, match="out of order: the store has up to seq 0, this batch starts at 2"):
-            ss.call("engine.advance_many", run_id=run.id, owner_pid=os.getpid(), records=later)
-        assert ss.call("engine.advance_many", run_id=run.id, records=[])["journal_seq"] == 0
-        assert {s.key: s.status.value for s in ss.list_steps(run.id)} == {"s1": "pending", "s2": "pending"}
-        # a replay (recovery of what a journal on disk proves) applies what it has
-        assert ss.call("engine.advance_many", run_id=run.id, records=later, replay=True)["applied"] == 1
-    finally:
-        store.close()
+    store, ss, run, (s1, s2) = executing_run
+    later = [{"seq": 2, "at": _at(2), "start": [s1.id]}]
+    with pytest.raises(Conflict, match="out of order: the store has up to seq 0, this batch starts at 2"):
+        ss.call("engine.advance_many", run_id=run.id, owner_pid=os.getpid(), records=later)
+    assert ss.call("engine.advance_many", run_id=run.id, records=[])["journal_seq"] == 0
+    assert {s.key: s.status.value for s in ss.list_steps(run.id)} == {"s1": "pending", "s2": "pending"}
+    # a replay (recovery of what a journal on disk proves) applies what it has
+    assert ss.call("engine.advance_many", run_id=run.id, records=later, replay=True)["applied"] == 1
 
 
-def test_settle_applies_the_last_records_and_moves_the_run_in_one_transaction(engine_home: Path):
-    store = Store(engine_home)
-    try:
-        ss, run, (s1, s2) = _executing_run(store)
-        records = [{"seq": 1, "at": _at(1), "start": [s1.id]},
-                   {"seq": 2, "at": _at(2), "complete": [{"step_id": s1.id, "outputs": {"summary": "one"},
-                                                          "checkpoint": {"id": "ckp_00000000000000000001",
-                                                                         "kind": "step_complete"}}],
-                    "start": [s2.id]},
-                   {"seq": 3, "at": _at(3), "complete": [{"step_id": s2.id, "outputs": {"summary": "two"}}]}]
-        bad = [*records[:2], {"seq": 3, "at": _at(3), "complete": [{"step_id": s1.id, "outputs": {}}]}]
-        with pytest.raises(Conflict, match="completed already"):
-            ss.call("engine.settle", run_id=run.id, to="completed", records=bad, owner_pid=os.getpid())
-        assert ss.get_run(run.id).status.value == "executing", "nothing of a refused settle is kept"
-        assert {s.status.value for s in ss.list_steps(run.id)} == {"pending"}
-        out = ss.call("engine.settle", run_id=run.id, to="completed", records=records, owner_pid=os.getpid(),
-                      reason="all steps completed")
-        assert out["run"]["status"] == "completed"
-        assert {s.key: s.status.value for s in ss.list_steps(run.id)} == {"s1": "completed", "s2": "completed"}
-        [cp] = ss.list_checkpoints(run.id)
-        latest = ss.call("checkpoint.latest", run_id=run.id)
-        assert cp.id == latest["id"] == "ckp_00000000000000000001" and latest["context"] == {"completed": ["s1"]}
-        completed = [e for e in ss.events(run.id) if e.type.value == "step.completed"]
-        assert [e.payload.get("checkpoint_id") for e in completed] == ["ckp_00000000000000000001", None]
-    finally:
-        store.close()
+def test_settle_applies_the_last_records_and_moves_the_run_in_one_transaction(executing_run):
+    store, ss, run, (s1, s2) = executing_run
+    records = [{"seq": 1, "at": _at(1), "start": [s1.id]},
+               {"seq": 2, "at": _at(2), "complete": [{"step_id": s1.id, "outputs": {"summary": "one"},
+                                                      "checkpoint": {"id": "ckp_00000000000000000001",
+                                                                     "kind": "step_complete"}}],
+                "start": [s2.id]},
+               {"seq": 3, "at": _at(3), "complete": [{"step_id": s2.id, "outputs": {"summary": "two"}}]}]
+    bad = [*records[:2], {"seq": 3, "at": _at(3), "complete": [{"step_id": s1.id, "outputs": {}}]}]
+    with pytest.raises(Conflict, match="completed already"):
+        ss.call("engine.settle", run_id=run.id, to="completed", records=bad, owner_pid=os.getpid())
+    assert ss.get_run(run.id).status.value == "executing", "nothing of a refused settle is kept"
+    assert {s.status.value for s in ss.list_steps(run.id)} == {"pending"}
+    out = ss.call("engine.settle", run_id=run.id, to="completed", records=records, owner_pid=os.getpid(),
+                  reason="all steps completed")
+    assert out["run"]["status"] == "completed"
+    assert {s.key: s.status.value for s in ss.list_steps(run.id)} == {"s1": "completed", "s2": "completed"}
+    [cp] = ss.list_checkpoints(run.id)
+    latest = ss.call("checkpoint.latest", run_id=run.id)
+    assert cp.id == latest["id"] == "ckp_00000000000000000001" and latest["context"] == {"completed": ["s1"]}
+    completed = [e for e in ss.events(run.id) if e.type.value == "step.completed"]
+    assert [e.payload.get("checkpoint_id") for e in completed] == ["ckp_00000000000000000001", None]
 
 
 def test_group_sync_journal_survives_its_process_at_once_and_reaches_the_disk(tmp_path: Path):
@@ -303,26 +294,22 @@ def test_a_resent_claim_whose_first_try_was_applied_is_answered_not_refused(engi
         store.close()
 
 
-def test_a_resent_settle_whose_first_try_was_applied_is_answered_and_another_owner_is_refused(engine_home: Path):
+def test_a_resent_settle_whose_first_try_was_applied_is_answered_and_another_owner_is_refused(executing_run):
     """The settle stays out of the request ledger too: a resend of an applied settle (its
     checkpoint went in with the first try) finds the run moved; a process that does not own
     the run cannot settle it."""
-    store = Store(engine_home)
-    try:
-        ss, run, (s1, _s2) = _executing_run(store)
-        with pytest.raises(Conflict, match="now executed by process"):
-            ss.call("engine.settle", run_id=run.id, to="paused", owner_pid=os.getpid() + 1)
-        args = {"session_id": ss.session_id, "run_id": run.id, "to": "paused", "owner_pid": os.getpid(),
-                "records": [{"seq": 1, "at": _at(1), "start": [s1.id]}],
-                "checkpoint": {"id": "ckp_00000000000000000009", "kind": "manual", "context": {"why": "pause"}}}
-        first = store.client._call("engine.settle", args, None, "00112233445566778899aabbccddeeff", False)
-        again = store.client._call("engine.settle", args, None, "00112233445566778899aabbccddeeff", True)
-        assert again["run"]["status"] == first["run"]["status"] == "paused"
-        assert [c.id for c in ss.list_checkpoints(run.id)] == ["ckp_00000000000000000009"]
-        assert [h.to_state for h in ss.history(run.id)].count("paused") == 1
-        assert [h.to_state for h in ss.history(s1.id)] == ["running"]
-    finally:
-        store.close()
+    store, ss, run, (s1, _s2) = executing_run
+    with pytest.raises(Conflict, match="now executed by process"):
+        ss.call("engine.settle", run_id=run.id, to="paused", owner_pid=os.getpid() + 1)
+    args = {"session_id": ss.session_id, "run_id": run.id, "to": "paused", "owner_pid": os.getpid(),
+            "records": [{"seq": 1, "at": _at(1), "start": [s1.id]}],
+            "checkpoint": {"id": "ckp_00000000000000000009", "kind": "manual", "context": {"why": "pause"}}}
+    first = store.client._call("engine.settle", args, None, "00112233445566778899aabbccddeeff", False)
+    again = store.client._call("engine.settle", args, None, "00112233445566778899aabbccddeeff", True)
+    assert again["run"]["status"] == first["run"]["status"] == "paused"
+    assert [c.id for c in ss.list_checkpoints(run.id)] == ["ckp_00000000000000000009"]
+    assert [h.to_state for h in ss.history(run.id)].count("paused") == 1
+    assert [h.to_state for h in ss.history(s1.id)] == ["running"]
 
 
 def test_a_draft_whose_plan_changed_after_it_was_handed_over_runs_the_stored_plan(engine_home: Path):
