@@ -312,8 +312,6 @@ class StepLedger:
         self._hold = True  # for good: the run is leaving its active state
         self._hurry.set()  # a flusher waiting to batch more stops at once
         self._ready.set()
-        if self._context_files:
-            self._schedule_files(None, None, None)
         if self._error is not None:
             return None
         in_flight = self._sent_seq if self._flusher is not None and not self._flusher.done() else 0
