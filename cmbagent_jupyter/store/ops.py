@@ -1021,15 +1021,17 @@ def history_list(ctx: OpContext, args: dict[str, Any]) -> list[dict[str, Any]]:
     rows = ctx.db.fetch(
         "SELECT id, session_id, entity_type, entity_id, from_state, to_state, reason, actor, \"at\" FROM ("
         "SELECT *, 0 AS src, rowid AS ord FROM state_history WHERE session_id = ? "
-        "UNION ALL "
         # a step's moves that the step journal recorded, and a run's moves: their events are their history
-        "SELECT id, session_id, CASE WHEN run_id IS NOT NULL AND payload->>'history' = 'true' THEN 'run' ELSE 'step' "
-        "END, CASE WHEN run_id IS NOT NULL AND payload->>'history' = 'true' THEN run_id ELSE payload->>'step_id' END, "
-        "payload->>'from', payload->>'to', payload->>'reason', payload->>'actor', ts, 1, gseq FROM events "
-        "WHERE session_id = ? AND ((run_id IS NOT NULL AND payload->>'history' = 'true') OR (type IN "
+        "UNION ALL "
+        "SELECT id, session_id, 'step', payload->>'step_id', payload->>'from', payload->>'to', payload->>'reason', "
+        "payload->>'actor', ts, 1, gseq FROM events WHERE session_id = ? AND type IN "
         f"({', '.join(repr(t.value) for t in _JOURNALED_STEP_EVENTS)}) AND payload->>'journal_seq' IS NOT NULL "
-        "AND (payload->>'from') IS DISTINCT FROM (payload->>'to')))"
-        ') WHERE ? IS NULL OR entity_id = ? ORDER BY "at", src, ord', [sid, sid, entity, entity])
+        "AND (payload->>'from') IS DISTINCT FROM (payload->>'to') "
+        "UNION ALL "
+        "SELECT id, session_id, 'run', run_id, payload->>'from', payload->>'to', payload->>'reason', "
+        "payload->>'actor', ts, 1, gseq FROM events WHERE session_id = ? AND run_id IS NOT NULL "
+        "AND payload->>'history' = 'true'"
+        ') WHERE ? IS NULL OR entity_id = ? ORDER BY "at", src, ord', [sid, sid, sid, entity, entity])
     return [_row(r, (), ("at",)) for r in rows]
 
 
