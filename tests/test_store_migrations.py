@@ -83,3 +83,21 @@ def test_a_file_newer_than_the_code_is_refused_clearly(cmb_home, store):
 
     with pytest.raises(StoreCorrupted, match=f"schema version {LATEST_VERSION + 1}.*upgrade the package"):
         store.call("store.ping")
+
+
+@pytest.mark.parametrize("rows", [
+    [("a", 1, "same", None, T0), ("b", 2, "same", None, T0)],  # constant columns bound once
+    [("a", 1, "same", None, T0), ("a", 1, "same", None, T0)],  # every column constant
+    [("a", 1, "x", None, T0), ("b", 2, "y", None, datetime(2026, 2, 1))],  # every column a list
+    [("a", 1, "x", 1.5, T0), ("b", 2, "y", None, T0)],  # NULLs among values
+    [("a", 1, "x", None, T0)],  # one row
+], ids=["constant", "all-constant", "varying", "nulls", "one-row"])
+def test_insert_rows_puts_every_row_with_its_values(tmp_path, rows):
+    db = Database(tmp_path / "t.duckdb")
+    try:
+        db.execute("CREATE TABLE t (k VARCHAR, n BIGINT, s VARCHAR, f DOUBLE, \"at\" TIMESTAMP)")
+        db.insert_rows("t", ("k", "n", "s", "f", "at"), rows)
+        got = [tuple(r.values()) for r in db.fetch("SELECT k, n, s, f, \"at\" FROM t")]
+        assert sorted(got, key=lambda r: (r[1], r[0])) == sorted(rows, key=lambda r: (r[1], r[0]))
+    finally:
+        db.close()

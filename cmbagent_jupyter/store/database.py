@@ -109,7 +109,8 @@ class Database:
 
         Rows whose columns each hold one scalar Python type go in column-wise: one list
         parameter per column, unnested by DuckDB (binding a parameter per value of a
-        multi-row VALUES costs several times more). Anything else takes the VALUES path."""
+        multi-row VALUES costs several times more); a column holding one value in every row
+        is bound once. Anything else takes the VALUES path."""
         if not rows:
             return
         width = len(columns)
@@ -118,10 +119,21 @@ class Database:
             chunk = rows[start : start + 500]
             lists = _column_lists(chunk, width)
             if lists is not None:
-                # a column of NULLs only is a NULL literal (its list would have no element type)
-                sql = (f"INSERT INTO {table} ({cols}) SELECT * FROM (SELECT "
-                       + ", ".join("unnest(?)" if col is not None else "NULL" for col in lists) + ")")
-                self.conn.execute(sql, [col for col in lists if col is not None])
+                exprs, params = [], []
+                for col in lists:
+                    if col is None:  # NULLs only (its list would have no element type)
+                        exprs.append("NULL")
+                    elif col[0] is not None and col.count(col[0]) == len(col):
+                        exprs.append("?")
+                        params.append(col[0])
+                    else:
+                        exprs.append("unnest(?)")
+                        params.append(col)
+                if "unnest(?)" not in exprs:  # one list sets the number of rows: the first column's
+                    first = next(i for i, col in enumerate(lists) if col is not None)
+                    exprs[first], params[0] = "unnest(?)", lists[first]
+                sql = f"INSERT INTO {table} ({cols}) SELECT * FROM (SELECT {', '.join(exprs)})"
+                self.conn.execute(sql, params)
                 continue
             placeholders = "(" + ", ".join("?" * width) + ")"
             sql = f"INSERT INTO {table} ({cols}) VALUES " + ", ".join([placeholders] * len(chunk))
