@@ -24,7 +24,7 @@ def _table(sessions) -> Table:
 def create(
     name: str = typer.Option(..., "--name", "-n", help="A readable name, unique among your sessions."),
     max_cost_usd: Optional[float] = typer.Option(None, help="Cost quota in USD (default 100)."),
-    max_disk_mb: Optional[float] = typer.Option(None, help="Disk quota in MB (default 10240)."),
+    max_disk_mb: Optional[float] = typer.Option(None, help="Disk quota in MB (default 10240), checked when a run starts; while under it, the folder is measured again at most every 30 s."),
     max_concurrent_runs: Optional[int] = typer.Option(None, help="Runs active at once (default 3)."),
     as_json: bool = JSON_OPTION,
 ) -> None:

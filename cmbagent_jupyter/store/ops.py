@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -72,6 +73,10 @@ class SeqAllocator:
     run never changes session and runs are never deleted; a session's status changes
     only through `session.set_status`, which forgets it. Facts learned in a batch
     count only once it commits.
+
+    It also keeps what the quota check of a run starting reads: each session's row and
+    what it has spent (forgotten when `session.set_status`, `session.set_quotas` or a cost
+    record changes them), and the size of its folder as last measured (with the time).
     """
 
     def __init__(self, db: Database):
@@ -84,6 +89,9 @@ class SeqAllocator:
         self.run_sessions: dict[str, str] = {}
         self._learned_sessions: set[str] = set()
         self._learned_runs: dict[str, str] = {}
+        self.session_rows: dict[str, tuple[dict[str, Any], float]] = {}  # row, spend
+        self._learned_rows: dict[str, tuple[dict[str, Any], float]] = {}
+        self.disk: dict[str, tuple[float, float]] = {}  # folder -> (monotonic time measured, MB)
 
     def knows_session(self, session_id: str) -> bool:
         return session_id in self.live_sessions or session_id in self._learned_sessions
@@ -100,6 +108,19 @@ class SeqAllocator:
     def forget_session(self, session_id: str) -> None:
         self.live_sessions.discard(session_id)
         self._learned_sessions.discard(session_id)
+        self.forget_spend(session_id)
+
+    def quota_facts(self, session_id: str) -> tuple[dict[str, Any], float] | None:
+        """The session's row and what it has spent, if known."""
+        return self._learned_rows.get(session_id) or self.session_rows.get(session_id)
+
+    def learn_quota_facts(self, session_id: str, row: dict[str, Any], spend: float) -> None:
+        self._learned_rows[session_id] = (row, spend)
+
+    def forget_spend(self, session_id: str) -> None:
+        """The session's row or its spending changed: read them again next time."""
+        self.session_rows.pop(session_id, None)
+        self._learned_rows.pop(session_id, None)
 
     def next(self, session_id: str, run_id: str | None) -> tuple[int, int]:
         # a run's events are numbered per run, whatever session asked: one counter per run id
@@ -126,14 +147,17 @@ class SeqAllocator:
         self.gseq_committed = self.gseq_pending
         self.live_sessions |= self._learned_sessions
         self.run_sessions.update(self._learned_runs)
+        self.session_rows.update(self._learned_rows)
         self._learned_sessions.clear()
         self._learned_runs.clear()
+        self._learned_rows.clear()
 
     def rollback(self) -> None:
         self.pending.clear()
         self.gseq_pending = self.gseq_committed
         self._learned_sessions.clear()
         self._learned_runs.clear()
+        self._learned_rows.clear()
 
 
 EVENT_COLUMNS = ("id", "session_id", "run_id", "seq", "gseq", "type", "ts", "payload")
@@ -147,6 +171,8 @@ class OpContext:
     seqs: SeqAllocator
     events: list[dict[str, Any]] = field(default_factory=list)
     _times: list[datetime] = field(default_factory=list)  # each event's time, as emit had it
+    _last_ts: datetime | None = None  # the last time emit wrote out, and how
+    _last_iso: str = ""
     # state_history rows of the transaction, inserted with its events by `flush` (one statement)
     history_rows: list[tuple] = field(default_factory=list)
     # the request being applied: its idempotency id, whether it is a resend, and whether
@@ -167,6 +193,9 @@ class OpContext:
         ts: datetime | None = None,
     ) -> dict[str, Any]:
         seq, gseq = self.seqs.next(session_id, run_id)
+        ts = ts or utcnow()
+        if ts is not self._last_ts:  # the events of one journal record share their time
+            self._last_ts, self._last_iso = ts, ts.isoformat()
         ev = {
             "schema_version": 1,
             "id": event_id or new_id("event"),
@@ -175,7 +204,7 @@ class OpContext:
             "run_id": run_id,
             "seq": seq,
             "gseq": gseq,
-            "ts": (ts := ts or utcnow()).isoformat(),
+            "ts": self._last_iso,
             "payload": payload or {},
         }
         self.events.append(ev)
@@ -191,10 +220,13 @@ class OpContext:
             return
         times = self._times if len(self._times) == len(self.events) else [
             datetime.fromisoformat(e["ts"]) for e in self.events]
-        rows = [
-            (e["id"], e["session_id"], e["run_id"], e["seq"], e["gseq"], e["type"], to_db_time(t), dumps(e["payload"]))
-            for e, t in zip(self.events, times)
-        ]
+        rows = []
+        last, at = None, None
+        for e, t in zip(self.events, times):
+            if t is not last:
+                last, at = t, to_db_time(t)
+            rows.append((e["id"], e["session_id"], e["run_id"], e["seq"], e["gseq"], e["type"], at,
+                         json_codec.dumps(e["payload"])))
         self.db.insert_rows("events", EVENT_COLUMNS, rows)
 
 
@@ -430,6 +462,7 @@ def session_set_quotas(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         quotas = Quotas.model_validate({**row["quotas"], **(args.get("quotas") or {})})
     except ValueError as exc:
         raise Invalid(str(exc)) from None
+    ctx.seqs.forget_spend(sid)
     ctx.db.execute("UPDATE sessions SET quotas = ? WHERE id = ?", [dumps(quotas.model_dump()), sid])
     row["quotas"] = quotas.model_dump()
     path = Path(row["path"])
@@ -445,23 +478,60 @@ def session_usage(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     return _usage(ctx, sid, Path(row["path"]))
 
 
-_USAGE_COLUMNS = (
+_ACTIVE_RUNS_COLUMN = (
     "(SELECT count(*) FROM runs WHERE session_id = ? AND id != ? AND status IN "
-    f"({', '.join('?' * len(ACTIVE_RUN_STATES))})) AS usage_active_runs, "
-    "(SELECT coalesce(sum(cost_usd), 0) FROM cost_records WHERE session_id = ?) AS usage_cost_usd")
+    f"({', '.join('?' * len(ACTIVE_RUN_STATES))})) AS usage_active_runs")
+_SPEND_COLUMN = "(SELECT coalesce(sum(cost_usd), 0) FROM cost_records WHERE session_id = ?) AS usage_cost_usd"
+_USAGE_COLUMNS = f"{_ACTIVE_RUNS_COLUMN}, {_SPEND_COLUMN}"
+# a folder size measured this recently is used again while it allows a run to start (one over
+# the quota is measured again): walking a session of many runs at every start costs too much
+DISK_USAGE_MAX_AGE_S = 30.0
 
 
 def _usage_params(sid: str, exclude_run: str | None) -> list[Any]:
     return [sid, exclude_run or "", *[s.value for s in ACTIVE_RUN_STATES], sid]
 
 
-def _usage_of(row: dict[str, Any], path: Path) -> dict[str, Any]:
-    return {"active_runs": int(row.pop("usage_active_runs") or 0), "cost_usd": float(row.pop("usage_cost_usd") or 0.0),
-            "disk_mb": dir_size_mb(path) if path.exists() else 0.0}
+def _disk_mb(ctx: OpContext, path: Path, limit: float | None = None) -> float:
+    """What the session's folder holds, in MB. With `limit`, a figure measured in the last
+    DISK_USAGE_MAX_AGE_S seconds that is under it is used again instead of walking the folder."""
+    if limit is not None:
+        at, mb = ctx.seqs.disk.get(str(path), (None, 0.0))
+        if at is not None and time.monotonic() - at < DISK_USAGE_MAX_AGE_S and mb < limit:
+            return mb
+    mb = dir_size_mb(path) if path.exists() else 0.0
+    ctx.seqs.disk[str(path)] = (time.monotonic(), mb)
+    return mb
 
 
 def _usage(ctx: OpContext, sid: str, path: Path, exclude_run: str | None = None) -> dict[str, Any]:
-    return _usage_of(ctx.db.fetchone(f"SELECT {_USAGE_COLUMNS}", _usage_params(sid, exclude_run)), path)
+    row = ctx.db.fetchone(f"SELECT {_USAGE_COLUMNS}", _usage_params(sid, exclude_run))
+    return {"active_runs": int(row["usage_active_runs"] or 0), "cost_usd": float(row["usage_cost_usd"] or 0.0),
+            "disk_mb": _disk_mb(ctx, path)}
+
+
+def quota_columns(ctx: OpContext, sid: str, rid: str) -> tuple[str, list[Any]]:
+    """Columns (and their parameters) a read of run `rid` adds for the quota check of its start:
+    the session's other active runs, and its row and spending unless the service knows them."""
+    cols, params = [_ACTIVE_RUNS_COLUMN], [sid, rid, *[s.value for s in ACTIVE_RUN_STATES]]
+    if ctx.seqs.quota_facts(sid) is None:
+        cols += [_SPEND_COLUMN, "(SELECT s FROM sessions s WHERE s.id = ?) AS quota_session"]
+        params += [sid, sid]
+    return ", ".join(cols), params
+
+
+def quota_row(ctx: OpContext, sid: str, row: dict[str, Any]) -> dict[str, Any] | None:
+    """Takes the `quota_columns` out of `row`: the session's row with its usage, as
+    `_enforce_quotas` takes it (None if the session does not exist)."""
+    active = row.pop("usage_active_runs")
+    if "quota_session" in row:
+        session, spend = row.pop("quota_session"), float(row.pop("usage_cost_usd") or 0.0)
+        if session is None:
+            return None
+        ctx.seqs.learn_quota_facts(sid, session, spend)
+    else:
+        session, spend = ctx.seqs.quota_facts(sid)
+    return {**session, "usage_active_runs": active, "usage_cost_usd": spend}
 
 
 # ---------------------------------------------------------------- runs
@@ -644,9 +714,11 @@ def _enforce_quotas(ctx: OpContext, sid: str, rid: str, row: dict[str, Any] | No
         row = ctx.db.fetchone(f"SELECT *, {_USAGE_COLUMNS} FROM sessions WHERE id = ?", [*_usage_params(sid, rid), sid])
     if row is None or row["status"] == SessionStatus.deleted.value:
         raise NotFound(f"session {sid} does not exist")
-    usage = _usage_of(row, Path(row["path"]))
     session = _row(row, SESSION_JSON, SESSION_TIMES)
+    usage = {"active_runs": int(session.pop("usage_active_runs") or 0),
+             "cost_usd": float(session.pop("usage_cost_usd") or 0.0)}
     q = Quotas.model_validate(session["quotas"])
+    usage["disk_mb"] = _disk_mb(ctx, Path(session["path"]), limit=q.max_disk_mb)
     if usage["active_runs"] >= q.max_concurrent_runs:
         raise QuotaExceeded(
             f"quota max_concurrent_runs reached: session {sid} already has {usage['active_runs']} active run(s) "
@@ -1070,6 +1142,7 @@ def cost_add(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         rows.append((r.get("id") or new_id("cost"), sid, r.get("run_id"), r.get("step_id"), r.get("agent"),
                      str(r.get("model") or "unknown"), pt, ct, _amount(r, "total_tokens", int) or pt + ct, cost,
                      bool(r.get("priced", True)), to_db_time(utcnow())))
+    ctx.seqs.forget_spend(sid)
     ctx.db.insert_rows("cost_records", COST_COLUMNS, rows)
     by_run: dict[str | None, list[tuple]] = {}
     for row in rows:

@@ -20,7 +20,6 @@ from cmbagent_jupyter.models import CheckpointKind, EventType, RunMode, RunStatu
 from cmbagent_jupyter.store.database import dumps, from_db_time, to_db_time
 from cmbagent_jupyter.store.errors import Conflict, Invalid, NotFound
 from cmbagent_jupyter.store.ops import (
-    _USAGE_COLUMNS,
     RUN_COLUMNS,
     OpContext,
     _arg,
@@ -28,11 +27,12 @@ from cmbagent_jupyter.store.ops import (
     _run_of,
     _run_row,
     _session_row,
-    _usage_params,
     checkpoint_put,
     op,
     move_run,
     put_steps,
+    quota_columns,
+    quota_row,
     steps_of,
 )
 
@@ -454,17 +454,15 @@ def _run_with_seq(ctx: OpContext, sid: str, rid: str, seen: dict[str, Any] | Non
     in `seen["quota_row"]` as `move_run` takes it."""
     extra, params = "", []
     if seen is not None:
-        extra, params = (f", (SELECT s FROM sessions s WHERE s.id = ?) AS quota_session, {_USAGE_COLUMNS}",
-                         [sid, *_usage_params(sid, rid)])
+        extra, params = quota_columns(ctx, sid, rid)
+        extra = ", " + extra
     row = ctx.db.fetchone(f"SELECT {RUN_COLUMNS}, coalesce(journal_seq, 0) AS journal_seq{extra} FROM runs "
                           f"WHERE id = ? AND session_id = ?", [*params, rid, sid])
     if row is None:
         raise NotFound(f"run {rid} does not exist in session {sid}")
     seq = int(row.pop("journal_seq") or 0)
     if seen is not None:
-        session = row.pop("quota_session")
-        usage = {k: row.pop(k) for k in ("usage_active_runs", "usage_cost_usd")}
-        seen["quota_row"] = {**session, **usage} if session else None
+        seen["quota_row"] = quota_row(ctx, sid, row)
     return {**_run_of(row), "journal_seq": seq}
 
 
