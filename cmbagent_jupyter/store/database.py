@@ -99,6 +99,11 @@ class Database:
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
         self.conn.execute(sql, params or [])
 
+    def execute_count(self, sql: str, params: Sequence[Any] | None = None) -> int:
+        """Run an UPDATE, DELETE or INSERT; the number of rows it changed."""
+        row = self.conn.execute(sql, params or []).fetchone()
+        return int(row[0]) if row else 0
+
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         rows = list(rows)
         if rows:

@@ -64,6 +64,9 @@ def op(name: str, *, write: bool) -> Callable[[OpFunc], OpFunc]:
     return register
 
 
+RUNS_WITH_STEPS_KEPT = 64
+
+
 class SeqAllocator:
     """Per-run (and per-session) event sequence numbers and the store-wide order.
 
@@ -77,6 +80,11 @@ class SeqAllocator:
     It also keeps what the quota check of a run starting reads: each session's row and
     what it has spent (forgotten when `session.set_status`, `session.set_quotas` or a cost
     record changes them), and the size of its folder as last measured (with the time).
+
+    And, for the runs whose step journal it applied last, each step's key, number, agent and
+    status as that left them, so a journal batch need not read them: the batch's update
+    only touches a step still in the status remembered, and when one is not (another
+    writer changed it) the transaction is applied again without this memory (`StaleSteps`).
     """
 
     def __init__(self, db: Database):
@@ -92,6 +100,8 @@ class SeqAllocator:
         self.session_rows: dict[str, tuple[dict[str, Any], float]] = {}  # row, spend
         self._learned_rows: dict[str, tuple[dict[str, Any], float]] = {}
         self.disk: dict[str, tuple[float, float]] = {}  # folder -> (monotonic time measured, MB)
+        self.run_steps: dict[str, dict[str, tuple]] = {}  # run -> step id -> (key, number, agent, status)
+        self._learned_steps: dict[str, dict[str, tuple]] = {}
 
     def knows_session(self, session_id: str) -> bool:
         return session_id in self.live_sessions or session_id in self._learned_sessions
@@ -116,6 +126,16 @@ class SeqAllocator:
 
     def learn_quota_facts(self, session_id: str, row: dict[str, Any], spend: float) -> None:
         self._learned_rows[session_id] = (row, spend)
+
+    def known_steps(self, run_id: str) -> dict[str, tuple] | None:
+        return self._learned_steps.get(run_id) or self.run_steps.get(run_id)
+
+    def learn_steps(self, run_id: str, steps: dict[str, tuple]) -> None:
+        self._learned_steps[run_id] = steps
+
+    def forget_steps(self, run_id: str) -> None:
+        self.run_steps.pop(run_id, None)
+        self._learned_steps.pop(run_id, None)
 
     def forget_spend(self, session_id: str) -> None:
         """The session's row or its spending changed: read them again next time."""
@@ -148,9 +168,15 @@ class SeqAllocator:
         self.live_sessions |= self._learned_sessions
         self.run_sessions.update(self._learned_runs)
         self.session_rows.update(self._learned_rows)
+        for run_id, steps in self._learned_steps.items():
+            self.run_steps.pop(run_id, None)
+            self.run_steps[run_id] = steps  # the most recent last
+        while len(self.run_steps) > RUNS_WITH_STEPS_KEPT:
+            self.run_steps.pop(next(iter(self.run_steps)))
         self._learned_sessions.clear()
         self._learned_runs.clear()
         self._learned_rows.clear()
+        self._learned_steps.clear()
 
     def rollback(self) -> None:
         self.pending.clear()
@@ -158,6 +184,16 @@ class SeqAllocator:
         self._learned_sessions.clear()
         self._learned_runs.clear()
         self._learned_rows.clear()
+        self._learned_steps.clear()
+
+
+class StaleSteps(Exception):
+    """A journal batch found a step no longer in the status the service remembered: the
+    transaction is applied again, reading the steps (see `SeqAllocator`)."""
+
+    def __init__(self, run_id: str):
+        super().__init__(f"steps of run {run_id} changed since their journal was last applied")
+        self.run_id = run_id
 
 
 EVENT_COLUMNS = ("id", "session_id", "run_id", "seq", "gseq", "type", "ts", "payload")
@@ -181,6 +217,8 @@ class OpContext:
     rid: str | None = None
     retry: bool = False
     ledger: bool = True
+    # False when the transaction is applied again after `StaleSteps`: read everything
+    remembered_steps: bool = True
 
     def emit(
         self,
@@ -802,7 +840,8 @@ def put_steps(ctx: OpContext, sid: str, rid: str, steps: Any, *, return_steps: b
     """`step.put_plan` for a run the caller has found in its session."""
     if not isinstance(steps, list):
         raise Invalid("steps must be a list")
-    existing = {r["key"]: r for r in ctx.db.fetch("SELECT id, key, status FROM steps WHERE run_id = ?", [rid])}
+    existing = {r["key"]: r for r in ctx.db.fetch("SELECT id, key, number, agent, status FROM steps WHERE run_id = ?",
+                                                   [rid])}
     keep = {k for k, r in existing.items() if r["status"] == StepStatus.completed.value}
     if len(keep) < len(existing):
         ctx.db.execute("DELETE FROM steps WHERE run_id = ? AND status != 'completed'", [rid])
@@ -825,6 +864,9 @@ def put_steps(ctx: OpContext, sid: str, rid: str, steps: Any, *, return_steps: b
          "inputs", "outputs", "error", "attempts", "started_at", "completed_at"),
         rows,
     )
+    # the run's steps as they are now, for its journal batches (see SeqAllocator)
+    ctx.seqs.learn_steps(rid, {**{r["id"]: (k, r["number"], r["agent"], r["status"]) for k, r in existing.items()
+                                  if k in keep}, **{r[0]: (r[4], r[3], r[5], r[6]) for r in rows}})
     if not return_steps:
         return {"stored": len(rows), "kept": sorted(keep)}
     return steps_of(ctx, sid, rid)
@@ -892,6 +934,7 @@ def step_transition(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         params.append(str(args["description"]))
     if "reset_attempts" in args:
         sets.append("attempts = 0")
+    ctx.seqs.forget_steps(step["run_id"])
     ctx.db.execute(f"UPDATE steps SET {', '.join(sets)} WHERE id = ?", [*params, step["id"]])
     if src != dst:
         _history(ctx, sid, "step", step["id"], src.value, dst.value, args.get("reason"), args.get("actor"))

@@ -276,6 +276,7 @@ def step_reset_from(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
                  args.get("actor"))
         ctx.emit(EventType.workflow_state_changed, sid, run["id"],
                  {"from": run["status"], "to": RunStatus.paused.value, "reason": f"replay from {step['key']}"})
+    ctx.seqs.forget_steps(run["id"])
     for s in rows:
         if s["key"] not in reset:
             continue

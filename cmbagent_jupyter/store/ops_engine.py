@@ -22,6 +22,7 @@ from cmbagent_jupyter.store.errors import Conflict, Invalid, NotFound
 from cmbagent_jupyter.store.ops import (
     RUN_COLUMNS,
     OpContext,
+    StaleSteps,
     _arg,
     _history,
     _run_of,
@@ -60,7 +61,7 @@ CHECKPOINT_COLUMNS = ("id", "session_id", "run_id", "step_id", "kind", "context"
 
 JOURNAL_STEP_COLUMNS = ("unnest(?::VARCHAR[]) AS id, unnest(?::VARCHAR[]) AS st, unnest(?::VARCHAR[]) AS o, "
                         "unnest(?::TIMESTAMP[]) AS ca, unnest(?::TIMESTAMP[]) AS sa, unnest(?::INTEGER[]) AS inc, "
-                        "unnest(?::VARCHAR[]) AS err, unnest(?::DOUBLE[]) AS pr")
+                        "unnest(?::VARCHAR[]) AS err, unnest(?::DOUBLE[]) AS pr, unnest(?::VARCHAR[]) AS was")
 _PROGRESS = {_COMPLETED: 1.0, StepStatus.running.value: 0.0}
 
 
@@ -113,9 +114,17 @@ def _apply_records(ctx: OpContext, sid: str, rid: str, args: dict[str, Any],
     else:
         head = {"run_status": run["status"], "pause_requested": run["pause_requested"], "owner_pid": run["owner_pid"],
                 "journal_seq": run["journal_seq"]}
+    # what the service remembers of these steps from the run's last journal batch is not read again
+    known = ctx.seqs.known_steps(rid) if ctx.remembered_steps and not replay else None
+    missing = wanted if known is None else [i for i in wanted if i not in known]
     # the ids as one list parameter (a parameter per id binds far slower)
     rows = ctx.db.fetch("SELECT id, key, number, agent, status FROM steps WHERE run_id = ? AND "
-                        "list_contains(?::VARCHAR[], id)", [rid, wanted]) if wanted else []
+                        "list_contains(?::VARCHAR[], id)", [rid, missing]) if missing else []
+    remembered: set[str] = set()
+    if known is not None:
+        rows += [{"id": i, "key": k[0], "number": k[1], "agent": k[2], "status": k[3]}
+                 for i in wanted if (k := known.get(i)) is not None]
+        remembered = set(wanted) - set(missing)
     status, applied = head["run_status"], int(head["journal_seq"])
     ctx.ledger = False  # idempotent by the journal seq itself
 
@@ -149,6 +158,7 @@ def _apply_records(ctx: OpContext, sid: str, rid: str, args: dict[str, Any],
     elif status in (RunStatus.completed.value, RunStatus.cancelled.value):
         return signal(applied)  # nothing is recorded on a run that ended; a resume refuses it too
     steps = {r["id"]: r for r in rows}
+    before = {i: r["status"] for i, r in steps.items()}
     unknown = sorted({i for _, r in todo for i in _named(r) if i not in steps})
     if unknown:
         raise Invalid(f"step(s) {', '.join(unknown)} are not steps of run {rid}")
@@ -169,12 +179,16 @@ def _apply_records(ctx: OpContext, sid: str, rid: str, args: dict[str, Any],
         if src == _COMPLETED and (replay or to == _COMPLETED):
             if replay:
                 return False
+            if step["id"] in remembered:  # perhaps only the memory of it is out of date
+                raise StaleSteps(rid)
             raise Conflict(f"step {step['key']} of run {rid} is completed already; a completed step is never "
                            f"recorded twice")
         if src != to and not replay:
             try:
                 check_step_transition(step["id"], src, to)
             except IllegalTransition as exc:
+                if step["id"] in remembered:
+                    raise StaleSteps(rid) from None
                 raise Conflict(str(exc)) from None
         # the event is the move's history entry too (history.list shows it): the journal record
         # that made it, the reason and the actor go with it
@@ -227,16 +241,25 @@ def _apply_records(ctx: OpContext, sid: str, rid: str, args: dict[str, Any],
                 f.update(st="running", sa=at, err=None)
                 f["inc"] += 1
     last = todo[-1][0]
-    changed = [(step_id, f["st"], f.get("o"), f.get("ca"), f.get("sa"), f["inc"], f.get("err"), _PROGRESS.get(f["st"]))
-               for step_id, f in final.items() if "st" in f]
+    changed = [(step_id, f["st"], f.get("o"), f.get("ca"), f.get("sa"), f["inc"], f.get("err"), _PROGRESS.get(f["st"]),
+                before[step_id]) for step_id, f in final.items() if "st" in f]
     if changed:
         # one list parameter per column (a parameter per value of a VALUES list binds far slower); a
-        # NULL leaves the column as it was (outputs only change with a completion)
-        ctx.db.execute(
+        # NULL leaves the column as it was (outputs only change with a completion). A step is only
+        # updated from the status these records were checked against.
+        count = ctx.db.execute_count(
             "UPDATE steps SET status = v.st, outputs = coalesce(v.o, steps.outputs), "
             "completed_at = coalesce(v.ca, steps.completed_at), progress = coalesce(v.pr, steps.progress), "
             "started_at = coalesce(v.sa, steps.started_at), attempts = steps.attempts + v.inc, error = v.err "
-            f"FROM (SELECT {JOURNAL_STEP_COLUMNS}) AS v WHERE steps.id = v.id", [list(c) for c in zip(*changed)])
+            f"FROM (SELECT {JOURNAL_STEP_COLUMNS}) AS v WHERE steps.id = v.id AND steps.status = v.was "
+            "AND steps.run_id = ?", [*(list(c) for c in zip(*changed)), rid])
+        if count != len(changed):
+            if remembered:
+                raise StaleSteps(rid)
+            raise Conflict(f"steps of run {rid} changed while its journal records were applied")
+    if not replay:
+        ctx.seqs.learn_steps(rid, {**(known or {}), **{
+            i: (r["key"], r["number"], r["agent"], r["status"]) for i, r in steps.items()}})
     if run is None:
         ctx.db.execute("UPDATE runs SET journal_seq = ? WHERE id = ?", [last, rid])
     if checkpoints and replay:
@@ -422,6 +445,7 @@ def engine_settle(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     reset_to = args.get("reset_to") or StepStatus.pending.value
     if reset_to not in (StepStatus.pending.value, StepStatus.cancelled.value, StepStatus.failed.value):
         raise Invalid("in-flight steps are set back to pending, cancelled or failed")
+    ctx.seqs.forget_steps(rid)  # the run leaves its journal (and reset steps change below)
     for step_id in args.get("reset_steps") or []:
         row = ctx.db.fetchone("SELECT id, key, number, agent, status FROM steps WHERE id = ? AND run_id = ?",
                               [_arg({"id": step_id}, "id", "step"), rid])

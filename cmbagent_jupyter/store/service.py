@@ -174,11 +174,14 @@ class StoreService:
         else:
             pass
 
-    def try_transaction(self, jobs: list[Job], report_errors: bool = False) -> list | None:
+    def try_transaction(self, jobs: list[Job], report_errors: bool = False, remembered_steps: bool = True
+                        ) -> list | None:
         """Apply jobs in one transaction. On an op error: with several jobs, roll back and
-        return None (the caller retries them one by one); with one, report it."""
+        return None (the caller retries them one by one); with one, report it. A journal
+        batch that found a step changed behind the service's memory of it is applied again,
+        reading the steps."""
         db, seqs = self.db, self.seqs
-        ctx = store_ops.OpContext(db, self.home, seqs)
+        ctx = store_ops.OpContext(db, self.home, seqs, remembered_steps=remembered_steps)
         results: list[tuple[Job, bool, Any]] = []
         try:
             db.begin()
@@ -210,6 +213,9 @@ class StoreService:
         except Exception as exc:  # noqa: BLE001
             db.rollback()
             seqs.rollback()
+            if isinstance(exc, store_ops.StaleSteps) and remembered_steps:
+                seqs.forget_steps(exc.run_id)
+                return self.try_transaction(jobs, report_errors, remembered_steps=False)
             if len(jobs) > 1 and not report_errors:
                 return None
             wire = exc.to_wire() if isinstance(exc, StoreError) else {

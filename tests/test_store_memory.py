@@ -1,0 +1,114 @@
+"""What the store service remembers between transactions (a run's steps as its last journal
+batch left them) never changes an answer: a batch that finds the memory out of date is
+applied again from the database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from cmbagent_jupyter.store import Conflict
+from cmbagent_jupyter.store import ops as store_ops
+from cmbagent_jupyter.store.database import Database
+from cmbagent_jupyter.store.errors import from_wire
+from cmbagent_jupyter.store.service import Job, StoreService
+
+
+class InProcessService:
+    """The service's transaction path without its socket: each call is one transaction."""
+
+    def __init__(self, home):
+        self.svc = StoreService(home)
+        self.svc.db = Database(home / "store.duckdb")
+        self.svc.seqs = store_ops.SeqAllocator(self.svc.db)
+        self.svc.loop = asyncio.new_event_loop()
+        self.transactions = 0
+
+    def __call__(self, op: str, **args):
+        replies: list = []
+        job = Job(op, args, None, False, lambda ok, value: replies.append((ok, value)), write=True)
+        real = self.svc.try_transaction
+
+        def counted(*a, **k):
+            self.transactions += 1
+            return real(*a, **k)
+
+        self.svc.try_transaction = counted
+        try:
+            self.svc.try_transaction([job], report_errors=True)
+        finally:
+            self.svc.try_transaction = real
+        self.svc.loop.run_until_complete(asyncio.sleep(0))  # the replies are posted to the loop
+        ok, value = replies[0]
+        if not ok:
+            raise from_wire(value)
+        return value
+
+    def close(self):
+        self.svc.loop.close()
+        self.svc.db.close()
+
+
+@pytest.fixture
+def service(tmp_path):
+    s = InProcessService(tmp_path)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def at(second: int) -> str:
+    return datetime(2026, 1, 1, 0, 0, second, tzinfo=timezone.utc).isoformat()
+
+
+def two_step_run(service):
+    sid = service("session.create", name="memory")["id"]
+    rid = service("run.create", session_id=sid, task="t", mode="control")["id"]
+    steps = service("step.put_plan", session_id=sid, run_id=rid,
+                    steps=[{"key": "s1", "description": "one"},
+                           {"key": "s2", "description": "two", "depends_on": ["s1"]}])
+    service("engine.claim", session_id=sid, run_id=rid, to="executing", owner_pid=7)
+    return sid, rid, [s["id"] for s in steps]
+
+
+def statuses(service, rid):
+    return {r["key"]: r["status"] for r in service.svc.db.fetch("SELECT key, status FROM steps WHERE run_id = ?", [rid])}
+
+
+def test_a_batch_refused_by_an_outdated_memory_is_applied_from_the_database(service):
+    sid, rid, (s1, s2) = two_step_run(service)
+    service("engine.advance_many", session_id=sid, run_id=rid, owner_pid=7,
+            records=[{"seq": 1, "at": at(1), "start": [s1]}])
+    assert service.svc.seqs.known_steps(rid)[s1][3] == "running"
+    # the memory says s1 never started: completing it would be refused by the memory alone
+    service.svc.seqs.run_steps[rid] = {s1: ("s1", 1, "engineer", "pending")}
+    before = service.transactions
+    out = service("engine.advance_many", session_id=sid, run_id=rid, owner_pid=7,
+                  records=[{"seq": 2, "at": at(2), "complete": [{"step_id": s1, "outputs": {"summary": "one"}}],
+                            "start": [s2]}])
+    assert out["applied"] == 1 and out["journal_seq"] == 2
+    assert service.transactions - before == 2  # once with the memory, once reading the steps
+    assert statuses(service, rid) == {"s1": "completed", "s2": "running"}
+    assert service.svc.seqs.known_steps(rid)[s1][3] == "completed"
+    payloads = [json.loads(r["payload"]) for r in service.svc.db.fetch(
+        "SELECT payload::VARCHAR AS payload FROM events WHERE run_id = ? AND type LIKE 'step.%' ORDER BY seq", [rid])]
+    moves = [(p["key"], p["from"], p["to"]) for p in payloads]
+    assert moves == [("s1", "pending", "running"), ("s1", "running", "completed"), ("s2", "pending", "running")]
+
+
+def test_a_step_changed_behind_the_memory_is_not_overwritten(service):
+    sid, rid, (s1, s2) = two_step_run(service)
+    service("engine.advance_many", session_id=sid, run_id=rid, owner_pid=7,
+            records=[{"seq": 1, "at": at(1), "start": [s1]}])
+    # another writer completed s1 without the service's memory hearing of it
+    service.svc.db.execute("UPDATE steps SET status = 'completed' WHERE id = ?", [s1])
+    with pytest.raises(Conflict) as info:
+        service("engine.advance_many", session_id=sid, run_id=rid, owner_pid=7,
+                records=[{"seq": 2, "at": at(2), "complete": [{"step_id": s1, "outputs": {}}], "start": [s2]}])
+    assert "s1" in info.value.message and "completed already" in info.value.message
+    assert statuses(service, rid) == {"s1": "completed", "s2": "pending"}
+    assert service("engine.advance_many", session_id=sid, run_id=rid, owner_pid=7, records=[])["journal_seq"] == 1
