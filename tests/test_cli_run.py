@@ -6,6 +6,7 @@ import json
 import shutil
 import signal
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,29 @@ def test_cmbagent_run_on_a_fresh_machine_without_key_or_network(engine_home: Pat
     costs = json.loads(cmbagent(engine_home, "cost", "--run", run_id, "--json", check=True).stdout)
     assert {r["agent"] for r in costs} == {"engineer", "executor", "plan_reviewer", "planner", "researcher"}
     assert sum(r["calls"] for r in costs) == 19 and all(r["priced"] for r in costs)
+
+
+def test_the_live_display_shows_the_events_still_on_their_way_when_the_run_finished(engine_home: Path, capsys):
+    from cmbagent_jupyter.cli.runs import RunMonitor
+
+    store = Store(engine_home)
+    try:
+        ss = store.session(store.create_session("monitor").id)
+        run = ss.create_run("monitored", mode="control")
+        ss.call("event.append", events=[{"type": "workflow.completed", "run_id": run.id, "payload": {
+            "from": "executing", "to": "completed", "reason": "all steps completed"}}])
+        monitor = RunMonitor(ss, run.id, live=False)
+        monitor.close()  # as if the store's push of these events had not arrived yet
+        while not monitor.events.empty():
+            monitor.events.get_nowait()
+        finished = threading.Event()
+        finished.set()
+        monitor.follow(finished)
+    finally:
+        store.close()
+    out = capsys.readouterr().out
+    assert "run completed (all steps completed)" in out
+    assert out.count("run completed") == 1
 
 
 def test_sigterm_leaves_the_run_interrupted_and_resume_finishes_it(engine_home: Path, tmp_path: Path):

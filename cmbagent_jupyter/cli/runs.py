@@ -62,27 +62,45 @@ class RunMonitor:
         self.events: queue.Queue = queue.Queue()
         self.steps: dict[str, dict[str, Any]] = {}
         self.plan_shown = False
+        self.shown_seq = 0  # the run's events are numbered; each is shown once
         self.sub = ss.subscribe(run_id=run_id, since_gseq=0, callback=self.events.put)
 
     def close(self) -> None:
         self.sub.close()
 
     def follow(self, done: threading.Event) -> None:
+        """Show events until the run has finished and every event it made has been shown
+        (the last ones are read from the store: its push may still be on the way)."""
         if self.live:
             with Live(self._table(), console=console, refresh_per_second=4, transient=True) as live:
-                while not done.is_set() or not self.events.empty():
-                    for ev in self._drain(0.25):
-                        self._handle(ev, live)
+                while not done.is_set():
+                    self._show(self._drain(0.25), live)
                     live.update(self._table())
+                self._show(self._rest(), live)
+                live.update(self._table())
         else:
-            while not done.is_set() or not self.events.empty():
-                for ev in self._drain(0.25):
-                    self._handle(ev, None)
+            while not done.is_set():
+                self._show(self._drain(0.25), None)
+            self._show(self._rest(), None)
+
+    def _show(self, events: list[dict], live: Live | None) -> None:
+        for ev in events:
+            if ev.get("seq") is not None and ev["seq"] <= self.shown_seq:
+                continue
+            self.shown_seq = max(self.shown_seq, int(ev.get("seq") or 0))
+            self._handle(ev, live)
+
+    def _rest(self) -> list[dict]:
+        """What is queued, then what the store holds beyond it."""
+        queued = self._drain(0)
+        seen = max([self.shown_seq, *(int(e.get("seq") or 0) for e in queued)])
+        later = [e.model_dump(mode="json") for e in self.ss.events(run_id=self.run_id, since_seq=seen)]
+        return sorted(queued + later, key=lambda e: int(e.get("seq") or 0))
 
     def _drain(self, timeout: float) -> list[dict]:
         out = []
         try:
-            out.append(self.events.get(timeout=timeout))
+            out.append(self.events.get(timeout=timeout) if timeout else self.events.get_nowait())
             while True:
                 out.append(self.events.get_nowait())
         except queue.Empty:
