@@ -17,6 +17,7 @@ from cmbagent_jupyter.engine.states import (
 )
 from cmbagent_jupyter.models import Run, RunStatus, StepStatus
 from cmbagent_jupyter.store import Invalid
+from conftest import wait_for
 
 
 def test_every_state_has_a_row_and_terminal_states_lead_nowhere():
@@ -71,9 +72,12 @@ def test_the_store_allows_exactly_the_tabled_run_moves(store):
             if dst in RUN_TRANSITIONS[RunStatus(src)]:
                 moved = ss.transition_run(run.id, dst.value, owner_pid=4242, error="why")
                 assert moved.status == dst
-                # the row a move returns (and writes to run.json) is the row the store now holds
+                # the row a move returns is the row the store now holds; run.json mirrors it once
+                # the move committed (it is written while the reply goes out)
                 assert moved == ss.get_run(run.id)
-                assert Run.model_validate(json.loads((Path(moved.path) / "run.json").read_text())) == moved
+                mirror = Path(moved.path) / "run.json"
+                wait_for(lambda: Run.model_validate(json.loads(mirror.read_text())) == moved, 10,
+                         f"run.json of {run.id} to show the move to {dst.value}")
             else:
                 with pytest.raises(Invalid, match=f"from '{src}' to '{dst.value}'"):
                     ss.transition_run(run.id, dst.value)

@@ -10,6 +10,7 @@ by it, so one session never reads another's rows.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -63,6 +64,8 @@ def op(name: str, *, write: bool) -> Callable[[OpFunc], OpFunc]:
 
     return register
 
+
+log = logging.getLogger("cmbagent.store")
 
 RUNS_WITH_STEPS_KEPT = 64
 
@@ -219,6 +222,9 @@ class OpContext:
     ledger: bool = True
     # False when the transaction is applied again after `StaleSteps`: read everything
     remembered_steps: bool = True
+    # files that mirror rows (run.json), written once the transaction committed and its
+    # replies went out (`write_files`); the last write of a path wins
+    files: dict[Path, dict[str, Any]] = field(default_factory=dict)
 
     def emit(
         self,
@@ -248,6 +254,15 @@ class OpContext:
         self.events.append(ev)
         self._times.append(ts)
         return ev
+
+    def write_files(self) -> None:
+        """Write the mirror files of a committed transaction."""
+        files, self.files = self.files, {}
+        for path, data in files.items():
+            try:
+                _write_json(path, data)
+            except OSError as exc:  # the row is the truth; `cmbagent recover` says what it cannot read
+                log.warning("%s not written: %s", path, exc)
 
     def flush(self) -> None:
         """Insert the transaction's history rows and events (before its commit)."""
@@ -741,7 +756,7 @@ def move_run(ctx: OpContext, run: dict[str, Any], args: dict[str, Any], *, step_
         payload["error"] = args["error"]
     ctx.emit(etype, sid, rid, payload)
     out = {**run, **_row(changes, (), RUN_TIMES)}
-    _write_json(Path(out["path"]) / "run.json", out)
+    ctx.files[Path(out["path"]) / "run.json"] = out
     return out
 
 

@@ -231,6 +231,7 @@ class StoreService:
         if ctx.events:
             assert self.loop is not None
             self.loop.call_soon_threadsafe(self.publish, ctx.events)
+        ctx.write_files()  # while the replies go out
         return results
 
     # -- event loop side ---------------------------------------------------------
