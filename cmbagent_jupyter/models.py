@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import unicodedata
 from datetime import datetime, timezone
 from enum import Enum
@@ -38,9 +39,38 @@ class InvalidInput(ValueError):
     """Bad input from a user or a client, with a message that says what was wrong."""
 
 
+class _RandomBytes:
+    """The operating system's random bytes, fetched a few kilobytes at a time: a run makes
+    an id for every event and checkpoint, and a system call for each (which also lets
+    other threads take the interpreter) costs more than the rest of making it."""
+
+    CHUNK = 4000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool = b""
+        self._at = 0
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._pool, self._at = b"", 0  # a child never hands out its parent's ids
+
+    def take(self, n: int) -> bytes:
+        with self._lock:
+            if self._at + n > len(self._pool):
+                self._pool, self._at = os.urandom(max(self.CHUNK, n)), 0
+            out = self._pool[self._at:self._at + n]
+            self._at += n
+            return out
+
+
+_RANDOM = _RandomBytes()
+
+
 def new_id(kind: str) -> str:
     """A fresh id: the kind's prefix and 80 random bits in hex."""
-    return f"{ID_PREFIXES[kind]}_{os.urandom(10).hex()}"
+    return f"{ID_PREFIXES[kind]}_{_RANDOM.take(10).hex()}"
 
 
 def check_id(kind: str, value: Any) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import json
 
 import jsonschema
@@ -92,3 +94,22 @@ def test_real_events_from_the_store_validate_against_the_schema(store, cli):
     broken = {**events[0], "type": "made.up"}
     with pytest.raises(jsonschema.ValidationError):
         validator.validate(broken)
+
+
+def test_ids_are_unique_and_a_forked_child_never_repeats_its_parents():
+    from cmbagent_jupyter.models import new_id
+
+    made = [new_id("event") for _ in range(20_000)]
+    assert len(set(made)) == len(made) and all(len(i) == 24 for i in made)
+    new_id("event")  # whatever random bytes the process holds, some are left when it forks
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the ids it makes next
+        os.write(write, " ".join(new_id("event") for _ in range(5)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 4096).decode().split()
+    os.close(read)
+    parent = [new_id("event") for _ in range(5)]
+    assert len(child) == 5 and not set(child) & set(parent)

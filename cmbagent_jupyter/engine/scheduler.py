@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,11 +86,20 @@ class DagScheduler:
         order = self.dag.order()
         deps = {k: set(self.dag.dependencies(k)) for k in order}
         done = set(self.ledger.completed())
+        settled = set(done)  # done, and finished but not recorded yet: what a step may start after
         pending = [k for k in order if k not in done]
         running: dict[asyncio.Task, str] = {}
         to_complete: list[tuple[str, dict[str, Any]]] = []
         to_fail: list[tuple[str, str]] = []
         failed: dict[str, str] = {}
+        # steps report here as they finish (in that order), and a stop request wakes the loop too
+        finished: deque[asyncio.Task] = deque()
+        wake = asyncio.Event()
+
+        def on_finished(task: asyncio.Task) -> None:
+            finished.append(task)
+            wake.set()
+
         stop_wait: asyncio.Task | None = None
         try:
             while True:
@@ -97,7 +107,6 @@ class DagScheduler:
                     break
                 starts: list[str] = []
                 if self.stop.kind is None and not failed:
-                    settled = done | {k for k, _ in to_complete}
                     room = self.max_parallel - len(running)
                     for k in pending:
                         if room <= 0:
@@ -107,30 +116,37 @@ class DagScheduler:
                             room -= 1
                 if to_complete or to_fail or starts:
                     signal = await self.ledger.advance(complete=to_complete, fail=to_fail, start=starts)
-                    done |= {k for k, _ in to_complete}
+                    done.update(k for k, _ in to_complete)
                     to_complete, to_fail = [], []
                     self._signal(signal)
                     for k in starts:
                         pending.remove(k)
-                        running[asyncio.create_task(self.run_step(k), name=f"step:{k}")] = k
+                        task = asyncio.create_task(self.run_step(k), name=f"step:{k}")
+                        running[task] = k
+                        task.add_done_callback(on_finished)
                 if not running:
                     break
-                if stop_wait is None or stop_wait.done():
-                    stop_wait = asyncio.create_task(self.stop.changed.wait())
-                finished, _ = await asyncio.wait([*running, stop_wait], return_when=asyncio.FIRST_COMPLETED)
-                if stop_wait in finished:
+                if not finished:
+                    if stop_wait is None:
+                        stop_wait = asyncio.create_task(self.stop.changed.wait())
+                        stop_wait.add_done_callback(lambda _t: wake.set())
+                    wake.clear()
+                    await wake.wait()
+                if stop_wait is not None and stop_wait.done():
                     self.stop.changed.clear()
                     stop_wait = None
-                for task in finished:
-                    if task not in running:
+                while finished:
+                    task = finished.popleft()
+                    key = running.pop(task, None)
+                    if key is None:
                         continue
-                    key = running.pop(task)
                     if task.cancelled():
                         pending.insert(0, key)
                         continue
                     exc = task.exception()
                     if exc is None:
                         to_complete.append((key, task.result()))
+                        settled.add(key)
                     else:
                         msg = str(exc) if isinstance(exc, StepFailed) else \
                             f"{type(exc).__name__}: {exc}\n{''.join(traceback.format_exception(exc))[-3000:]}"
@@ -146,6 +162,7 @@ class DagScheduler:
         finally:
             cancelled = list(running.values())
             for task in running:
+                task.remove_done_callback(on_finished)
                 task.cancel()
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
