@@ -124,26 +124,34 @@ class Database:
             chunk = rows[start : start + 500]
             lists = _column_lists(chunk, width)
             if lists is not None:
-                exprs, params = [], []
-                for col in lists:
-                    if col is None:  # NULLs only (its list would have no element type)
-                        exprs.append("NULL")
-                    elif col[0] is not None and col.count(col[0]) == len(col):
-                        exprs.append("?")
-                        params.append(col[0])
-                    else:
-                        exprs.append("unnest(?)")
-                        params.append(col)
-                if "unnest(?)" not in exprs:  # one list sets the number of rows: the first column's
-                    first = next(i for i, col in enumerate(lists) if col is not None)
-                    exprs[first], params[0] = "unnest(?)", lists[first]
-                sql = f"INSERT INTO {table} ({cols}) SELECT * FROM (SELECT {', '.join(exprs)})"
-                self.conn.execute(sql, params)
+                self._insert_lists(table, cols, lists)
                 continue
             placeholders = "(" + ", ".join("?" * width) + ")"
             sql = f"INSERT INTO {table} ({cols}) VALUES " + ", ".join([placeholders] * len(chunk))
             flat: list[Any] = [v for row in chunk for v in row]
             self.conn.execute(sql, flat)
+
+    def insert_columns(self, table: str, columns: Sequence[str], lists: Sequence[list[Any]]) -> None:
+        """`insert_rows` for rows given as one list per column, each of one scalar type (or None)."""
+        if lists and lists[0]:
+            self._insert_lists(table, ", ".join(f'"{c}"' for c in columns),
+                               [col if any(v is not None for v in col) else None for col in lists])
+
+    def _insert_lists(self, table: str, cols: str, lists: Sequence[list[Any] | None]) -> None:
+        exprs, params = [], []
+        for col in lists:
+            if col is None:  # NULLs only (its list would have no element type)
+                exprs.append("NULL")
+            elif col[0] is not None and col.count(col[0]) == len(col):
+                exprs.append("?")
+                params.append(col[0])
+            else:
+                exprs.append("unnest(?)")
+                params.append(col)
+        if "unnest(?)" not in exprs:  # one list sets the number of rows: the first column's
+            first = next(i for i, col in enumerate(lists) if col is not None)
+            exprs[first], params[0] = "unnest(?)", lists[first]
+        self.conn.execute(f"INSERT INTO {table} ({cols}) SELECT * FROM (SELECT {', '.join(exprs)})", params)
 
     def fetch(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
         cur = self.conn.execute(sql, params or [])

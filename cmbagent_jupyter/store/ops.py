@@ -271,16 +271,19 @@ class OpContext:
             self.history_rows = []
         if not self.events:
             return
-        times = self._times if len(self._times) == len(self.events) else [
-            datetime.fromisoformat(e["ts"]) for e in self.events]
-        rows = []
-        last, at = None, None
-        for e, t in zip(self.events, times):
+        events = self.events
+        times = self._times if len(self._times) == len(events) else [datetime.fromisoformat(e["ts"]) for e in events]
+        ats, last, at = [], None, None
+        for t in times:
             if t is not last:
                 last, at = t, to_db_time(t)
-            rows.append((e["id"], e["session_id"], e["run_id"], e["seq"], e["gseq"], e["type"], at,
-                         json_codec.dumps(e["payload"])))
-        self.db.insert_rows("events", EVENT_COLUMNS, rows)
+            ats.append(at)
+        dumps_ = json_codec.dumps
+        # a list per column (EVENT_COLUMNS), each of one type: no row-by-row inspection
+        self.db.insert_columns("events", EVENT_COLUMNS, [
+            [e["id"] for e in events], [e["session_id"] for e in events], [e["run_id"] for e in events],
+            [e["seq"] for e in events], [e["gseq"] for e in events], [e["type"] for e in events], ats,
+            [dumps_(e["payload"]) for e in events]])
 
 
 # ---------------------------------------------------------------- helpers
