@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from cmbagent_jupyter.cost.pricing import price_call
 from cmbagent_jupyter.llm.scope import ModelScope
 from cmbagent_jupyter.store.repository import SessionStore
+from cmbagent_jupyter.threads import in_thread
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class CostRecorder:
             batch, self._pending = self._pending, []
         if not batch:
             return 0.0
-        records = await asyncio.to_thread(self.records, batch)
+        records = await in_thread(self.records, batch)
         await self.store.acall("cost.add", records=records)
         spent = sum(r["cost_usd"] for r in records)
         self.total_usd += spent

@@ -7,7 +7,6 @@ again instead of asking twice.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from enum import Enum
@@ -15,6 +14,7 @@ from typing import Any
 
 from cmbagent_jupyter.models import ApprovalRequest, ApprovalStatus, utcnow
 from cmbagent_jupyter.store.repository import SessionStore
+from cmbagent_jupyter.threads import in_thread
 
 
 DECISIONS = ("approve", "reject", "modify", "retry", "skip", "abort")
@@ -120,7 +120,7 @@ class ApprovalGate:
             sub.close()
 
     async def await_decision(self, approval: ApprovalRequest, cancelled: threading.Event | None = None) -> ApprovalRequest:
-        return await asyncio.to_thread(self.wait, approval, None, cancelled)
+        return await in_thread(self.wait, approval, None, cancelled)
 
     def expire(self, approval: ApprovalRequest) -> ApprovalRequest:
         """Apply the request's default action (or its most cautious option) once its time is up."""

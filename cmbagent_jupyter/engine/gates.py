@@ -20,6 +20,7 @@ from cmbagent_jupyter.engine.approvals import ApprovalGate, ApprovalMode, Approv
 from cmbagent_jupyter.models import ApprovalRequest, ApprovalStatus, InvalidInput, RunStatus, utcnow
 from cmbagent_jupyter.store.errors import Invalid
 from cmbagent_jupyter.store.repository import SessionStore
+from cmbagent_jupyter.threads import in_thread
 
 log = logging.getLogger("cmbagent.engine")
 
@@ -48,16 +49,16 @@ class RunGates:
                   options: list[str] | None = None, back_to: RunStatus | None = RunStatus.executing,
                   reuse_decided: bool = False) -> ApprovalRequest:
         """Open (or find again) a request, wait for its decision, and move the run back to `back_to`."""
-        decided = await asyncio.to_thread(self._decided, kind.value, step_id) if reuse_decided else None
+        decided = await in_thread(self._decided, kind.value, step_id) if reuse_decided else None
         if decided is not None:
             return decided
-        approval = await asyncio.to_thread(
+        approval = await in_thread(
             self.gate.request, kind.value, request, step_id=step_id, options=options,
             timeout_s=self.policy.timeout_s, default_action=default_for(self.policy.default_action, options))
-        await asyncio.to_thread(self._mark_waiting, kind.value)
+        await in_thread(self._mark_waiting, kind.value)
         decision = await self._wait(approval)
         if back_to is not None:
-            await asyncio.to_thread(self._leave_waiting, back_to, decision)
+            await in_thread(self._leave_waiting, back_to, decision)
         return decision
 
     def _decided(self, kind: str, step_id: str | None) -> ApprovalRequest | None:
@@ -83,14 +84,14 @@ class RunGates:
                                    callback=lambda _ev: loop.call_soon_threadsafe(woken.set))
         try:
             while True:
-                current = await asyncio.to_thread(self.gate.get, approval.id)
+                current = await in_thread(self.gate.get, approval.id)
                 if current.status != ApprovalStatus.pending:
                     return current
                 wait_s = POLL_S
                 if current.timeout_at is not None:
                     left = (current.timeout_at - utcnow()).total_seconds()
                     if left <= 0:
-                        return await asyncio.to_thread(self.gate.expire, current)
+                        return await in_thread(self.gate.expire, current)
                     wait_s = min(wait_s, left)
                 try:
                     await asyncio.wait_for(woken.wait(), timeout=wait_s)

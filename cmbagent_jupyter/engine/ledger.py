@@ -34,6 +34,7 @@ from cmbagent_jupyter.engine.checkpoint_files import CheckpointFiles, StepJourna
 from cmbagent_jupyter.models import CheckpointKind, Run, StepStatus, Step, new_id, utcnow
 from cmbagent_jupyter.store.errors import Conflict
 from cmbagent_jupyter.store.repository import SessionStore
+from cmbagent_jupyter.threads import in_thread
 
 log = logging.getLogger("cmbagent.engine")
 
@@ -135,7 +136,7 @@ class StepLedger:
         self._applied_hint = (int(journal_seq), RunSignal(run_status, False))
 
     async def _open(self) -> None:
-        last = await asyncio.to_thread(self.journal.open)
+        last = await in_thread(self.journal.open)
         if self._applied_hint is None:
             out = await self.store.acall("engine.advance_many", run_id=self.files.run.id, records=[])
             self._applied_hint = (int(out["journal_seq"]), RunSignal(out["run_status"], bool(out["pause_requested"])))
@@ -235,7 +236,7 @@ class StepLedger:
     async def _run_files(self) -> None:
         while self._files_jobs:
             jobs, self._files_jobs = self._files_jobs, []
-            await asyncio.to_thread(lambda: [j() for j in jobs])
+            await in_thread(lambda: [j() for j in jobs])
 
     async def _flush(self) -> None:
         if os.environ.get(HOLD_FLUSH_ENV):
@@ -296,7 +297,7 @@ class StepLedger:
     async def _settle_files(self, timeout: float | None) -> bool:
         """The journal on disk; the pending file jobs scheduled. False if `timeout` passed first."""
         try:
-            if not self.journal.durable and not await asyncio.to_thread(self.journal.wait_durable, timeout):
+            if not self.journal.durable and not await in_thread(self.journal.wait_durable, timeout):
                 return False
         except OSError as exc:  # the disk refused an fsync: the store still gets what it can
             log.error("step journal of run %s could not be synced: %s", self.files.run.id, exc)
@@ -404,7 +405,7 @@ class StepLedger:
         step_id = self.steps[step_key].id if step_key else None
         row = CheckpointFiles.store_row(cid, path, kind, {"kind": kind.value, **(extra or {})})
         row["step_id"] = step_id
-        await asyncio.to_thread(self.files.write, cid=cid, path=path, created_at=created, kind=kind, context=context,
+        await in_thread(self.files.write, cid=cid, path=path, created_at=created, kind=kind, context=context,
                                 steps=steps_now, run=run, step_id=step_id)
         self.checkpoints_written += 1
         if to is None:
@@ -427,7 +428,7 @@ def _left(deadline: float | None) -> float | None:
 async def replay_journal(store: SessionStore, run: Run) -> int:
     """Apply the journal records of `run` the store lacks (after a crash); returns how many."""
     journal = StepJournal(run.path)
-    records = await asyncio.to_thread(journal.records)
+    records = await in_thread(journal.records)
     if not records:
         return 0
     out = await store.acall("engine.advance_many", run_id=run.id, records=[])

@@ -54,6 +54,7 @@ from cmbagent_jupyter.models import (
 )
 from cmbagent_jupyter.store.errors import Conflict
 from cmbagent_jupyter.store.repository import SessionStore, Store
+from cmbagent_jupyter.threads import in_thread
 
 log = logging.getLogger("cmbagent.engine")
 
@@ -167,7 +168,7 @@ class RunEngine:
             return await self._settle(outcome)
         except Conflict as exc:
             log.info("run %s stopped: %s", run.id, exc)
-            self.run = await asyncio.to_thread(self.ss.get_run, run.id)
+            self.run = await in_thread(self.ss.get_run, run.id)
             if self.run.status == RunStatus.cancelled:
                 await self._reset_running("cancelled", "run cancelled")
             return self.run
@@ -212,8 +213,8 @@ class RunEngine:
             else:
                 return self._claimed(out, early)
         # two reads at once (nothing is written before both answered); the steps come with the claim
-        session, run = await asyncio.gather(asyncio.to_thread(self.ss.info),
-                                            asyncio.to_thread(self.ss.get_run, self.run.id))
+        session, run = await asyncio.gather(in_thread(self.ss.info),
+                                            in_thread(self.ss.get_run, self.run.id))
         if run.status in (RunStatus.completed, RunStatus.cancelled):
             raise InvalidInput(f"run {run.id} is {run.status.value}; there is nothing to resume")
         stale = None
@@ -281,7 +282,7 @@ class RunEngine:
         out = await self.ss.acall("engine.plan_ready", run_id=run.id, owner_pid=self.pid, **request)
         stored = Run.model_validate(out["run"])
         if out.get("kept"):  # completed steps of an earlier plan stayed: read what the store holds
-            return stored, await asyncio.to_thread(self.ss.list_steps, run.id)
+            return stored, await in_thread(self.ss.list_steps, run.id)
         return stored, [Step(session_id=run.session_id, run_id=run.id, **r) for r in request["steps"]]
 
     # -- planning ------------------------------------------------------------------
@@ -323,7 +324,7 @@ class RunEngine:
             if decision.decision in ("abort",) or decision.status.value == "expired" or not feedback:
                 raise PlanningFailed(f"the plan was not approved ({decision.decision}"
                                      f"{': ' + feedback if feedback else ''})")
-            await asyncio.to_thread(self.ss.transition_run, self.run.id, RunStatus.planning.value,
+            await in_thread(self.ss.transition_run, self.run.id, RunStatus.planning.value,
                                     reason=f"re-planning after approval {decision.id}", actor=decision.resolved_by)
             plan = await self._planning.revise(feedback, rejected=decision.decision == "reject")
         return plan

@@ -35,6 +35,7 @@ from cmbagent_jupyter.store.errors import (
     from_wire,
 )
 from cmbagent_jupyter.store.protocol import HEADER, MAX_FRAME, encode, error_file, read_runtime, runtime_file
+from cmbagent_jupyter.threads import in_thread
 
 START_TIMEOUT = 60.0
 
@@ -423,17 +424,17 @@ class StoreClient:
         conn = self._conn
         request = {"op": op, "args": args or {}, "rid": rid, "retry": False}
         if conn is None or not conn.alive or self._closed:
-            return await asyncio.to_thread(self._call, op, args, timeout, rid, False)
+            return await in_thread(self._call, op, args, timeout, rid, False)
         try:
             fut = conn.request(request, max_inline=INLINE_SEND_LIMIT)
         except ConnectionLost:
-            return await asyncio.to_thread(self._call, op, args, timeout, rid, True)
+            return await in_thread(self._call, op, args, timeout, rid, True)
         if fut is None:  # too large to send from the loop's thread
-            return await asyncio.to_thread(self._call, op, args, timeout, rid, False)
+            return await in_thread(self._call, op, args, timeout, rid, False)
         try:
             msg = await asyncio.wait_for(asyncio.wrap_future(fut), timeout or self.timeout)
         except ConnectionLost:
-            return await asyncio.to_thread(self._call, op, args, timeout, rid, True)
+            return await in_thread(self._call, op, args, timeout, rid, True)
         except asyncio.TimeoutError:
             raise StoreUnavailable(f"the store service did not answer {op} in time") from None
         if msg.get("ok"):
