@@ -24,6 +24,9 @@ start-up and first use of each operation are not per-step costs; LangGraph gets 
 same: one untimed run of its compiled graph on another thread id first). Before each timed
 run the garbage of the earlier ones is collected (gc.collect(), for both peers), so a full
 collection of the whole process's heap (~100 ms here) is not counted as one run's steps.
+Our runs execute as `open_session().run(...)` and `cmbagent run` execute them: on the
+process's engine loop thread (`EngineLoop`), the caller waiting for the result; LangGraph's
+as `invoke` runs them, on the caller's thread.
 The store's own floor (one minimal write transaction) is printed for reference.
 Options: --only a|b, --steps N, --repeat N, --json.
 """
@@ -31,7 +34,6 @@ Options: --only a|b, --steps N, --repeat N, --json.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import json
 import operator
@@ -47,6 +49,7 @@ from typing import Annotated, Any, TypedDict
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cmbagent_jupyter.api import create_run  # noqa: E402
+from cmbagent_jupyter.engine.loop import EngineLoop  # noqa: E402
 from cmbagent_jupyter.engine.runner import RunEngine  # noqa: E402
 from cmbagent_jupyter.llm.providers import scripted_choice  # noqa: E402
 from cmbagent_jupyter.store import Store, stop_service  # noqa: E402
@@ -72,6 +75,11 @@ async def _noop_step(step: Any, ctx: dict[str, Any]) -> dict[str, Any]:
     return {"summary": f"{step.key} done", "files": [], "figures": []}
 
 
+def _execute(engine: RunEngine) -> Any:
+    """Run to the end as the API and the CLI do: on the engine loop's thread."""
+    return EngineLoop.get().submit(engine.execute()).result()
+
+
 def ours(steps: list[dict[str, Any]], max_parallel: int, journal_sync: str = "group") -> dict[str, float]:
     home = tempfile.mkdtemp(prefix="cmbagent-bench-")
     store = Store(home)
@@ -81,7 +89,7 @@ def ours(steps: list[dict[str, Any]], max_parallel: int, journal_sync: str = "gr
         # a service that has run something is what a user has (it stays up between runs): one small
         # run first, untimed, so the service's first use of each operation is not counted as per-step
         warm, _ = create_run(ss, "warm-up", mode="control", plan={"sub_tasks": chain(3)}, max_parallel=1)
-        assert asyncio.run(RunEngine(store, warm, step_runner=_noop_step).execute()).status.value == "completed"
+        assert _execute(RunEngine(store, warm, step_runner=_noop_step)).status.value == "completed"
         # as `cmbagent run --mode control` and `open_session().run(...)` create it: the plan's steps and DAG
         # are stored with the draft (as LangGraph's graph is built and compiled before its clock starts)
         run, _ = create_run(ss, "no-model DAG", mode="control", plan={"sub_tasks": steps}, max_parallel=max_parallel,
@@ -89,7 +97,7 @@ def ours(steps: list[dict[str, Any]], max_parallel: int, journal_sync: str = "gr
         engine = RunEngine(store, run, step_runner=_noop_step)
         gc.collect()  # what earlier runs left is not collected on this one's clock (LangGraph gets the same)
         t0 = time.perf_counter()
-        out = asyncio.run(engine.execute())
+        out = _execute(engine)
         elapsed = time.perf_counter() - t0
         assert out.status.value == "completed", (out.status, out.error)
         done = sum(s.status.value == "completed" for s in ss.list_steps(run.id))
@@ -198,7 +206,7 @@ def parallel(n: int, latency_s: float, max_parallel: int) -> dict[str, float]:
                             config={"plan": plan, "max_parallel": max_parallel})
         engine = RunEngine(store, run, model=choice)
         t0 = time.perf_counter()
-        out = asyncio.run(engine.execute())
+        out = _execute(engine)
         elapsed = time.perf_counter() - t0
         assert out.status.value == "completed", (out.status, out.error)
         return {"seconds": elapsed}
