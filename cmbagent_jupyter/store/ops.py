@@ -121,7 +121,7 @@ class SeqAllocator:
     def forget_session(self, session_id: str) -> None:
         self.live_sessions.discard(session_id)
         self._learned_sessions.discard(session_id)
-        self.forget_spend(session_id)
+        self.forget_quota_facts(session_id)
 
     def quota_facts(self, session_id: str) -> tuple[dict[str, Any], float] | None:
         """The session's row and what it has spent, if known."""
@@ -140,7 +140,7 @@ class SeqAllocator:
         self.run_steps.pop(run_id, None)
         self._learned_steps.pop(run_id, None)
 
-    def forget_spend(self, session_id: str) -> None:
+    def forget_quota_facts(self, session_id: str) -> None:
         """The session's row or its spending changed: read them again next time."""
         self.session_rows.pop(session_id, None)
         self._learned_rows.pop(session_id, None)
@@ -518,7 +518,7 @@ def session_set_quotas(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         quotas = Quotas.model_validate({**row["quotas"], **(args.get("quotas") or {})})
     except ValueError as exc:
         raise Invalid(str(exc)) from None
-    ctx.seqs.forget_spend(sid)
+    ctx.seqs.forget_quota_facts(sid)
     ctx.db.execute("UPDATE sessions SET quotas = ? WHERE id = ?", [dumps(quotas.model_dump()), sid])
     row["quotas"] = quotas.model_dump()
     path = Path(row["path"])
@@ -1203,7 +1203,7 @@ def cost_add(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         rows.append((r.get("id") or new_id("cost"), sid, r.get("run_id"), r.get("step_id"), r.get("agent"),
                      str(r.get("model") or "unknown"), pt, ct, _amount(r, "total_tokens", int) or pt + ct, cost,
                      bool(r.get("priced", True)), to_db_time(utcnow())))
-    ctx.seqs.forget_spend(sid)
+    ctx.seqs.forget_quota_facts(sid)
     ctx.db.insert_rows("cost_records", COST_COLUMNS, rows)
     by_run: dict[str | None, list[tuple]] = {}
     for row in rows:
