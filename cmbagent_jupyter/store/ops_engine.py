@@ -79,9 +79,10 @@ def engine_advance_many(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     fail: [{step_id, error}], start: [step_id]}] in journal order; replay (bool). A record
     whose seq is not above the run's `journal_seq` was applied already and is skipped, so
     sending the same records again changes nothing. Every record is checked against the
-    step states the earlier ones leave; all of them cost a read of the run and one of
-    the steps they name, one multi-row update of the steps and one multi-row insert of
-    events (and of checkpoint rows, for snapshots).
+    step states the earlier ones leave; all of them cost a read of the run (and of the
+    steps they name that the service does not remember, see `SeqAllocator`), one
+    multi-row update of the steps and one multi-row insert of events (and of checkpoint
+    rows, for snapshots).
     `replay` (recovery, resume in a new process) applies what the journal proves happened
     whatever the run's state and owner are now, never moving a completed step back.
     Returns the run signal (run_status, pause_requested) and `journal_seq`.
