@@ -7,6 +7,7 @@ import json
 import re
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 import cmbagent_jupyter
 from cmbagent_jupyter.widgets import STATIC_DIR
@@ -65,6 +66,9 @@ def open_jupyterlab(browser, server):
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.goto(f"{server.url}lab?token={server.token}")
     page.locator("#cmbagent-sidebar").wait_for(state="attached", timeout=90_000)
+    # the layout restored: from then on JupyterLab's shortcuts are live
+    page.wait_for_function("() => !!window.jupyterapp", timeout=90_000)
+    assert page.evaluate("() => window.jupyterapp.restored.then(() => true)")
     return page
 
 
@@ -88,8 +92,15 @@ def test_command_palette_opens_the_sidebar(jupyter_lab_server, chromium_browser)
     sidebar = page.locator("#cmbagent-sidebar")
     assert not sidebar.is_visible()
 
-    page.keyboard.press("Control+Shift+C")
-    page.locator(".lm-CommandPalette-input").fill("CMBAgent: open sidebar")
+    palette = page.locator(".lm-CommandPalette-input")
+    for _ in range(3):  # a shortcut pressed while the page is still taking focus can be lost
+        page.keyboard.press("Control+Shift+C")
+        try:
+            palette.wait_for(state="visible", timeout=10_000)
+            break
+        except PlaywrightTimeout:
+            continue
+    palette.fill("CMBAgent: open sidebar")
     page.locator(".lm-CommandPalette-item", has_text="CMBAgent: open sidebar").click()
 
     sidebar.wait_for(state="visible", timeout=30_000)
