@@ -46,7 +46,7 @@ FLUSH_DELAY_S = 0.02
 # a batch of this many step changes goes at once, without waiting out FLUSH_DELAY_S; each batch
 # sent so doubles it (up to FLUSH_MAX_CHANGES): a run whose steps take no time sends few, large
 # batches, each costing the store one transaction
-FLUSH_MIN_CHANGES = 192
+FLUSH_MIN_CHANGES = 96
 FLUSH_MAX_CHANGES = 1024
 REPLAY_BATCH = 128
 # test hook: with this set, the flusher never sends anything (the journal alone holds the run)
