@@ -194,7 +194,7 @@ class StepLedger:
         if complete:
             self._write_files([steps[k].number for k, _ in complete], steps[complete[0][0]].id, snapshot)
         self._queue.append(record)
-        self._queued_changes += len(complete) + len(fail) + len(start)
+        self._queued_changes += _changes(record)
         if self._queued_changes >= self._batch_changes:
             self._ready.set()
         if not self._hold and (self._flusher is None or self._flusher.done()):
@@ -406,7 +406,7 @@ class StepLedger:
         row = CheckpointFiles.store_row(cid, path, kind, {"kind": kind.value, **(extra or {})})
         row["step_id"] = step_id
         await in_thread(self.files.write, cid=cid, path=path, created_at=created, kind=kind, context=context,
-                                steps=steps_now, run=run, step_id=step_id)
+                        steps=steps_now, run=run, step_id=step_id)
         self.checkpoints_written += 1
         if to is None:
             return await self.store.acall("checkpoint.put", run_id=self.files.run.id, kind=kind.value,

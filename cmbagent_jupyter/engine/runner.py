@@ -325,7 +325,7 @@ class RunEngine:
                 raise PlanningFailed(f"the plan was not approved ({decision.decision}"
                                      f"{': ' + feedback if feedback else ''})")
             await in_thread(self.ss.transition_run, self.run.id, RunStatus.planning.value,
-                                    reason=f"re-planning after approval {decision.id}", actor=decision.resolved_by)
+                            reason=f"re-planning after approval {decision.id}", actor=decision.resolved_by)
             plan = await self._planning.revise(feedback, rejected=decision.decision == "reject")
         return plan
 
