@@ -340,8 +340,12 @@ def _session_row(ctx: OpContext, session_id: str, *, allow_deleted: bool = False
     return _row(row, SESSION_JSON, SESSION_TIMES)
 
 
-def _run_row(ctx: OpContext, session_id: str, run_id: str) -> dict[str, Any]:
-    row = ctx.db.fetchone(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ? AND session_id = ?", [run_id, session_id])
+def _run_row(ctx: OpContext, session_id: str, run_id: str, extra: str = "", params: list[Any] | tuple = ()
+             ) -> dict[str, Any]:
+    """The run; `extra`: more columns (", ..." with their `params`) read in the same statement,
+    left in the row as they come."""
+    row = ctx.db.fetchone(f"SELECT {RUN_COLUMNS}{extra} FROM runs WHERE id = ? AND session_id = ?",
+                          [*params, run_id, session_id])
     if row is None:
         raise NotFound(f"run {run_id} does not exist in session {session_id}")
     return _run_of(row)
@@ -544,8 +548,12 @@ _USAGE_COLUMNS = f"{_ACTIVE_RUNS_COLUMN}, {_SPEND_COLUMN}"
 DISK_USAGE_MAX_AGE_S = 30.0
 
 
+def _active_runs_params(sid: str, exclude_run: str | None) -> list[Any]:
+    return [sid, exclude_run or "", *[s.value for s in ACTIVE_RUN_STATES]]
+
+
 def _usage_params(sid: str, exclude_run: str | None) -> list[Any]:
-    return [sid, exclude_run or "", *[s.value for s in ACTIVE_RUN_STATES], sid]
+    return [*_active_runs_params(sid, exclude_run), sid]
 
 
 def _disk_mb(ctx: OpContext, path: Path, limit: float | None = None) -> float:
@@ -569,7 +577,7 @@ def _usage(ctx: OpContext, sid: str, path: Path, exclude_run: str | None = None)
 def quota_columns(ctx: OpContext, sid: str, rid: str) -> tuple[str, list[Any]]:
     """Columns (and their parameters) a read of run `rid` adds for the quota check of its start:
     the session's other active runs, and its row and spending unless the service knows them."""
-    cols, params = [_ACTIVE_RUNS_COLUMN], [sid, rid, *[s.value for s in ACTIVE_RUN_STATES]]
+    cols, params = [_ACTIVE_RUNS_COLUMN], _active_runs_params(sid, rid)
     if ctx.seqs.quota_facts(sid) is None:
         cols += [_SPEND_COLUMN, "(SELECT s FROM sessions s WHERE s.id = ?) AS quota_session"]
         params += [sid, sid]

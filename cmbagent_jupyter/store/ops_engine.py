@@ -18,14 +18,12 @@ from typing import Any
 from cmbagent_jupyter.engine.states import IllegalTransition, check_step_transition
 from cmbagent_jupyter.models import CheckpointKind, EventType, RunMode, RunStatus, StepStatus, new_id, utcnow
 from cmbagent_jupyter.store.database import dumps, from_db_time, to_db_time
-from cmbagent_jupyter.store.errors import Conflict, Invalid, NotFound
+from cmbagent_jupyter.store.errors import Conflict, Invalid
 from cmbagent_jupyter.store.ops import (
-    RUN_COLUMNS,
     OpContext,
     StaleSteps,
     _arg,
     _history,
-    _run_of,
     _run_row,
     _session_row,
     checkpoint_put,
@@ -153,9 +151,7 @@ def _apply_records(ctx: OpContext, sid: str, rid: str, args: dict[str, Any],
     if not replay:
         if status not in ACTIVE:
             raise Conflict(f"run {rid} is {status}; its steps are not recorded any more")
-        owner = args.get("owner_pid")
-        if owner is not None and head["owner_pid"] is not None and int(head["owner_pid"]) != int(owner):
-            raise Conflict(f"run {rid} is now executed by process {head['owner_pid']}, not {owner}")
+        _refuse_other_owner(rid, head["owner_pid"], args.get("owner_pid"))
     elif status in (RunStatus.completed.value, RunStatus.cancelled.value):
         return signal(applied)  # nothing is recorded on a run that ended; a resume refuses it too
     steps = {r["id"]: r for r in rows}
@@ -433,8 +429,7 @@ def engine_settle(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     if ctx.retry and run["status"] == to:
         return {"run": run}
     owner = args.get("owner_pid")
-    if owner is not None and run["owner_pid"] is not None and int(run["owner_pid"]) != int(owner):
-        raise Conflict(f"run {rid} is now executed by process {run['owner_pid']}, not {owner}")
+    _refuse_other_owner(rid, run["owner_pid"], owner)
     applied = None  # the journal seq the records bring, written with the move
     if args.get("records"):
         out = _apply_records(ctx, sid, rid, {"records": args["records"], "owner_pid": owner},
@@ -473,22 +468,25 @@ def engine_settle(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     return {"run": move_run(ctx, run, fields, also={"journal_seq": applied} if applied is not None else None)}
 
 
+def _refuse_other_owner(rid: str, owner_now: Any, owner: Any) -> None:
+    """Conflict if the caller names its process (`owner`) and another one owns the run now."""
+    if owner is not None and owner_now is not None and int(owner_now) != int(owner):
+        raise Conflict(f"run {rid} is now executed by process {owner_now}, not {owner}")
+
+
 def _run_with_seq(ctx: OpContext, sid: str, rid: str, seen: dict[str, Any] | None = None) -> dict[str, Any]:
     """The run (as `_run_row` has it) with the store's `journal_seq`, in one read; with `seen`,
     also its session and what the session uses (for the quota check of a run starting), put
     in `seen["quota_row"]` as `move_run` takes it."""
-    extra, params = "", []
+    extra, params = ", coalesce(journal_seq, 0) AS journal_seq", []
     if seen is not None:
-        extra, params = quota_columns(ctx, sid, rid)
-        extra = ", " + extra
-    row = ctx.db.fetchone(f"SELECT {RUN_COLUMNS}, coalesce(journal_seq, 0) AS journal_seq{extra} FROM runs "
-                          f"WHERE id = ? AND session_id = ?", [*params, rid, sid])
-    if row is None:
-        raise NotFound(f"run {rid} does not exist in session {sid}")
-    seq = int(row.pop("journal_seq") or 0)
+        cols, params = quota_columns(ctx, sid, rid)
+        extra += ", " + cols
+    run = _run_row(ctx, sid, rid, extra, params)
     if seen is not None:
-        seen["quota_row"] = quota_row(ctx, sid, row)
-    return {**_run_of(row), "journal_seq": seq}
+        seen["quota_row"] = quota_row(ctx, sid, run)
+    run["journal_seq"] = int(run["journal_seq"] or 0)
+    return run
 
 
 @op("engine.runs", write=False)
