@@ -92,11 +92,15 @@ def test_a_file_newer_than_the_code_is_refused_clearly(cmb_home, store):
     [("a", 1, "x", 1.5, T0), ("b", 2, "y", None, T0)],  # NULLs among values
     [("a", 1, "x", None, T0)],  # one row
 ], ids=["constant", "all-constant", "varying", "nulls", "one-row"])
-def test_insert_rows_puts_every_row_with_its_values(tmp_path, rows):
+@pytest.mark.parametrize("given_as", ["rows", "columns"])
+def test_insert_rows_puts_every_row_with_its_values(tmp_path, rows, given_as):
     db = Database(tmp_path / "t.duckdb")
     try:
         db.execute("CREATE TABLE t (k VARCHAR, n BIGINT, s VARCHAR, f DOUBLE, \"at\" TIMESTAMP)")
-        db.insert_rows("t", ("k", "n", "s", "f", "at"), rows)
+        if given_as == "rows":
+            db.insert_rows("t", ("k", "n", "s", "f", "at"), rows)
+        else:
+            db.insert_columns("t", ("k", "n", "s", "f", "at"), [list(col) for col in zip(*rows)])
         got = [tuple(r.values()) for r in db.fetch("SELECT k, n, s, f, \"at\" FROM t")]
         assert sorted(got, key=lambda r: (r[1], r[0])) == sorted(rows, key=lambda r: (r[1], r[0]))
     finally:

@@ -145,6 +145,10 @@ class StepJournal:
     def records(self) -> list[dict[str, Any]]:
         return self.read(self.path)[0]
 
+    @property
+    def is_open(self) -> bool:
+        return self._fd is not None
+
     def open(self) -> int:
         """Open for appending (cutting a torn tail); returns the last seq written."""
         records, good = self.read(self.path)
@@ -152,17 +156,31 @@ class StepJournal:
         new = not self.path.exists()
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         if new:  # the file's name must survive a crash too
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            _sync_dir(self.path.parent)
         if os.fstat(fd).st_size != good:
             os.ftruncate(fd, good)
             _datasync(fd)
         self._fd = fd
         self.last_seq = records[-1]["seq"] if records else 0
         return self.last_seq
+
+    def create(self) -> bool:
+        """Open the journal of a run that has none yet: the file is made (its name synced) and
+        opened. False, with nothing done, if it exists already (`open` reads and repairs one).
+        Safe before the run is claimed: a journal another process writes is never touched."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        except FileExistsError:
+            return False
+        try:
+            _sync_dir(self.path.parent)
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self.last_seq = 0
+        return True
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record: it survives this process when this returns (and the disk, per `sync`)."""
@@ -246,6 +264,15 @@ class StepJournal:
             if syncer is not None:
                 syncer.join()
             os.close(fd)
+
+
+def _sync_dir(path: Path) -> None:
+    """fsync a folder: the names made in it survive a crash."""
+    dir_fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def _datasync(fd: int) -> None:

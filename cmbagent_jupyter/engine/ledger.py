@@ -65,7 +65,7 @@ class StepLedger:
     def __init__(self, store: SessionStore, files: CheckpointFiles, steps: list[Step],
                  context_of: Callable[[dict[str, dict[str, Any]]], dict[str, Any]], *, owner_pid: int | None = None,
                  on_signal: Callable[[RunSignal], None] | None = None, journal_sync: str = "group",
-                 context_files: bool = True):
+                 context_files: bool = True, journal: StepJournal | None = None):
         self.store = store
         self.files = files
         self.steps = {s.key: s for s in steps}
@@ -75,7 +75,8 @@ class StepLedger:
         self.owner_pid = owner_pid if owner_pid is not None else os.getpid()
         self.on_signal = on_signal
         self.checkpoints_written = 0
-        self.journal = StepJournal(files.root, sync=journal_sync)
+        # `journal`: this run's, made while the run was being claimed (`StepJournal.create`)
+        self.journal = journal if journal is not None else StepJournal(files.root, sync=journal_sync)
         self.applied_seq = 0
         self._seq: int | None = None
         self._dumps: dict[str, dict[str, Any]] = {}
@@ -136,7 +137,7 @@ class StepLedger:
         self._applied_hint = (int(journal_seq), RunSignal(run_status, False))
 
     async def _open(self) -> None:
-        last = await in_thread(self.journal.open)
+        last = self.journal.last_seq if self.journal.is_open else await in_thread(self.journal.open)
         if self._applied_hint is None:
             out = await self.store.acall("engine.advance_many", run_id=self.files.run.id, records=[])
             self._applied_hint = (int(out["journal_seq"]), RunSignal(out["run_status"], bool(out["pause_requested"])))

@@ -23,7 +23,7 @@ from typing import Any
 from cmbagent_jupyter.agents.factory import AgentFactory
 from cmbagent_jupyter.agents.specs import load_specs, step_agents
 from cmbagent_jupyter.cost.recorder import CallUsage, CostRecorder
-from cmbagent_jupyter.engine.checkpoint_files import CheckpointFiles
+from cmbagent_jupyter.engine.checkpoint_files import CheckpointFiles, StepJournal
 from cmbagent_jupyter.engine.context import base_context, run_context, step_context
 from cmbagent_jupyter.engine.approvals import ApprovalMode
 from cmbagent_jupyter.engine.dag import Plan, PlanDAG, PlanError, plan_from_data
@@ -84,6 +84,8 @@ class RunEngine:
         self._planning: PlanningPhase | None = None
         self._claimed_plan: Plan | None = None
         self._claimed_dag: PlanDAG | None = None  # keeps the claimed plan's DAG (PlanDAG.of holds it weakly)
+        self._claimed_base: dict[str, Any] | None = None
+        self._journal: StepJournal | None = None  # a new run's step journal, made while it was claimed
         self._journal_seq: int | None = None  # what the claim said the store has of the step journal
         self._background: set[asyncio.Task] = set()
 
@@ -117,10 +119,10 @@ class RunEngine:
         self.costs = CostRecorder(self.ss, run.id, price_override=self.model.price if self.model else None)
         self.gates = _JournaledGates(self.ss, run.id, policy_of(run.config))
         factory = self._factory()
-        base = base_context(task=run.task, run_path=run.path, config=run.config, plan=plan)
+        base = self._claimed_base or base_context(task=run.task, run_path=run.path, config=run.config, plan=plan)
         self.ledger = StepLedger(self.ss, files, steps, lambda outs: run_context(base, self.dag, outs),
                                  owner_pid=self.pid, on_signal=self._on_signal,
-                                 journal_sync=self.settings.journal_sync,
+                                 journal_sync=self.settings.journal_sync, journal=self._journal,
                                  context_files=self.settings.context_files if self.settings.context_files is not None
                                  else self.custom_step_runner is None)
         self.gates.ledger = self.ledger
@@ -201,16 +203,21 @@ class RunEngine:
             claim = asyncio.ensure_future(self.ss.acall(
                 "engine.claim", run_id=given.id, to="auto", owner_pid=self.pid, allowed_from=[RunStatus.draft.value],
                 with_session=True, return_steps=False))
-            await asyncio.sleep(0)  # the request is sent: the steps are built while the store answers
+            await asyncio.sleep(0)  # the request is sent: the journal, the steps and the context are made meanwhile
+            journal = StepJournal(given.path, sync=self.settings.journal_sync)
+            made = asyncio.ensure_future(in_thread(journal.create))
             try:
                 early = _DraftPlan.of(given)
             except Exception:  # noqa: BLE001 - the claim is in flight: the claimed run's own config decides below
                 early = None
+            out = None
             try:
                 out = await claim
             except Conflict:
                 pass
-            else:
+            finally:
+                self._journal = await _made_journal(made, journal, keep=out is not None)
+            if out is not None:
                 return self._claimed(out, early)
         # two reads at once (nothing is written before both answered); the steps come with the claim
         session, run = await asyncio.gather(in_thread(self.ss.info),
@@ -250,7 +257,7 @@ class RunEngine:
         if out["steps"] is not None:
             return session, run, [Step.model_validate(s) for s in out["steps"]]
         draft = early if early is not None and early.matches(run) else _DraftPlan.of(run)
-        self._claimed_plan, self._claimed_dag = draft.plan, draft.dag
+        self._claimed_plan, self._claimed_dag, self._claimed_base = draft.plan, draft.dag, draft.base
         return session, run, draft.steps
 
     def _given_plan(self, run: Run) -> Plan:
@@ -495,23 +502,41 @@ class RunEngine:
 
 
 class _DraftPlan:
-    """A new draft's plan, its DAG and its steps (the plan's, with the ids its config records,
-    none started yet), built from a run's config."""
+    """A new draft's plan, its DAG, its steps (the plan's, with the ids its config records,
+    none started yet) and the base context its steps are given, built from a run."""
 
     def __init__(self, run: Run):
-        self.config = run.config
+        self.task, self.path, self.config = run.task, run.path, run.config
         self.plan = Plan.model_validate(run.config["final_plan"])
         self.dag = PlanDAG.of(self.plan)
+        if self.plan.sub_tasks:  # what each step is shown of the steps before it is worked out now
+            self.dag.ancestors(self.plan.sub_tasks[0].key)
         ids = run.config["step_ids"]
         self.steps = [Step(session_id=run.session_id, run_id=run.id, id=ids[s.key], **s.to_store())
                       for s in self.plan.sub_tasks]
+        self.base = base_context(task=run.task, run_path=run.path, config=run.config, plan=self.plan)
 
     @classmethod
     def of(cls, run: Run) -> "_DraftPlan | None":
         return cls(run) if run.config.get("step_ids") and run.config.get("final_plan") else None
 
     def matches(self, run: Run) -> bool:
-        return all(self.config.get(k) == run.config.get(k) for k in ("final_plan", "step_ids"))
+        """Built from the same task, folder and config as `run` has."""
+        return (self.task, self.path) == (run.task, run.path) and self.config == run.config
+
+
+async def _made_journal(made: "asyncio.Future[bool]", journal: StepJournal, *, keep: bool) -> StepJournal | None:
+    """The journal `StepJournal.create` made while the run was claimed, if the claim succeeded
+    (`keep`); otherwise it is closed. None if none was made: the ledger opens the run's journal."""
+    try:
+        created = await made
+    except OSError:  # the ledger opens it the usual way, and reports what the disk says
+        return None
+    if created and keep:
+        return journal
+    if created:
+        journal.close()
+    return None
 
 
 class _JournaledGates(RunGates):

@@ -132,10 +132,16 @@ class Database:
             self.conn.execute(sql, flat)
 
     def insert_columns(self, table: str, columns: Sequence[str], lists: Sequence[list[Any]]) -> None:
-        """`insert_rows` for rows given as one list per column, each of one scalar type (or None)."""
-        if lists and lists[0]:
-            self._insert_lists(table, ", ".join(f'"{c}"' for c in columns),
-                               [col if any(v is not None for v in col) else None for col in lists])
+        """`insert_rows` for rows given as one list per column, each of one scalar type (or None).
+        One row goes in as a VALUES row (unnesting lists of one costs more than binding it)."""
+        if not lists or not lists[0]:
+            return
+        cols = ", ".join(f'"{c}"' for c in columns)
+        if len(lists[0]) == 1:
+            self.conn.execute(f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' * len(lists))})",
+                              [col[0] for col in lists])
+            return
+        self._insert_lists(table, cols, [col if any(v is not None for v in col) else None for col in lists])
 
     def _insert_lists(self, table: str, cols: str, lists: Sequence[list[Any] | None]) -> None:
         exprs, params = [], []
