@@ -256,6 +256,27 @@ def test_group_sync_journal_survives_its_process_at_once_and_reaches_the_disk(tm
         StepJournal(tmp_path / "run", sync="sometimes")
 
 
+def test_a_journal_made_while_the_claim_is_in_flight_never_touches_one_that_exists(tmp_path: Path):
+    """`create` (a new run's journal, made before its claim has answered) makes and opens a
+    journal that does not exist yet; one that exists (another process may be appending to it)
+    is left exactly as it is, torn tail included, for `open` once the run is claimed."""
+    new = StepJournal(tmp_path / "new")
+    assert new.create() and new.is_open and new.last_seq == 0
+    new.append({"seq": 1, "complete": [], "fail": [], "start": []})
+    new.close()
+    assert [r["seq"] for r in new.records()] == [1]
+
+    path = tmp_path / "other" / "checkpoints" / JOURNAL_NAME
+    path.parent.mkdir(parents=True)
+    body = b'{"seq": 1, "complete": [], "fail": [], "start": []}\n{"seq": 2, "comp'
+    path.write_bytes(body)
+    other = StepJournal(tmp_path / "other")
+    assert other.create() is False and not other.is_open
+    assert path.read_bytes() == body
+    assert other.open() == 1 and path.read_bytes() == body.split(b"\n")[0] + b"\n"
+    other.close()
+
+
 def test_journal_sync_and_context_files_are_run_settings_checked_where_they_come_in(engine_home: Path):
     from cmbagent_jupyter.api import create_run
     from cmbagent_jupyter.models import InvalidInput
