@@ -30,6 +30,14 @@ class CheckpointFiles:
         self.run = run
         self.session = session
         self.root = Path(run.path)
+        self._dumped: tuple[Run, dict[str, Any]] | None = None  # the run as the last snapshot held it
+
+    def _run_dump(self, run: Run) -> dict[str, Any]:
+        """`run` as a snapshot holds it, dumped once per run object (its config holds the whole plan)."""
+        dumped = self._dumped  # one read: snapshots of two threads may each dump their own
+        if dumped is None or dumped[0] is not run:
+            dumped = self._dumped = (run, run.model_dump(mode="json"))
+        return dumped[1]
 
     def new_checkpoint(self, kind: CheckpointKind | str) -> tuple[str, Path, Any]:
         kind = CheckpointKind(kind)
@@ -49,7 +57,7 @@ class CheckpointFiles:
             "checkpoint": {"id": cid, "kind": CheckpointKind(kind).value, "step_id": step_id,
                            "created_at": created_at.isoformat()},
             "session": self.session.model_dump(mode="json"),
-            "run": run.model_dump(mode="json"),
+            "run": self._run_dump(run),
             "steps": [s if isinstance(s, dict) else s.model_dump(mode="json") for s in steps],
             "context": context,
         }
