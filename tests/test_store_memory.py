@@ -112,3 +112,41 @@ def test_a_step_changed_behind_the_memory_is_not_overwritten(service):
     assert "s1" in info.value.message and "completed already" in info.value.message
     assert statuses(service, rid) == {"s1": "completed", "s2": "pending"}
     assert service("engine.advance_many", session_id=sid, run_id=rid, owner_pid=7, records=[])["journal_seq"] == 1
+
+
+def test_a_batch_takes_the_run_as_remembered_only_while_the_database_still_has_it_so(service):
+    """After the claim the service remembers the run's head (status, pause request, owner, journal
+    seq): a batch does not read it. A pause asked through the store, or the run changed behind the
+    service's back, is still what the batch reports."""
+    sid, rid, (s1, s2) = two_step_run(service)
+    assert service.svc.seqs.known_head(sid, rid) == ("executing", False, 7, 0)
+    assert service.svc.seqs.known_head("ses_00000000000000000000", rid) is None
+    before = service.transactions
+    out = service("engine.advance_many", session_id=sid, run_id=rid, owner_pid=7,
+                  records=[{"seq": 1, "at": at(1), "start": [s1]}])
+    assert (out["journal_seq"], out["pause_requested"], service.transactions - before) == (1, False, 1)
+    assert service.svc.seqs.known_head(sid, rid) == ("executing", False, 7, 1)
+
+    service("run.request_pause", session_id=sid, run_id=rid)
+    assert service.svc.seqs.known_head(sid, rid) is None
+    out = service("engine.advance_many", session_id=sid, run_id=rid, owner_pid=7,
+                  records=[{"seq": 2, "at": at(2), "complete": [{"step_id": s1, "outputs": {}}], "start": [s2]}])
+    assert (out["journal_seq"], out["pause_requested"]) == (2, True)
+
+    # changed behind the memory: the guarded update of the run refuses, and the batch is applied again
+    service.svc.db.execute("UPDATE runs SET pause_requested = false WHERE id = ?", [rid])
+    service.svc.seqs.run_heads[rid] = (sid, "executing", True, 7, 2)
+    before = service.transactions
+    out = service("engine.advance_many", session_id=sid, run_id=rid, owner_pid=7,
+                  records=[{"seq": 3, "at": at(3), "complete": [{"step_id": s2, "outputs": {}}]}])
+    assert (out["journal_seq"], out["pause_requested"], service.transactions - before) == (3, False, 2)
+    assert statuses(service, rid) == {"s1": "completed", "s2": "completed"}
+
+    # a batch from another process, or out of order, is refused as the database says
+    with pytest.raises(Conflict, match="now executed by process 7, not 8"):
+        service("engine.advance_many", session_id=sid, run_id=rid, owner_pid=8,
+                records=[{"seq": 4, "at": at(4), "start": []}])
+    with pytest.raises(Conflict, match="out of order"):
+        service("engine.advance_many", session_id=sid, run_id=rid, owner_pid=7,
+                records=[{"seq": 6, "at": at(6), "start": []}])
+    assert service.svc.db.scalar("SELECT journal_seq FROM runs WHERE id = ?", [rid]) == 3

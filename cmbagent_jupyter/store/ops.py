@@ -88,6 +88,8 @@ class SeqAllocator:
     status as that left them, so a journal batch need not read them: the batch's update
     only touches a step still in the status remembered, and when one is not (another
     writer changed it) the transaction is applied again without this memory (`StaleSteps`).
+    Likewise the run's own head (status, pause request, owner, journal seq) as its claim or
+    last batch left it: the batch's update of the run only takes a run still so.
     """
 
     def __init__(self, db: Database):
@@ -105,6 +107,8 @@ class SeqAllocator:
         self.disk: dict[str, tuple[float, float]] = {}  # folder -> (monotonic time measured, MB)
         self.run_steps: dict[str, dict[str, tuple]] = {}  # run -> step id -> (key, number, agent, status)
         self._learned_steps: dict[str, dict[str, tuple]] = {}
+        self.run_heads: dict[str, tuple] = {}  # run -> (session, status, pause_requested, owner_pid, journal_seq)
+        self._learned_heads: dict[str, tuple] = {}
 
     def knows_session(self, session_id: str) -> bool:
         return session_id in self.live_sessions or session_id in self._learned_sessions
@@ -139,6 +143,20 @@ class SeqAllocator:
     def forget_steps(self, run_id: str) -> None:
         self.run_steps.pop(run_id, None)
         self._learned_steps.pop(run_id, None)
+
+    def known_head(self, session_id: str, run_id: str) -> tuple | None:
+        """The run's (status, pause_requested, owner_pid, journal_seq), if remembered (and it is
+        a run of that session)."""
+        head = self._learned_heads.get(run_id) or self.run_heads.get(run_id)
+        return head[1:] if head is not None and head[0] == session_id else None
+
+    def learn_head(self, session_id: str, run_id: str, status: str, pause_requested: bool, owner_pid: Any,
+                   journal_seq: int) -> None:
+        self._learned_heads[run_id] = (session_id, status, bool(pause_requested), owner_pid, int(journal_seq))
+
+    def forget_head(self, run_id: str) -> None:
+        self.run_heads.pop(run_id, None)
+        self._learned_heads.pop(run_id, None)
 
     def forget_quota_facts(self, session_id: str) -> None:
         """The session's row or its spending changed: read them again next time."""
@@ -176,10 +194,16 @@ class SeqAllocator:
             self.run_steps[run_id] = steps  # the most recent last
         while len(self.run_steps) > RUNS_WITH_STEPS_KEPT:
             self.run_steps.pop(next(iter(self.run_steps)))
+        for run_id, head in self._learned_heads.items():
+            self.run_heads.pop(run_id, None)
+            self.run_heads[run_id] = head
+        while len(self.run_heads) > RUNS_WITH_STEPS_KEPT:
+            self.run_heads.pop(next(iter(self.run_heads)))
         self._learned_sessions.clear()
         self._learned_runs.clear()
         self._learned_rows.clear()
         self._learned_steps.clear()
+        self._learned_heads.clear()
 
     def rollback(self) -> None:
         self.pending.clear()
@@ -188,14 +212,15 @@ class SeqAllocator:
         self._learned_runs.clear()
         self._learned_rows.clear()
         self._learned_steps.clear()
+        self._learned_heads.clear()
 
 
 class StaleSteps(Exception):
-    """A journal batch found a step no longer in the status the service remembered: the
-    transaction is applied again, reading the steps (see `SeqAllocator`)."""
+    """A journal batch found the run or a step no longer as the service remembered it: the
+    transaction is applied again, reading them (see `SeqAllocator`)."""
 
     def __init__(self, run_id: str):
-        super().__init__(f"steps of run {run_id} changed since their journal was last applied")
+        super().__init__(f"run {run_id} or its steps changed since its journal was last applied")
         self.run_id = run_id
 
 
@@ -753,6 +778,7 @@ def move_run(ctx: OpContext, run: dict[str, Any], args: dict[str, Any], *, step_
         changes["last_heartbeat_at"] = now
     sets = {**changes, **(also or {})}
     ctx.db.execute(f"UPDATE runs SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ?", [*sets.values(), rid])
+    ctx.seqs.forget_head(rid)
     if src == RunStatus.draft:
         etype = EventType.workflow_started
     elif src in (RunStatus.paused, RunStatus.interrupted) and dst in ACTIVE_RUN_STATES:
@@ -809,6 +835,8 @@ def run_heartbeat(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     now = utcnow()
     ctx.db.execute("UPDATE runs SET last_heartbeat_at = ?, owner_pid = coalesce(?, owner_pid) WHERE id = ?",
                    [to_db_time(now), args.get("owner_pid"), rid])
+    if args.get("owner_pid") is not None and args["owner_pid"] != run["owner_pid"]:
+        ctx.seqs.forget_head(rid)
     return {"last_heartbeat_at": now.isoformat(), "pause_requested": bool(run["pause_requested"]), "status": run["status"]}
 
 
@@ -820,6 +848,7 @@ def run_request_pause(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     if run["status"] not in (RunStatus.planning.value, RunStatus.executing.value, RunStatus.waiting_approval.value):
         raise Conflict(f"run {rid} is {run['status']!r}; only a running run can be paused")
     ctx.db.execute("UPDATE runs SET pause_requested = true WHERE id = ?", [rid])
+    ctx.seqs.forget_head(rid)
     ctx.emit(EventType.workflow_state_changed, sid, rid, {"pause_requested": True, "from": run["status"], "to": run["status"]})
     return _run_row(ctx, sid, rid)
 

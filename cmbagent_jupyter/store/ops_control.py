@@ -78,6 +78,7 @@ def approval_create(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     )
     if run["status"] in (RunStatus.executing.value, RunStatus.planning.value):
         ctx.db.execute("UPDATE runs SET status = 'waiting_approval' WHERE id = ?", [rid])
+        ctx.seqs.forget_head(rid)
         _history(ctx, sid, "run", rid, run["status"], RunStatus.waiting_approval.value, f"approval {aid} ({kind})",
                  args.get("actor"))
         ctx.emit(EventType.workflow_state_changed, sid, rid,
@@ -272,6 +273,7 @@ def step_reset_from(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     reset = _descendants(rows, step["key"])
     if run["status"] == RunStatus.completed.value:
         ctx.db.execute("UPDATE runs SET status = 'paused', completed_at = NULL WHERE id = ?", [run["id"]])
+        ctx.seqs.forget_head(run["id"])
         _history(ctx, sid, "run", run["id"], run["status"], RunStatus.paused.value, f"replay from {step['key']}",
                  args.get("actor"))
         ctx.emit(EventType.workflow_state_changed, sid, run["id"],
@@ -335,6 +337,7 @@ def branch_create(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
                                  "completed_at"), rows)
     # ready to execute (resumable like a paused run), with the parent's files for the kept steps
     ctx.db.execute("UPDATE runs SET status = 'paused' WHERE id = ?", [child["id"]])
+    ctx.seqs.forget_head(child["id"])
     _history(ctx, sid, "run", child["id"], RunStatus.draft.value, RunStatus.paused.value,
              f"branch of {parent['id']} at step {from_step}, ready to run", args.get("actor"))
     child["status"] = RunStatus.paused.value

@@ -104,7 +104,12 @@ def _apply_records(ctx: OpContext, sid: str, rid: str, args: dict[str, Any],
     wanted = sorted({i for r in records for i in _named(r)}, key=str)
     for i in wanted:
         _arg({"id": i}, "id", "step")
-    if run is None:
+    # what the service remembers of the run (its claim or last batch left it so) is not read again:
+    # the run's update below checks it, and anything it refuses for is asked of the database
+    kept = ctx.seqs.known_head(sid, rid) if run is None and ctx.remembered_steps and not replay else None
+    if kept is not None:
+        head = dict(zip(("run_status", "pause_requested", "owner_pid", "journal_seq"), kept))
+    elif run is None:
         head = ctx.db.fetchone(
             "SELECT status AS run_status, coalesce(pause_requested, false) AS pause_requested, owner_pid, "
             "coalesce(journal_seq, 0) AS journal_seq FROM runs WHERE id = ? AND session_id = ?", [rid, sid])
@@ -140,6 +145,9 @@ def _apply_records(ctx: OpContext, sid: str, rid: str, args: dict[str, Any],
         if seq > applied:
             todo.append((seq, r))
     todo.sort(key=lambda item: item[0])
+    if kept is not None and (not todo or todo[0][0] != applied + 1 or status not in ACTIVE
+                             or not _same_owner(head["owner_pid"], args.get("owner_pid"))):
+        raise StaleSteps(rid)  # an answer that rests on the memory alone: the database gives it
     if not todo:
         return signal(applied)
     if len({s for s, _ in todo}) != len(todo):
@@ -257,8 +265,17 @@ def _apply_records(ctx: OpContext, sid: str, rid: str, args: dict[str, Any],
     if not replay:
         ctx.seqs.learn_steps(rid, {**(known or {}), **{
             i: (r["key"], r["number"], r["agent"], r["status"]) for i, r in steps.items()}})
-    if run is None:
+    if run is None and kept is not None:
+        # only a run still as remembered: one changed since (paused, moved, taken over) is read
+        if ctx.db.execute_count(
+                "UPDATE runs SET journal_seq = ? WHERE id = ? AND status = ? AND coalesce(pause_requested, false) = ? "
+                "AND owner_pid IS NOT DISTINCT FROM ? AND coalesce(journal_seq, 0) = ?",
+                [last, rid, status, bool(head["pause_requested"]), head["owner_pid"], applied]) != 1:
+            raise StaleSteps(rid)
+    elif run is None:
         ctx.db.execute("UPDATE runs SET journal_seq = ? WHERE id = ?", [last, rid])
+    if run is None and not replay:
+        ctx.seqs.learn_head(sid, rid, status, head["pause_requested"], head["owner_pid"], last)
     if checkpoints and replay:
         # `cmbagent recover` may have imported a row already from its snapshot file
         have = {r["id"] for r in ctx.db.fetch(
@@ -375,6 +392,8 @@ def engine_claim(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         steps, out = steps_of(ctx, sid, rid), run
     else:
         steps, out = _claim_move(ctx, run, to, allowed, args, read_steps=not known, seen=seen)
+    if out["status"] == RunStatus.executing.value:  # its first journal batch need not read the run
+        ctx.seqs.learn_head(sid, rid, out["status"], out["pause_requested"], out["owner_pid"], seq)
     reply = {"run": out, "steps": None if known else steps, "journal_seq": seq}
     if args.get("with_session"):
         reply["session"] = seen.get("session") or _session_row(ctx, sid)
@@ -470,8 +489,12 @@ def engine_settle(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
 
 def _refuse_other_owner(rid: str, owner_now: Any, owner: Any) -> None:
     """Conflict if the caller names its process (`owner`) and another one owns the run now."""
-    if owner is not None and owner_now is not None and int(owner_now) != int(owner):
+    if not _same_owner(owner_now, owner):
         raise Conflict(f"run {rid} is now executed by process {owner_now}, not {owner}")
+
+
+def _same_owner(owner_now: Any, owner: Any) -> bool:
+    return owner is None or owner_now is None or int(owner_now) == int(owner)
 
 
 def _run_with_seq(ctx: OpContext, sid: str, rid: str, seen: dict[str, Any] | None = None) -> dict[str, Any]:

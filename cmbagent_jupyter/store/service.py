@@ -215,6 +215,7 @@ class StoreService:
             seqs.rollback()
             if isinstance(exc, store_ops.StaleSteps) and remembered_steps:
                 seqs.forget_steps(exc.run_id)
+                seqs.forget_head(exc.run_id)
                 return self.try_transaction(jobs, report_errors, remembered_steps=False)
             if len(jobs) > 1 and not report_errors:
                 return None
