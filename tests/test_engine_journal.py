@@ -21,7 +21,7 @@ import pytest
 
 from cmbagent_jupyter.engine.checkpoint_files import JOURNAL_NAME, StepJournal
 from cmbagent_jupyter.engine.ledger import HOLD_FLUSH_ENV
-from cmbagent_jupyter.store import Conflict, NotFound, Store
+from cmbagent_jupyter.store import Conflict, NotFound, Store, stop_service
 from cmbagent_jupyter.store.recovery import recover
 from engine_fixtures import (  # noqa: F401 - fixture
     cli_env,
@@ -115,6 +115,32 @@ def test_recover_replays_the_journal_into_the_store(engine_home: Path, tmp_path:
         assert steps["a"].status.value == "completed" and steps["a"].outputs["summary"]
         assert steps["b"].status.value == "running", "b was started in the journal and is re-run on resume"
         assert recover(engine_home).journal_records == 0, "a second recovery finds nothing new"
+    finally:
+        store.close()
+
+
+def test_a_lost_store_is_rebuilt_from_run_json_and_the_journal_before_the_first_snapshot(engine_home: Path,
+                                                                                        tmp_path: Path):
+    """A new run whose config lists its steps is not snapshotted at its first completion: if
+    the store is lost, `recover` builds the steps from the plan in run.json and replays the
+    journal over them."""
+    store, ss, journal = _run_held_then_kill(engine_home, tmp_path, "lost")
+    try:
+        run = ss.list_runs()[0]
+        assert not list((Path(run.path) / "checkpoints").glob("*.pkl"))
+    finally:
+        store.close()
+    stop_service(engine_home)
+    for name in ("store.duckdb", "store.duckdb.wal"):
+        (engine_home / name).unlink(missing_ok=True)
+    report = recover(engine_home)
+    assert (report.runs, report.steps) == (1, 3) and report.journal_records >= 1, report.to_dict()
+    store = Store(engine_home)
+    try:
+        steps = {s.key: s for s in store.session(run.session_id).list_steps(run.id)}
+        assert {k: s.status.value for k, s in steps.items()} == {"a": "completed", "b": "running", "c": "pending"}
+        assert steps["a"].outputs["summary"] and [s.number for s in steps.values()] == [1, 2, 3]
+        assert steps["c"].depends_on == ["b"]
     finally:
         store.close()
 

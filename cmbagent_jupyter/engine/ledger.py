@@ -96,7 +96,12 @@ class StepLedger:
         self.write_context_files = context_files
         self._error: BaseException | None = None
         self._signal = RunSignal("executing", False)
-        self._since_snapshot: int | None = None
+        # the first completion is snapshotted at once, unless this is the run's start and its steps can
+        # be rebuilt without a snapshot (its config, mirrored in run.json, lists them: see
+        # `recovery.planned_steps`; the journal says what became of them)
+        fresh = all(s.status == StepStatus.pending for s in steps)
+        self._since_snapshot: int | None = 0 if fresh and _planned_ids(files.run) == {
+            s.key: s.id for s in steps} else None
         self._snapshot_at = time.monotonic()
 
     # -- what the store says --------------------------------------------------
@@ -416,6 +421,15 @@ class StepLedger:
         timeout = EMERGENCY_DRAIN_S if CheckpointKind(kind) == CheckpointKind.emergency else None
         return await self.settle(to, timeout=timeout, reason=reason, error=error, checkpoint=row,
                                  reset_steps=[self.steps[k].id for k in reset], reset_to=reset_to)
+
+
+def _planned_ids(run: Run) -> dict[str, str] | None:
+    """The step ids by key a run's config lists with its plan, if it has both."""
+    ids, plan = run.config.get("step_ids"), run.config.get("final_plan")
+    if not isinstance(ids, dict) or not isinstance(plan, dict):
+        return None
+    keys = [t.get("key") for t in plan.get("sub_tasks") or [] if isinstance(t, dict)]
+    return {k: ids[k] for k in keys if k in ids} if len(keys) == len(ids) else None
 
 
 def _changes(record: dict[str, Any]) -> int:

@@ -184,6 +184,14 @@ def _rebuild_run(ss: SessionStore, run_path: Path, run: _RunFiles, report: Recov
             report.steps += ss.call("recovery.import_steps", run_id=run.run_id, steps=steps)["created"]
         except StoreError as exc:
             report.skipped.append({"path": str(run_path), "reason": f"steps: {exc.message}"})
+    planned = planned_steps(run_doc.get("config"))
+    if planned:
+        # the plan's steps with the ids the run's config lists (a run snapshotted no step yet, or a
+        # snapshot older than its plan): pending until the journal says otherwise; stored ones stay
+        try:
+            report.steps += ss.call("recovery.import_steps", run_id=run.run_id, steps=planned)["created"]
+        except StoreError as exc:
+            report.skipped.append({"path": str(run_path), "reason": f"planned steps: {exc.message}"})
     for pkl, doc in run.checkpoints:
         meta = {**(doc.get("checkpoint") or {}), "pickle_path": str(pkl)}
         context = jsonable(doc.get("context") or {})
@@ -199,6 +207,24 @@ def _rebuild_run(ss: SessionStore, run_path: Path, run: _RunFiles, report: Recov
             continue
         report.checkpoints += int(done["created"])
     _replay_journal(ss, run_path, run.run_id, report)
+
+
+def planned_steps(config: Any) -> list[dict[str, Any]]:
+    """The steps a run's config describes: its `final_plan` with the id of each step in its
+    `step_ids` (set when the plan is stored with the ids its caller chose). [] unless every
+    step of the plan has its id there."""
+    from cmbagent_jupyter.engine.dag import Plan
+
+    if not isinstance(config, dict) or not isinstance(config.get("step_ids"), dict):
+        return []
+    try:
+        plan = Plan.model_validate(config.get("final_plan"))
+    except ValueError:
+        return []
+    ids = config["step_ids"]
+    if not plan.sub_tasks or any(not isinstance(ids.get(s.key), str) for s in plan.sub_tasks):
+        return []
+    return [{"id": ids[s.key], **s.to_store()} for s in plan.sub_tasks]
 
 
 def _replay_journal(ss: SessionStore, run_path: Path, run_id: str, report: RecoveryReport) -> None:
