@@ -14,8 +14,9 @@ a run is not running; after a crash the journal is replayed into the store on re
 (`replay_journal`) or by `cmbagent recover`.
 
 Full snapshots (the whole context, pickled) are written now and then: at the first
-completion, every `SNAPSHOT_EVERY` completions or `SNAPSHOT_INTERVAL_S`, when every step
-is done, and at timed, emergency and final checkpoints. On resume the ledger is read
+completion (not at a new run's, when its config lists its steps: `cmbagent recover` builds
+them from run.json), every `SNAPSHOT_EVERY` completions or `SNAPSHOT_INTERVAL_S`, when every
+step is done, and at timed, emergency and final checkpoints. On resume the ledger is read
 back from the store: completed steps are skipped, steps found running were in flight
 at a crash and run again.
 """
