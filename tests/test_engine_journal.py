@@ -145,6 +145,56 @@ def test_a_lost_store_is_rebuilt_from_run_json_and_the_journal_before_the_first_
         store.close()
 
 
+def test_step_snapshots_are_synced_only_for_a_run_whose_steps_run_json_cannot_rebuild(engine_home: Path,
+                                                                                        monkeypatch):
+    """A run whose config lists its steps is rebuilt from run.json and the journal: its step
+    snapshots are written (atomically) without an fsync, and its first completion is not
+    snapshotted. Any other run's are, as before."""
+    import asyncio
+
+    from cmbagent_jupyter.api import create_run
+    from cmbagent_jupyter.engine import checkpoint_files
+    from cmbagent_jupyter.engine.ledger import StepLedger
+    from cmbagent_jupyter.engine.runner import RunEngine
+    from cmbagent_jupyter.models import Session, Step
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(checkpoint_files.os, "fsync", fsync)
+
+    async def step(s, ctx):
+        return {"summary": f"{s.key} done", "files": [], "figures": []}
+
+    store = Store(engine_home)
+    try:
+        ss = store.session(store.create_session("snapshots").id)
+        plan = {"sub_tasks": [{"key": k, "sub_task": k, "sub_task_agent": "engineer", "depends_on": d}
+                              for k, d in (("a", []), ("b", ["a"]), ("c", ["b"]))]}
+        run, _ = create_run(ss, "planned", mode="control", plan=plan)
+        assert asyncio.run(RunEngine(store, run, step_runner=step).execute()).status.value == "completed"
+        pickles = sorted((Path(run.path) / "checkpoints").glob("*.pkl"))
+        assert len(pickles) == 1, "only the one when every step is done"
+        assert not [p for p in synced if "ckpt_" in p], synced
+        session = Session.model_validate(ss.info().model_dump())
+    finally:
+        store.close()
+
+    steps = [Step(session_id=run.session_id, run_id=run.id, id=run.config["step_ids"][k], key=k, number=i + 1,
+                  agent="engineer", status="pending") for i, k in enumerate("abc")]
+    files = checkpoint_files.CheckpointFiles(run, session)
+    planned = StepLedger(None, files, steps, lambda outputs: {})
+    assert (planned._sync_snapshots, planned._since_snapshot) == (False, 0)
+    # steps kept from an earlier plan (not the ids the config lists): synced, snapshotted at once
+    other = [st.model_copy(update={"id": f"step_{'0' * 19}{i}"}) for i, st in enumerate(steps)]
+    kept = StepLedger(None, files, other, lambda outputs: {})
+    assert (kept._sync_snapshots, kept._since_snapshot) == (True, None)
+
+
 @pytest.fixture
 def executing_run(engine_home: Path):
     """A control run of two steps (s2 after s1) that this process claimed to execute: the

@@ -48,8 +48,9 @@ class CheckpointFiles:
 
     def write(self, *, cid: str, path: Path, created_at: Any, kind: CheckpointKind | str, context: dict[str, Any],
               steps: list[Step] | list[dict[str, Any]], run: Run | None = None, step_id: str | None = None,
-              step_numbers: list[int] = ()) -> None:
-        """Write the checkpoint pickle (fsynced, atomic) and CMBAgent's context pickles for `step_numbers`."""
+              step_numbers: list[int] = (), sync: bool = True) -> None:
+        """Write the checkpoint pickle (atomic; fsynced unless `sync` is false) and CMBAgent's
+        context pickles for `step_numbers`."""
         run = run or self.run
         document = {
             "format": FORMAT,
@@ -61,7 +62,7 @@ class CheckpointFiles:
             "steps": [s if isinstance(s, dict) else s.model_dump(mode="json") for s in steps],
             "context": context,
         }
-        _atomic_write(path, pickle.dumps(document, protocol=pickle.HIGHEST_PROTOCOL), sync=True)
+        _atomic_write(path, pickle.dumps(document, protocol=pickle.HIGHEST_PROTOCOL), sync=sync)
         if step_numbers:
             plain = pickle.dumps(context, protocol=pickle.HIGHEST_PROTOCOL)
             for n in step_numbers:

@@ -16,7 +16,8 @@ a run is not running; after a crash the journal is replayed into the store on re
 Full snapshots (the whole context, pickled) are written now and then: at the first
 completion (not at a new run's, when its config lists its steps: `cmbagent recover` builds
 them from run.json), every `SNAPSHOT_EVERY` completions or `SNAPSHOT_INTERVAL_S`, when every
-step is done, and at timed, emergency and final checkpoints. On resume the ledger is read
+step is done, and at timed, emergency and final checkpoints. The step snapshots of a run
+whose config lists its steps are not fsynced (the journal is the durable record). On resume the ledger is read
 back from the store: completed steps are skipped, steps found running were in flight
 at a crash and run again.
 """
@@ -97,12 +98,14 @@ class StepLedger:
         self.write_context_files = context_files
         self._error: BaseException | None = None
         self._signal = RunSignal("executing", False)
-        # the first completion is snapshotted at once, unless this is the run's start and its steps can
-        # be rebuilt without a snapshot (its config, mirrored in run.json, lists them: see
-        # `recovery.planned_steps`; the journal says what became of them)
+        # a run whose config (mirrored in run.json) lists its steps can be rebuilt without a snapshot
+        # (`recovery.planned_steps`; the journal says what became of them): its snapshots are not
+        # synced to the disk on the way (the journal is), and its start is not snapshotted at the
+        # first completion; any other run's are
+        planned = _planned_ids(files.run) == {s.key: s.id for s in steps}
+        self._sync_snapshots = not planned
         fresh = all(s.status == StepStatus.pending for s in steps)
-        self._since_snapshot: int | None = 0 if fresh and _planned_ids(files.run) == {
-            s.key: s.id for s in steps} else None
+        self._since_snapshot: int | None = 0 if planned and fresh else None
         self._snapshot_at = time.monotonic()
 
     # -- what the store says --------------------------------------------------
@@ -221,14 +224,14 @@ class StepLedger:
     def _schedule_files(self, steps_now: list[dict[str, Any]] | None, step_id: str | None,
                         snapshot: tuple[str, Any, Any] | None, outputs: dict[str, dict[str, Any]] | None = None) -> None:
         pending, self._context_files = self._context_files, []
-        context_of, files = self.context_of, self.files
+        context_of, files, sync = self.context_of, self.files, self._sync_snapshots
 
         def job() -> None:
             try:
                 if snapshot is not None:
                     cid, path, created = snapshot
                     files.write(cid=cid, path=path, created_at=created, kind=CheckpointKind.step_complete,
-                                context=context_of(outputs), steps=steps_now, step_id=step_id)
+                                context=context_of(outputs), steps=steps_now, step_id=step_id, sync=sync)
                 for done, numbers in pending:
                     plain = pickle.dumps(context_of(done), protocol=pickle.HIGHEST_PROTOCOL)
                     for n in numbers:
