@@ -150,3 +150,46 @@ def test_a_batch_takes_the_run_as_remembered_only_while_the_database_still_has_i
         service("engine.advance_many", session_id=sid, run_id=rid, owner_pid=7,
                 records=[{"seq": 6, "at": at(6), "start": []}])
     assert service.svc.db.scalar("SELECT journal_seq FROM runs WHERE id = ?", [rid]) == 3
+
+
+def test_the_claim_of_a_remembered_draft_moves_it_only_while_it_is_still_as_remembered(service):
+    """A draft whose plan was stored with the ids its caller chose is remembered as that left it:
+    its claim does not read it again, and moves it only if every column that can change is still
+    as remembered; otherwise the claim is applied again, reading the run."""
+    sid = service("session.create", name="drafts")["id"]
+
+    def draft(task):
+        rid = service("run.create", session_id=sid, task=task, mode="control")["id"]
+        steps = [{"id": f"stp_{len(task):020x}{rid[-4:]}", "key": "s1", "description": "one", "number": 1,
+                  "agent": "engineer"}]
+        service("engine.plan_ready", session_id=sid, run_id=rid, start=False, return_steps=False, steps=steps,
+                config={"final_plan": {"sub_tasks": [{"key": "s1", "sub_task": "one"}]}})
+        return rid
+
+    def claim(rid):
+        before = service.transactions
+        out = service("engine.claim", session_id=sid, run_id=rid, to="auto", owner_pid=7, allowed_from=["draft"],
+                      return_steps=False, with_session=True)
+        return out, service.transactions - before
+
+    first = draft("alpha")
+    assert service.svc.seqs.known_draft(sid, first)[0]["task"] == "alpha"
+    out, transactions = claim(first)
+    assert (out["run"]["status"], out["run"]["owner_pid"], out["steps"], transactions) == ("executing", 7, None, 1)
+    assert service.svc.seqs.known_draft(sid, first) is None
+    row = service.svc.db.fetchone("SELECT status, owner_pid, started_at FROM runs WHERE id = ?", [first])
+    assert (row["status"], row["owner_pid"]) == ("executing", 7) and row["started_at"] is not None
+    service("engine.settle", session_id=sid, run_id=first, to="cancelled", owner_pid=7)
+
+    # changed behind the memory (no writer forgot it): the claim reads the run and says what it is now
+    second = draft("beta")
+    service.svc.db.execute("UPDATE runs SET task = 'beta, reworded' WHERE id = ?", [second])
+    out, transactions = claim(second)
+    assert (out["run"]["task"], out["run"]["status"], transactions) == ("beta, reworded", "executing", 2)
+    service("engine.settle", session_id=sid, run_id=second, to="cancelled", owner_pid=7)
+
+    third = draft("gamma")
+    service("run.update", session_id=sid, run_id=third, config={"note": "added"})
+    assert service.svc.seqs.known_draft(sid, third) is None
+    out, transactions = claim(third)
+    assert (out["run"]["config"]["note"], transactions) == ("added", 1)

@@ -89,7 +89,9 @@ class SeqAllocator:
     only touches a step still in the status remembered, and when one is not (another
     writer changed it) the transaction is applied again without this memory (`StaleSteps`).
     Likewise the run's own head (status, pause request, owner, journal seq) as its claim or
-    last batch left it: the batch's update of the run only takes a run still so.
+    last batch left it: the batch's update of the run only takes a run still so. And a new
+    draft's row as its plan left it (with its config's text): its claim's move only takes a
+    draft still so, in every column that can change.
     """
 
     def __init__(self, db: Database):
@@ -109,6 +111,8 @@ class SeqAllocator:
         self._learned_steps: dict[str, dict[str, tuple]] = {}
         self.run_heads: dict[str, tuple] = {}  # run -> (session, status, pause_requested, owner_pid, journal_seq)
         self._learned_heads: dict[str, tuple] = {}
+        self.drafts: dict[str, tuple[str, dict[str, Any], str]] = {}  # run -> (session, row, config's text)
+        self._learned_drafts: dict[str, tuple[str, dict[str, Any], str]] = {}
 
     def knows_session(self, session_id: str) -> bool:
         return session_id in self.live_sessions or session_id in self._learned_sessions
@@ -155,8 +159,21 @@ class SeqAllocator:
         self._learned_heads[run_id] = (session_id, status, bool(pause_requested), owner_pid, int(journal_seq))
 
     def forget_head(self, run_id: str) -> None:
+        """The run's row changed: its head (and its row as a draft) are read again next time."""
         self.run_heads.pop(run_id, None)
         self._learned_heads.pop(run_id, None)
+        self.drafts.pop(run_id, None)
+        self._learned_drafts.pop(run_id, None)
+
+    def known_draft(self, session_id: str, run_id: str) -> tuple[dict[str, Any], str] | None:
+        """A new draft's row (a copy) and its config's text, as its plan left them, if remembered."""
+        draft = self._learned_drafts.get(run_id) or self.drafts.get(run_id)
+        if draft is None or draft[0] != session_id:
+            return None
+        return dict(draft[1]), draft[2]
+
+    def learn_draft(self, session_id: str, run_id: str, row: dict[str, Any], config_text: str) -> None:
+        self._learned_drafts[run_id] = (session_id, dict(row), config_text)
 
     def forget_quota_facts(self, session_id: str) -> None:
         """The session's row or its spending changed: read them again next time."""
@@ -199,11 +216,15 @@ class SeqAllocator:
             self.run_heads[run_id] = head
         while len(self.run_heads) > RUNS_WITH_STEPS_KEPT:
             self.run_heads.pop(next(iter(self.run_heads)))
+        self.drafts.update(self._learned_drafts)
+        while len(self.drafts) > RUNS_WITH_STEPS_KEPT:
+            self.drafts.pop(next(iter(self.drafts)))
         self._learned_sessions.clear()
         self._learned_runs.clear()
         self._learned_rows.clear()
         self._learned_steps.clear()
         self._learned_heads.clear()
+        self._learned_drafts.clear()
 
     def rollback(self) -> None:
         self.pending.clear()
@@ -213,6 +234,7 @@ class SeqAllocator:
         self._learned_rows.clear()
         self._learned_steps.clear()
         self._learned_heads.clear()
+        self._learned_drafts.clear()
 
 
 class StaleSteps(Exception):
@@ -727,12 +749,15 @@ def run_transition(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def move_run(ctx: OpContext, run: dict[str, Any], args: dict[str, Any], *, step_count: int | None = None,
-             also: dict[str, Any] | None = None, seen: dict[str, Any] | None = None) -> dict[str, Any]:
+             also: dict[str, Any] | None = None, seen: dict[str, Any] | None = None,
+             guard: tuple[str, list[Any]] | None = None) -> dict[str, Any]:
     """`run.transition` of a run row the caller read in this transaction; returns the row after it.
     A caller that has just read the run's steps passes their number (`step_count`): a guard
     that needs it is not read again. `also`: more columns the same update sets (not returned).
     `seen` receives the session row if the move read it (a run starting checks its quotas); its
-    "quota_row", if the caller read the session with its usage already, is used for that check."""
+    "quota_row", if the caller read the session with its usage already, is used for that check.
+    `guard`: conditions (SQL after AND, and their parameters) the row must still meet, for a
+    `run` the service remembered rather than read; StaleSteps if it does not."""
     sid, rid = run["session_id"], run["id"]
     try:
         dst = RunStatus(_arg(args, "to"))
@@ -777,7 +802,11 @@ def move_run(ctx: OpContext, run: dict[str, Any], args: dict[str, Any], *, step_
     if starting:
         changes["last_heartbeat_at"] = now
     sets = {**changes, **(also or {})}
-    ctx.db.execute(f"UPDATE runs SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ?", [*sets.values(), rid])
+    sql = f"UPDATE runs SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ?"
+    if guard is None:
+        ctx.db.execute(sql, [*sets.values(), rid])
+    elif ctx.db.execute_count(f"{sql} AND {guard[0]}", [*sets.values(), rid, *guard[1]]) != 1:
+        raise StaleSteps(rid)
     ctx.seqs.forget_head(rid)
     if src == RunStatus.draft:
         etype = EventType.workflow_started
@@ -872,6 +901,7 @@ def run_update(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         params.append(str(args["task"]))
     if sets:
         ctx.db.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", [*params, rid])
+        ctx.seqs.forget_head(rid)
     return _run_row(ctx, sid, rid)
 
 

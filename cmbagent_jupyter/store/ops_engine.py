@@ -61,6 +61,12 @@ JOURNAL_STEP_COLUMNS = ("unnest(?::VARCHAR[]) AS id, unnest(?::VARCHAR[]) AS st,
                         "unnest(?::TIMESTAMP[]) AS ca, unnest(?::TIMESTAMP[]) AS sa, unnest(?::INTEGER[]) AS inc, "
                         "unnest(?::VARCHAR[]) AS err, unnest(?::DOUBLE[]) AS pr, unnest(?::VARCHAR[]) AS was")
 _PROGRESS = {_COMPLETED: 1.0, StepStatus.running.value: 0.0}
+# a draft's columns that only a start sets; the claim of a remembered draft checks they still are
+# unset, and that its task, model and config are still those remembered
+_UNSET_IN_A_DRAFT = ("started_at", "completed_at", "last_heartbeat_at", "owner_pid", "error")
+_DRAFT_GUARD = ("status = 'draft' AND coalesce(pause_requested, false) = false AND coalesce(journal_seq, 0) = 0 AND "
+                + " AND ".join(f"{c} IS NULL" for c in _UNSET_IN_A_DRAFT)
+                + " AND task = ? AND model IS NOT DISTINCT FROM ? AND config::VARCHAR = ?")
 
 
 def _named(record: dict[str, Any]) -> list[Any]:
@@ -341,7 +347,10 @@ def engine_plan_ready(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         checkpoint_put(ctx, {"session_id": sid, "run_id": rid, "kind": cp.get("kind") or "step_complete",
                              "context": cp.get("context"), "pickle_path": cp.get("pickle_path"), "id": cp.get("id")})
     if not start:  # the plan of a draft run, stored when it is created: it starts when it is claimed
-        out = _run_row(ctx, sid, rid)
+        out = _run_row(ctx, sid, rid, ", config::VARCHAR AS config_text")
+        text = out.pop("config_text")
+        if compact and "step_ids" in config and all(out[k] is None for k in _UNSET_IN_A_DRAFT):
+            ctx.seqs.learn_draft(sid, rid, out, text)  # its claim need not read it again
         return {"run": out, **steps} if compact else {"run": out, "steps": steps}
     out = move_run(ctx, run, {"to": RunStatus.executing.value, "reason": args.get("reason") or "plan ready",
                               "actor": args.get("actor"), "owner_pid": args.get("owner_pid"),
@@ -368,8 +377,20 @@ def engine_claim(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     sid = _arg(args, "session_id", "session")
     rid = _arg(args, "run_id", "run")
     seen: dict[str, Any] = {}
-    run = _run_with_seq(ctx, sid, rid, seen)
-    seq = run.pop("journal_seq")
+    # a new draft the service remembers as its plan left it is not read again: the move checks
+    # the row is still so (anything else is applied again, reading it)
+    draft = ctx.seqs.known_draft(sid, rid) if ctx.remembered_steps and not ctx.retry and \
+        args.get("allowed_from") == [RunStatus.draft.value] else None
+    guard = None
+    if draft is not None:
+        run, text = draft
+        cols, params = quota_columns(ctx, sid, rid)
+        seen["quota_row"] = quota_row(ctx, sid, ctx.db.fetchone(f"SELECT {cols}", params))
+        seq = 0
+        guard = (_DRAFT_GUARD, [run["task"], run["model"], text])
+    else:
+        run = _run_with_seq(ctx, sid, rid, seen)
+        seq = run.pop("journal_seq")
     to = args.get("to")
     if to == "auto":
         planned = bool(run["config"].get("final_plan"))
@@ -391,7 +412,7 @@ def engine_claim(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     if resent:
         steps, out = steps_of(ctx, sid, rid), run
     else:
-        steps, out = _claim_move(ctx, run, to, allowed, args, read_steps=not known, seen=seen)
+        steps, out = _claim_move(ctx, run, to, allowed, args, read_steps=not known, seen=seen, guard=guard)
     if out["status"] == RunStatus.executing.value:  # its first journal batch need not read the run
         ctx.seqs.learn_head(sid, rid, out["status"], out["pause_requested"], out["owner_pid"], seq)
     reply = {"run": out, "steps": None if known else steps, "journal_seq": seq}
@@ -401,7 +422,7 @@ def engine_claim(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _claim_move(ctx: OpContext, run: dict[str, Any], to: str, allowed: list[str], args: dict[str, Any], *,
-                read_steps: bool = True, seen: dict[str, Any] | None = None
+                read_steps: bool = True, seen: dict[str, Any] | None = None, guard: tuple[str, list[Any]] | None = None
                 ) -> tuple[list[dict[str, Any]] | None, dict[str, Any]]:
     """The claim's move: a dead owner's run recorded interrupted first; the steps (or, without
     `read_steps`, None: a draft whose config lists its step ids) and the moved row."""
@@ -427,7 +448,7 @@ def _claim_move(ctx: OpContext, run: dict[str, Any], to: str, allowed: list[str]
         reason = "resumed"
     return steps, move_run(ctx, run, {"to": to, "reason": reason, "actor": args.get("actor"),
                                       "owner_pid": args.get("owner_pid"), "expected_from": [status]},
-                           step_count=count, seen=seen)
+                           step_count=count, seen=seen, guard=guard if status == RunStatus.draft.value else None)
 
 
 @op("engine.settle", write=True)
