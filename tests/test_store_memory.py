@@ -173,23 +173,33 @@ def test_the_claim_of_a_remembered_draft_moves_it_only_while_it_is_still_as_reme
         return out, service.transactions - before
 
     first = draft("alpha")
-    assert service.svc.seqs.known_draft(sid, first)[0]["task"] == "alpha"
+    assert service.svc.seqs.known_row(sid, first)[0]["task"] == "alpha"
     out, transactions = claim(first)
     assert (out["run"]["status"], out["run"]["owner_pid"], out["steps"], transactions) == ("executing", 7, None, 1)
-    assert service.svc.seqs.known_draft(sid, first) is None
+    assert service.svc.seqs.known_row(sid, first)[0]["status"] == "executing"
     row = service.svc.db.fetchone("SELECT status, owner_pid, started_at FROM runs WHERE id = ?", [first])
     assert (row["status"], row["owner_pid"]) == ("executing", 7) and row["started_at"] is not None
-    service("engine.settle", session_id=sid, run_id=first, to="cancelled", owner_pid=7)
+    # the settle takes the run as the claim left it, and the row is checked before the move
+    before = service.transactions
+    out = service("engine.settle", session_id=sid, run_id=first, to="cancelled", owner_pid=7)
+    assert (out["run"]["status"], out["run"]["task"], service.transactions - before) == ("cancelled", "alpha", 1)
+    assert out["run"]["started_at"] == service("run.get", session_id=sid, run_id=first)["started_at"]
 
     # changed behind the memory (no writer forgot it): the claim reads the run and says what it is now
     second = draft("beta")
     service.svc.db.execute("UPDATE runs SET task = 'beta, reworded' WHERE id = ?", [second])
     out, transactions = claim(second)
     assert (out["run"]["task"], out["run"]["status"], transactions) == ("beta, reworded", "executing", 2)
+    out, _ = claim(draft("delta"))
+    service.svc.db.execute("UPDATE runs SET error = 'noted behind its back' WHERE id = ?", [out["run"]["id"]])
+    before = service.transactions
+    out = service("engine.settle", session_id=sid, run_id=out["run"]["id"], to="cancelled", owner_pid=7)
+    assert (out["run"]["error"], out["run"]["status"], service.transactions - before) == (
+        "noted behind its back", "cancelled", 2)
     service("engine.settle", session_id=sid, run_id=second, to="cancelled", owner_pid=7)
 
     third = draft("gamma")
     service("run.update", session_id=sid, run_id=third, config={"note": "added"})
-    assert service.svc.seqs.known_draft(sid, third) is None
+    assert service.svc.seqs.known_row(sid, third) is None
     out, transactions = claim(third)
     assert (out["run"]["config"]["note"], transactions) == ("added", 1)

@@ -89,9 +89,9 @@ class SeqAllocator:
     only touches a step still in the status remembered, and when one is not (another
     writer changed it) the transaction is applied again without this memory (`StaleSteps`).
     Likewise the run's own head (status, pause request, owner, journal seq) as its claim or
-    last batch left it: the batch's update of the run only takes a run still so. And a new
-    draft's row as its plan left it (with its config's text): its claim's move only takes a
-    draft still so, in every column that can change.
+    last batch left it: the batch's update of the run only takes a run still so. And a run's
+    row as its plan (a new draft) or its claim left it, with its config's text: the claim's or
+    the settle's move only takes a run still so in every column that can change (`row_guard`).
     """
 
     def __init__(self, db: Database):
@@ -111,8 +111,8 @@ class SeqAllocator:
         self._learned_steps: dict[str, dict[str, tuple]] = {}
         self.run_heads: dict[str, tuple] = {}  # run -> (session, status, pause_requested, owner_pid, journal_seq)
         self._learned_heads: dict[str, tuple] = {}
-        self.drafts: dict[str, tuple[str, dict[str, Any], str]] = {}  # run -> (session, row, config's text)
-        self._learned_drafts: dict[str, tuple[str, dict[str, Any], str]] = {}
+        self.run_rows: dict[str, tuple[str, dict[str, Any], str]] = {}  # run -> (session, row, config's text)
+        self._learned_rows_of_runs: dict[str, tuple[str, dict[str, Any], str]] = {}
 
     def knows_session(self, session_id: str) -> bool:
         return session_id in self.live_sessions or session_id in self._learned_sessions
@@ -159,21 +159,21 @@ class SeqAllocator:
         self._learned_heads[run_id] = (session_id, status, bool(pause_requested), owner_pid, int(journal_seq))
 
     def forget_head(self, run_id: str) -> None:
-        """The run's row changed: its head (and its row as a draft) are read again next time."""
+        """The run's row changed: its head and its row are read again next time."""
         self.run_heads.pop(run_id, None)
         self._learned_heads.pop(run_id, None)
-        self.drafts.pop(run_id, None)
-        self._learned_drafts.pop(run_id, None)
+        self.run_rows.pop(run_id, None)
+        self._learned_rows_of_runs.pop(run_id, None)
 
-    def known_draft(self, session_id: str, run_id: str) -> tuple[dict[str, Any], str] | None:
-        """A new draft's row (a copy) and its config's text, as its plan left them, if remembered."""
-        draft = self._learned_drafts.get(run_id) or self.drafts.get(run_id)
-        if draft is None or draft[0] != session_id:
+    def known_row(self, session_id: str, run_id: str) -> tuple[dict[str, Any], str] | None:
+        """A run's row (a copy) and its config's text, as the service last wrote them, if remembered."""
+        kept = self._learned_rows_of_runs.get(run_id) or self.run_rows.get(run_id)
+        if kept is None or kept[0] != session_id:
             return None
-        return dict(draft[1]), draft[2]
+        return dict(kept[1]), kept[2]
 
-    def learn_draft(self, session_id: str, run_id: str, row: dict[str, Any], config_text: str) -> None:
-        self._learned_drafts[run_id] = (session_id, dict(row), config_text)
+    def learn_row(self, session_id: str, run_id: str, row: dict[str, Any], config_text: str) -> None:
+        self._learned_rows_of_runs[run_id] = (session_id, dict(row), config_text)
 
     def forget_quota_facts(self, session_id: str) -> None:
         """The session's row or its spending changed: read them again next time."""
@@ -216,15 +216,15 @@ class SeqAllocator:
             self.run_heads[run_id] = head
         while len(self.run_heads) > RUNS_WITH_STEPS_KEPT:
             self.run_heads.pop(next(iter(self.run_heads)))
-        self.drafts.update(self._learned_drafts)
-        while len(self.drafts) > RUNS_WITH_STEPS_KEPT:
-            self.drafts.pop(next(iter(self.drafts)))
+        self.run_rows.update(self._learned_rows_of_runs)
+        while len(self.run_rows) > RUNS_WITH_STEPS_KEPT:
+            self.run_rows.pop(next(iter(self.run_rows)))
         self._learned_sessions.clear()
         self._learned_runs.clear()
         self._learned_rows.clear()
         self._learned_steps.clear()
         self._learned_heads.clear()
-        self._learned_drafts.clear()
+        self._learned_rows_of_runs.clear()
 
     def rollback(self) -> None:
         self.pending.clear()
@@ -234,7 +234,7 @@ class SeqAllocator:
         self._learned_rows.clear()
         self._learned_steps.clear()
         self._learned_heads.clear()
-        self._learned_drafts.clear()
+        self._learned_rows_of_runs.clear()
 
 
 class StaleSteps(Exception):
@@ -826,6 +826,19 @@ def move_run(ctx: OpContext, run: dict[str, Any], args: dict[str, Any], *, step_
     return out
 
 
+def row_guard(row: dict[str, Any], config_text: str, journal_seq: int) -> tuple[str, list[Any]]:
+    """`move_run`'s guard for a run row the service remembers (`SeqAllocator.known_row`): every
+    column of it that can change still holds what the row says, and the journal seq is `journal_seq`."""
+    times = [None if row[c] is None else to_db_time(datetime.fromisoformat(row[c]))
+             for c in ("started_at", "completed_at", "last_heartbeat_at")]
+    return ("status = ? AND task = ? AND model IS NOT DISTINCT FROM ? AND config::VARCHAR = ? "
+            "AND error IS NOT DISTINCT FROM ? AND owner_pid IS NOT DISTINCT FROM ? "
+            "AND coalesce(pause_requested, false) = ? AND coalesce(journal_seq, 0) = ? AND started_at IS NOT DISTINCT "
+            "FROM ? AND completed_at IS NOT DISTINCT FROM ? AND last_heartbeat_at IS NOT DISTINCT FROM ?",
+            [row["status"], row["task"], row["model"], config_text, row["error"], row["owner_pid"],
+             bool(row["pause_requested"]), int(journal_seq), *times])
+
+
 def _enforce_quotas(ctx: OpContext, sid: str, rid: str, row: dict[str, Any] | None = None) -> dict[str, Any]:
     """QuotaExceeded if the session may not start one more run; returns the session. `row`:
     the session's row with its usage columns (`_USAGE_COLUMNS`), if the caller read it already."""
@@ -864,8 +877,7 @@ def run_heartbeat(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     now = utcnow()
     ctx.db.execute("UPDATE runs SET last_heartbeat_at = ?, owner_pid = coalesce(?, owner_pid) WHERE id = ?",
                    [to_db_time(now), args.get("owner_pid"), rid])
-    if args.get("owner_pid") is not None and args["owner_pid"] != run["owner_pid"]:
-        ctx.seqs.forget_head(rid)
+    ctx.seqs.forget_head(rid)
     return {"last_heartbeat_at": now.isoformat(), "pause_requested": bool(run["pause_requested"]), "status": run["status"]}
 
 

@@ -13,12 +13,12 @@ ends or suspends a run with its last checkpoint.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 from cmbagent_jupyter.engine.states import IllegalTransition, check_step_transition
 from cmbagent_jupyter.models import CheckpointKind, EventType, RunMode, RunStatus, StepStatus, new_id, utcnow
 from cmbagent_jupyter.store.database import dumps, from_db_time, to_db_time
-from cmbagent_jupyter.store.errors import Conflict, Invalid
+from cmbagent_jupyter.store.errors import Conflict, Invalid, StoreError
 from cmbagent_jupyter.store.ops import (
     OpContext,
     StaleSteps,
@@ -32,6 +32,7 @@ from cmbagent_jupyter.store.ops import (
     put_steps,
     quota_columns,
     quota_row,
+    row_guard,
     steps_of,
 )
 
@@ -61,12 +62,6 @@ JOURNAL_STEP_COLUMNS = ("unnest(?::VARCHAR[]) AS id, unnest(?::VARCHAR[]) AS st,
                         "unnest(?::TIMESTAMP[]) AS ca, unnest(?::TIMESTAMP[]) AS sa, unnest(?::INTEGER[]) AS inc, "
                         "unnest(?::VARCHAR[]) AS err, unnest(?::DOUBLE[]) AS pr, unnest(?::VARCHAR[]) AS was")
 _PROGRESS = {_COMPLETED: 1.0, StepStatus.running.value: 0.0}
-# a draft's columns that only a start sets; the claim of a remembered draft checks they still are
-# unset, and that its task, model and config are still those remembered
-_UNSET_IN_A_DRAFT = ("started_at", "completed_at", "last_heartbeat_at", "owner_pid", "error")
-_DRAFT_GUARD = ("status = 'draft' AND coalesce(pause_requested, false) = false AND coalesce(journal_seq, 0) = 0 AND "
-                + " AND ".join(f"{c} IS NULL" for c in _UNSET_IN_A_DRAFT)
-                + " AND task = ? AND model IS NOT DISTINCT FROM ? AND config::VARCHAR = ?")
 
 
 def _named(record: dict[str, Any]) -> list[Any]:
@@ -349,8 +344,8 @@ def engine_plan_ready(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     if not start:  # the plan of a draft run, stored when it is created: it starts when it is claimed
         out = _run_row(ctx, sid, rid, ", config::VARCHAR AS config_text")
         text = out.pop("config_text")
-        if compact and "step_ids" in config and all(out[k] is None for k in _UNSET_IN_A_DRAFT):
-            ctx.seqs.learn_draft(sid, rid, out, text)  # its claim need not read it again
+        if compact and "step_ids" in config:
+            ctx.seqs.learn_row(sid, rid, out, text)  # its claim need not read it again
         return {"run": out, **steps} if compact else {"run": out, "steps": steps}
     out = move_run(ctx, run, {"to": RunStatus.executing.value, "reason": args.get("reason") or "plan ready",
                               "actor": args.get("actor"), "owner_pid": args.get("owner_pid"),
@@ -376,18 +371,35 @@ def engine_claim(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """
     sid = _arg(args, "session_id", "session")
     rid = _arg(args, "run_id", "run")
-    seen: dict[str, Any] = {}
     # a new draft the service remembers as its plan left it is not read again: the move checks
     # the row is still so (anything else is applied again, reading it)
-    draft = ctx.seqs.known_draft(sid, rid) if ctx.remembered_steps and not ctx.retry and \
+    kept = ctx.seqs.known_row(sid, rid) if ctx.remembered_steps and not ctx.retry and \
         args.get("allowed_from") == [RunStatus.draft.value] else None
-    guard = None
-    if draft is not None:
-        run, text = draft
+    if kept is not None and kept[0]["status"] == RunStatus.draft.value:
+        return _remembered(rid, _claim, ctx, args, sid, rid, kept)
+    return _claim(ctx, args, sid, rid, None)
+
+
+def _remembered(rid: str, apply: Callable[..., dict[str, Any]], *a: Any) -> dict[str, Any]:
+    """`apply` on what the service remembers of run `rid`: a refusal may rest on that alone,
+    so it is given by the database instead (the transaction is applied again, reading it)."""
+    try:
+        return apply(*a)
+    except StoreError as exc:
+        raise StaleSteps(rid) from exc
+
+
+def _claim(ctx: OpContext, args: dict[str, Any], sid: str, rid: str, kept: tuple[dict[str, Any], str] | None
+           ) -> dict[str, Any]:
+    """`engine.claim` of the run as read, or as remembered (`kept`: its row and config's text)."""
+    seen: dict[str, Any] = {}
+    guard = text = None
+    if kept is not None:
+        run, text = kept
         cols, params = quota_columns(ctx, sid, rid)
         seen["quota_row"] = quota_row(ctx, sid, ctx.db.fetchone(f"SELECT {cols}", params))
         seq = 0
-        guard = (_DRAFT_GUARD, [run["task"], run["model"], text])
+        guard = row_guard(run, text, seq)
     else:
         run = _run_with_seq(ctx, sid, rid, seen)
         seq = run.pop("journal_seq")
@@ -413,8 +425,10 @@ def engine_claim(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         steps, out = steps_of(ctx, sid, rid), run
     else:
         steps, out = _claim_move(ctx, run, to, allowed, args, read_steps=not known, seen=seen, guard=guard)
-    if out["status"] == RunStatus.executing.value:  # its first journal batch need not read the run
+    if out["status"] == RunStatus.executing.value:  # its journal batches and settle need not read the run
         ctx.seqs.learn_head(sid, rid, out["status"], out["pause_requested"], out["owner_pid"], seq)
+        if text is not None:
+            ctx.seqs.learn_row(sid, rid, out, text)
     reply = {"run": out, "steps": None if known else steps, "journal_seq": seq}
     if args.get("with_session"):
         reply["session"] = seen.get("session") or _session_row(ctx, sid)
@@ -463,8 +477,25 @@ def engine_settle(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     sid = _arg(args, "session_id", "session")
     rid = _arg(args, "run_id", "run")
     to = _arg(args, "to")
-    run = _run_with_seq(ctx, sid, rid)
-    seq = run.pop("journal_seq")
+    # the run as its claim and journal batches left it, if the service remembers that: the move
+    # checks the row is still so (anything else is applied again, reading it)
+    kept = ctx.seqs.known_row(sid, rid) if ctx.remembered_steps and not ctx.retry else None
+    head = ctx.seqs.known_head(sid, rid) if kept is not None else None
+    if kept is not None and head is not None and kept[0]["status"] == head[0] != to:
+        return _remembered(rid, _settle, ctx, args, sid, rid, to, (kept[0], kept[1], head[3]))
+    return _settle(ctx, args, sid, rid, to, None)
+
+
+def _settle(ctx: OpContext, args: dict[str, Any], sid: str, rid: str, to: str,
+            kept: tuple[dict[str, Any], str, int] | None) -> dict[str, Any]:
+    """`engine.settle` of the run as read, or as remembered (`kept`: its row, config's text and journal seq)."""
+    guard = None
+    if kept is not None:
+        run, text, seq = kept
+        guard = row_guard(run, text, seq)
+    else:
+        run = _run_with_seq(ctx, sid, rid)
+        seq = run.pop("journal_seq")
     ctx.ledger = False
     if ctx.retry and run["status"] == to:
         return {"run": run}
@@ -505,7 +536,8 @@ def engine_settle(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         fields["error"] = args["error"]
     if args.get("expected_from"):
         fields["expected_from"] = args["expected_from"]
-    return {"run": move_run(ctx, run, fields, also={"journal_seq": applied} if applied is not None else None)}
+    return {"run": move_run(ctx, run, fields, also={"journal_seq": applied} if applied is not None else None,
+                            guard=guard)}
 
 
 def _refuse_other_owner(rid: str, owner_now: Any, owner: Any) -> None:
