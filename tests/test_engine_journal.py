@@ -303,6 +303,25 @@ def test_settle_applies_the_last_records_and_moves_the_run_in_one_transaction(ex
     assert [e.payload.get("checkpoint_id") for e in completed] == ["ckp_00000000000000000001", None]
 
 
+def test_a_snapshot_of_the_journal_is_a_checkpoint_with_its_file_shown_from_its_events(executing_run):
+    """A record whose completions were snapshotted names the file: the checkpoint is listed and
+    loaded with it (from the events, like any journal checkpoint), and checkpoint.saved announces it."""
+    store, ss, run, (s1, s2) = executing_run
+    snapshot = str(Path(run.path) / "checkpoints" / "ckpt_snapshot.pkl")
+    records = [{"seq": 1, "at": _at(1), "start": [s1.id, s2.id]},
+               {"seq": 2, "at": _at(2), "complete": [
+                   {"step_id": s1.id, "outputs": {"summary": "one"},
+                    "checkpoint": {"id": "ckp_00000000000000000002", "kind": "step_complete", "pickle_path": snapshot}},
+                   {"step_id": s2.id, "outputs": {"summary": "two"}}]}]
+    ss.call("engine.settle", run_id=run.id, to="completed", records=records, owner_pid=os.getpid())
+    [cp] = ss.list_checkpoints(run.id)
+    latest = ss.latest_checkpoint(run.id)
+    assert (cp.id, cp.pickle_path, cp.step_id) == ("ckp_00000000000000000002", snapshot, s1.id)
+    assert (latest.id, latest.pickle_path, latest.context) == (cp.id, snapshot, {"completed": ["s1", "s2"]})
+    saved = [e.payload for e in ss.events(run.id) if e.type.value == "checkpoint.saved"]
+    assert saved == [{"checkpoint_id": cp.id, "kind": "step_complete", "step_id": s1.id, "pickle_path": snapshot}]
+
+
 def test_group_sync_journal_survives_its_process_at_once_and_reaches_the_disk(tmp_path: Path):
     """`append` returns with the line in the OS (a process killed right after loses nothing);
     `wait_durable` returns once a group fdatasync covered it; a bad mode is named."""

@@ -1205,15 +1205,15 @@ def checkpoint_list(ctx: OpContext, args: dict[str, Any]) -> list[dict[str, Any]
 
 # A run's checkpoints: the rows of the checkpoints table, and the checkpoints of step
 # completions that the step journal recorded as their step_completed events (each event of
-# a journal record's completions carries the record's checkpoint id; the checkpoint's
-# context is the keys completed, as a row of such a checkpoint would hold).
+# a journal record's completions carries the record's checkpoint id, and the first the path
+# of its snapshot file if one was written; the checkpoint's context is the keys completed).
 _CHECKPOINTS_OF_RUN = (
     "SELECT id, session_id, run_id, step_id, kind, context, pickle_path, created_at, rowid AS ord "
     "FROM checkpoints WHERE run_id = ? AND session_id = ? "
     "UNION ALL "
     "SELECT cid, any_value(session_id), any_value(run_id), arg_min(payload->>'step_id', seq), "
     f"'{CheckpointKind.step_complete.value}', "
-    "to_json({'completed': list(payload->>'key' ORDER BY seq)}), NULL, min(ts), min(seq) "
+    "to_json({'completed': list(payload->>'key' ORDER BY seq)}), max(payload->>'pickle_path'), min(ts), min(seq) "
     "FROM (SELECT payload->>'checkpoint_id' AS cid, * FROM events WHERE run_id = ? AND session_id = ? "
     f"AND type = '{EventType.step_completed.value}') AS e "
     "WHERE cid IS NOT NULL AND cid NOT IN (SELECT id FROM checkpoints WHERE run_id = ?) GROUP BY cid")

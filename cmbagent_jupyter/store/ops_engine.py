@@ -53,6 +53,7 @@ def _checkpoint_rows(sid: str, rid: str, items: list[tuple[str | None, dict[str,
 
 _VALUE = {s: s.value for s in StepStatus}
 _COMPLETED, _FAILED = StepStatus.completed.value, StepStatus.failed.value
+_STEP_COMPLETE = CheckpointKind.step_complete.value
 _STEP_EVENTS = {StepStatus.completed: EventType.step_completed, StepStatus.failed: EventType.step_failed,
                 StepStatus.running: EventType.step_started}
 CHECKPOINT_COLUMNS = ("id", "session_id", "run_id", "step_id", "kind", "context", "pickle_path", "created_at")
@@ -214,22 +215,35 @@ def _apply_records(ctx: OpContext, sid: str, rid: str, args: dict[str, Any],
         at = at_of(r)
         ts = from_db_time(at)
         done = r.get("complete") or []
-        # the checkpoint of a record's completions: a snapshot (a file) or a given context is a row of
-        # its own; otherwise what it changed is those completions, and their step_completed events,
-        # which carry its id, are the record of it (checkpoint.list and .latest show it from them)
+        # the checkpoint of a record's completions: one given with a context of its own is a row;
+        # otherwise what it changed is those completions, and their step_completed events, which
+        # carry its id (and the first its snapshot file, if one was written), are the record of it
+        # (checkpoint.list and .latest show it from them)
         cp = done[0].get("checkpoint") if done else None
-        in_events = bool(cp) and not cp.get("pickle_path") and "context" not in cp and cp.get("id")
+        in_events = bool(cp) and "context" not in cp and bool(cp.get("id")) and \
+            (cp.get("kind") or _STEP_COMPLETE) == _STEP_COMPLETE
+        snapshot = cp.get("pickle_path") if in_events else None
         for c in done:
             step = steps[c["step_id"]]
             f = final.setdefault(step["id"], {"inc": 0})
             own = c.get("checkpoint")
-            if move(step, StepStatus.completed, "step finished", at, ts, seq,
-                    {"checkpoint_id": cp["id"]} if in_events else None):
+            extra = None
+            if in_events:
+                extra = {"checkpoint_id": cp["id"]}
+                if snapshot:
+                    extra["pickle_path"] = snapshot
+            if move(step, StepStatus.completed, "step finished", at, ts, seq, extra):
                 f.update(st="completed", o=dumps(c.get("outputs") or {}), ca=at, err=None)
                 if own and not in_events:
                     if "context" not in own:  # what changed is the record's completions
                         own = {**own, "context": {"completed": [steps[x["step_id"]]["key"] for x in done]}}
                     checkpoints += _checkpoint_rows(sid, rid, [(step["id"], own)], at)
+                elif snapshot:
+                    # checkpoint.saved announces a snapshot written to disk
+                    ctx.emit(EventType.checkpoint_saved, sid, rid, {"checkpoint_id": cp["id"], "kind": _STEP_COMPLETE,
+                                                                    "step_id": step["id"], "pickle_path": snapshot},
+                             ts=ts)
+                    snapshot = None
         for x in r.get("fail") or []:
             step = steps[x["step_id"]]
             f = final.setdefault(step["id"], {"inc": 0})
