@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from cmbagent_jupyter.store import Conflict
+from cmbagent_jupyter.store import Conflict, QuotaExceeded
 from cmbagent_jupyter.store import ops as store_ops
 from cmbagent_jupyter.store.database import Database
 from cmbagent_jupyter.store.errors import from_wire
@@ -203,3 +203,37 @@ def test_the_claim_of_a_remembered_draft_moves_it_only_while_it_is_still_as_reme
     assert service.svc.seqs.known_row(sid, third) is None
     out, transactions = claim(third)
     assert (out["run"]["config"]["note"], transactions) == ("added", 1)
+
+
+def test_a_remembered_draft_is_refused_at_its_sessions_run_quota_as_the_database_says(service):
+    """The claim of a remembered draft leaves the count of its session's active runs to its
+    move's update: under the quota it takes one transaction; at the quota it is applied again
+    reading the count, and refused with the quota named."""
+    sid = service("session.create", name="busy", quotas={"max_concurrent_runs": 1})["id"]
+
+    def draft(task):
+        rid = service("run.create", session_id=sid, task=task, mode="control")["id"]
+        steps = [{"id": f"stp_{len(task):020x}{rid[-4:]}", "key": "s1", "description": "one", "number": 1,
+                  "agent": "engineer"}]
+        service("engine.plan_ready", session_id=sid, run_id=rid, start=False, return_steps=False, steps=steps,
+                config={"final_plan": {"sub_tasks": [{"key": "s1", "sub_task": "one"}]}})
+        return rid
+
+    def claim(rid):
+        before = service.transactions
+        out = service("engine.claim", session_id=sid, run_id=rid, to="auto", owner_pid=7, allowed_from=["draft"],
+                      return_steps=False, with_session=True)
+        return out["run"]["status"], service.transactions - before
+
+    first, second = draft("first"), draft("second")
+    assert claim(first) == ("executing", 1)  # the service learns the session's row and spending here
+    before = service.transactions
+    with pytest.raises(QuotaExceeded) as info:
+        claim(second)
+    assert service.transactions - before == 2, "the refusal is the database's, in a second transaction"
+    assert "max_concurrent_runs" in info.value.message and "1 active run(s)" in info.value.message
+    assert service("run.get", session_id=sid, run_id=second)["status"] == "draft"
+    assert service.svc.seqs.known_row(sid, second) is None
+    service("engine.settle", session_id=sid, run_id=first, to="cancelled", owner_pid=7)
+    third = draft("third")
+    assert claim(third) == ("executing", 1)

@@ -585,9 +585,10 @@ def session_usage(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     return _usage(ctx, sid, Path(row["path"]))
 
 
-_ACTIVE_RUNS_COLUMN = (
+_ACTIVE_RUNS = (
     "(SELECT count(*) FROM runs WHERE session_id = ? AND id != ? AND status IN "
-    f"({', '.join('?' * len(ACTIVE_RUN_STATES))})) AS usage_active_runs")
+    f"({', '.join('?' * len(ACTIVE_RUN_STATES))}))")
+_ACTIVE_RUNS_COLUMN = f"{_ACTIVE_RUNS} AS usage_active_runs"
 _SPEND_COLUMN = "(SELECT coalesce(sum(cost_usd), 0) FROM cost_records WHERE session_id = ?) AS usage_cost_usd"
 _USAGE_COLUMNS = f"{_ACTIVE_RUNS_COLUMN}, {_SPEND_COLUMN}"
 # a folder size measured this recently is used again while it allows a run to start (one over
@@ -629,6 +630,15 @@ def quota_columns(ctx: OpContext, sid: str, rid: str) -> tuple[str, list[Any]]:
         cols += [_SPEND_COLUMN, "(SELECT s FROM sessions s WHERE s.id = ?) AS quota_session"]
         params += [sid, sid]
     return ", ".join(cols), params
+
+
+def known_quota_row(ctx: OpContext, sid: str) -> dict[str, Any] | None:
+    """The session's row with what it has spent, as `_enforce_quotas` takes it, if the service
+    knows them; its count of active runs is left to the move's guarded update (`move_run`)."""
+    facts = ctx.seqs.quota_facts(sid)
+    if facts is None:
+        return None
+    return {**facts[0], "usage_active_runs": None, "usage_cost_usd": facts[1]}
 
 
 def quota_row(ctx: OpContext, sid: str, row: dict[str, Any]) -> dict[str, Any] | None:
@@ -783,9 +793,17 @@ def move_run(ctx: OpContext, run: dict[str, Any], args: dict[str, Any], *, step_
         raise Invalid(str(exc)) from None
     starting = dst in ACTIVE_RUN_STATES and src not in ACTIVE_RUN_STATES
     if starting:
-        session = _enforce_quotas(ctx, sid, rid, (seen or {}).get("quota_row"))
+        quota = (seen or {}).get("quota_row")
+        session = _enforce_quotas(ctx, sid, rid, quota)
         if seen is not None:
             seen["session"] = session
+        if quota is not None and quota["usage_active_runs"] is None:
+            # the session's other active runs are counted by the update itself: one at the quota
+            # leaves the row as it was, and the transaction is applied again reading the count
+            if guard is None:
+                raise ValueError("a run's active-run count is only left to a guarded update")
+            limit = Quotas.model_validate(session["quotas"]).max_concurrent_runs
+            guard = (f"{guard[0]} AND {_ACTIVE_RUNS} < ?", [*guard[1], *_active_runs_params(sid, rid), limit])
     now = to_db_time(utcnow())
     # the row after the move, as the update below leaves it (no second read)
     changes: dict[str, Any] = {"status": dst.value}
@@ -847,11 +865,11 @@ def _enforce_quotas(ctx: OpContext, sid: str, rid: str, row: dict[str, Any] | No
     if row is None or row["status"] == SessionStatus.deleted.value:
         raise NotFound(f"session {sid} does not exist")
     session = _row(row, SESSION_JSON, SESSION_TIMES)
-    usage = {"active_runs": int(session.pop("usage_active_runs") or 0),
-             "cost_usd": float(session.pop("usage_cost_usd") or 0.0)}
+    active = session.pop("usage_active_runs")  # None: left to the caller's guarded update
+    usage = {"active_runs": int(active or 0), "cost_usd": float(session.pop("usage_cost_usd") or 0.0)}
     q = Quotas.model_validate(session["quotas"])
     usage["disk_mb"] = _disk_mb(ctx, Path(session["path"]), limit=q.max_disk_mb)
-    if usage["active_runs"] >= q.max_concurrent_runs:
+    if active is not None and usage["active_runs"] >= q.max_concurrent_runs:
         raise QuotaExceeded(
             f"quota max_concurrent_runs reached: session {sid} already has {usage['active_runs']} active run(s) "
             f"and its quota allows {q.max_concurrent_runs} at once (raise max_concurrent_runs or wait for one to finish)"

@@ -27,6 +27,7 @@ from cmbagent_jupyter.store.ops import (
     _run_row,
     _session_row,
     checkpoint_put,
+    known_quota_row,
     op,
     move_run,
     put_steps,
@@ -410,8 +411,10 @@ def _claim(ctx: OpContext, args: dict[str, Any], sid: str, rid: str, kept: tuple
     guard = text = None
     if kept is not None:
         run, text = kept
-        cols, params = quota_columns(ctx, sid, rid)
-        seen["quota_row"] = quota_row(ctx, sid, ctx.db.fetchone(f"SELECT {cols}", params))
+        seen["quota_row"] = known_quota_row(ctx, sid)
+        if seen["quota_row"] is None:
+            cols, params = quota_columns(ctx, sid, rid)
+            seen["quota_row"] = quota_row(ctx, sid, ctx.db.fetchone(f"SELECT {cols}", params))
         seq = 0
         guard = row_guard(run, text, seq)
     else:
