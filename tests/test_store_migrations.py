@@ -91,7 +91,10 @@ def test_a_file_newer_than_the_code_is_refused_clearly(cmb_home, store):
     [("a", 1, "x", None, T0), ("b", 2, "y", None, datetime(2026, 2, 1))],  # every column a list
     [("a", 1, "x", 1.5, T0), ("b", 2, "y", None, T0)],  # NULLs among values
     [("a", 1, "x", None, T0)],  # one row
-], ids=["constant", "all-constant", "varying", "nulls", "one-row"])
+    [(f"e{i}", 7 + i, '{"n": %d}' % i, None, T0) for i in range(5)],  # consecutive integers, text packed
+    [("a", 3, "", None, T0), ("", 9, "x", None, T0), ("c", 4, "", None, T0)],  # empty text, integers apart
+    [("a\x1eb", 1, "x", None, T0), ("c", 2, "y\x1e", None, T0)],  # the packing separator inside text
+], ids=["constant", "all-constant", "varying", "nulls", "one-row", "consecutive", "empty-text", "separator"])
 @pytest.mark.parametrize("given_as", ["rows", "columns"])
 def test_insert_rows_puts_every_row_with_its_values(tmp_path, rows, given_as):
     db = Database(tmp_path / "t.duckdb")

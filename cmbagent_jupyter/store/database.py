@@ -152,11 +152,11 @@ class Database:
                 exprs.append("?")
                 params.append(col[0])
             else:
-                exprs.append("unnest(?)")
-                params.append(col)
-        if "unnest(?)" not in exprs:  # one list sets the number of rows: the first column's
+                exprs.append(_packed(col, params))
+        if all(e in ("?", "NULL") for e in exprs):  # one list sets the number of rows: the first column's
             first = next(i for i, col in enumerate(lists) if col is not None)
-            exprs[first], params[0] = "unnest(?)", lists[first]
+            exprs[first] = "unnest(?)"
+            params[sum(e == "?" for e in exprs[:first])] = lists[first]
         self.conn.execute(f"INSERT INTO {table} ({cols}) SELECT * FROM (SELECT {', '.join(exprs)})", params)
 
     def fetch(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
@@ -207,6 +207,27 @@ def loads(value: Any) -> Any:
 
 
 _COLUMN_TYPES = (str, int, float, bool, datetime)
+
+
+_SEPARATOR = "\x1e"  # ASCII record separator: JSON text escapes it, ids and names never hold it
+
+
+def _packed(col: list[Any], params: list[Any]) -> str:
+    """The SQL of a column given as a list, its parameter appended to `params`. Binding a list
+    converts each value on its own: a run of consecutive integers goes as its two ends, and
+    text (no NULL, no separator in it) as one string split by DuckDB."""
+    first = col[0]
+    if type(first) is int and type(col[-1]) is int and col[-1] - first == len(col) - 1 \
+            and all(type(v) is int and v == first + i for i, v in enumerate(col)):
+        params += [first, col[-1] + 1]
+        return "unnest(range(?, ?))"
+    if type(first) is str and all(type(v) is str for v in col):
+        text = _SEPARATOR.join(col)
+        if text.count(_SEPARATOR) == len(col) - 1:
+            params.append(text)
+            return "unnest(string_split(?, chr(30)))"
+    params.append(col)
+    return "unnest(?)"
 
 
 def _column_lists(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any] | None] | None:
