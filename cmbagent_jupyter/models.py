@@ -73,6 +73,12 @@ def new_id(kind: str) -> str:
     return f"{ID_PREFIXES[kind]}_{_RANDOM.take(10).hex()}"
 
 
+def new_ids(kind: str, n: int) -> list[str]:
+    """`n` fresh ids of one kind (`new_id`), from one draw of random bytes."""
+    prefix, raw = f"{ID_PREFIXES[kind]}_", _RANDOM.take(10 * n).hex()
+    return [prefix + raw[i:i + 20] for i in range(0, 20 * n, 20)]
+
+
 def check_id(kind: str, value: Any) -> str:
     """Validate an id of the given kind; the error names the kind and the value."""
     prefix = ID_PREFIXES[kind]

@@ -97,10 +97,10 @@ def test_real_events_from_the_store_validate_against_the_schema(store, cli):
 
 
 def test_ids_are_unique_and_a_forked_child_never_repeats_its_parents():
-    from cmbagent_jupyter.models import new_id
+    from cmbagent_jupyter.models import check_id, new_id, new_ids
 
-    made = [new_id("event") for _ in range(20_000)]
-    assert len(set(made)) == len(made) and all(len(i) == 24 for i in made)
+    made = [new_id("event") for _ in range(20_000)] + new_ids("event", 5_000) + new_ids("event", 1)
+    assert len(set(made)) == len(made) and all(len(i) == 24 and check_id("event", i) for i in made)
     new_id("event")  # whatever random bytes the process holds, some are left when it forks
     read, write = os.pipe()
     pid = os.fork()

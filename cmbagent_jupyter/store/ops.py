@@ -38,6 +38,7 @@ from cmbagent_jupyter.models import (
     StepStatus,
     check_id,
     new_id,
+    new_ids,
     utcnow,
     validate_name,
 )
@@ -180,7 +181,8 @@ class SeqAllocator:
         self.session_rows.pop(session_id, None)
         self._learned_rows.pop(session_id, None)
 
-    def next(self, session_id: str, run_id: str | None) -> tuple[int, int]:
+    def next(self, session_id: str, run_id: str | None, n: int = 1) -> tuple[int, int]:
+        """The seq and gseq of the next event (with `n`, the first of the next n, numbered on)."""
         # a run's events are numbered per run, whatever session asked: one counter per run id
         key = ("run", run_id) if run_id else ("session", session_id)
         if key in self.pending:
@@ -195,9 +197,9 @@ class SeqAllocator:
                     "SELECT coalesce(max(seq), 0) FROM events WHERE session_id = ? AND run_id IS NULL", [session_id]
                 )
             cur = int(cur or 0)
-        self.pending[key] = cur + 1
-        self.gseq_pending += 1
-        return cur + 1, self.gseq_pending
+        self.pending[key] = cur + n
+        self.gseq_pending += n
+        return cur + 1, self.gseq_pending - n + 1
 
     def commit(self) -> None:
         self.committed.update(self.pending)
@@ -301,6 +303,20 @@ class OpContext:
         self.events.append(ev)
         self._times.append(ts)
         return ev
+
+    def emit_many(self, session_id: str, run_id: str, items: list[tuple[str, dict[str, Any], datetime]]) -> None:
+        """`emit` of events of one run, each given as (type, payload, time), in that order."""
+        if not items:
+            return
+        seq, gseq = self.seqs.next(session_id, run_id, len(items))
+        events, times, last, iso = self.events, self._times, None, ""
+        for i, (ident, (kind, payload, ts)) in enumerate(zip(new_ids("event", len(items)), items)):
+            if ts is not last:
+                last, iso = ts, ts.isoformat()
+            events.append({"schema_version": 1, "id": ident, "type": kind, "session_id": session_id,
+                           "run_id": run_id, "seq": seq + i, "gseq": gseq + i, "ts": iso, "payload": payload})
+            times.append(ts)
+        self._last_ts, self._last_iso = last, iso
 
     def write_files(self) -> None:
         """Write the mirror files of a committed transaction."""

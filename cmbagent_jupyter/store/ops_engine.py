@@ -55,8 +55,9 @@ def _checkpoint_rows(sid: str, rid: str, items: list[tuple[str | None, dict[str,
 _VALUE = {s: s.value for s in StepStatus}
 _COMPLETED, _FAILED = StepStatus.completed.value, StepStatus.failed.value
 _STEP_COMPLETE = CheckpointKind.step_complete.value
-_STEP_EVENTS = {StepStatus.completed: EventType.step_completed, StepStatus.failed: EventType.step_failed,
-                StepStatus.running: EventType.step_started}
+_STEP_EVENTS = {StepStatus.completed: EventType.step_completed.value, StepStatus.failed: EventType.step_failed.value,
+                StepStatus.running: EventType.step_started.value}
+_CHECKPOINT_SAVED = EventType.checkpoint_saved.value
 CHECKPOINT_COLUMNS = ("id", "session_id", "run_id", "step_id", "kind", "context", "pickle_path", "created_at")
 
 
@@ -175,6 +176,8 @@ def _apply_records(ctx: OpContext, sid: str, rid: str, args: dict[str, Any],
     final: dict[str, dict[str, Any]] = {}
     actor = args.get("actor")
 
+    events: list[tuple[str, dict[str, Any], datetime]] = []  # the moves' events, emitted together
+
     def at_of(r: dict[str, Any]) -> Any:
         try:
             return to_db_time(datetime.fromisoformat(str(r.get("at"))))
@@ -208,7 +211,7 @@ def _apply_records(ctx: OpContext, sid: str, rid: str, args: dict[str, Any],
             payload.update(extra)
         if to == _FAILED:
             payload["error"] = str(final.get(step["id"], {}).get("err") or "")[:2000]
-        ctx.emit(_STEP_EVENTS[dst], sid, rid, payload, ts=ts)
+        events.append((_STEP_EVENTS[dst], payload, ts))
         step["status"] = to
         return True
 
@@ -241,9 +244,8 @@ def _apply_records(ctx: OpContext, sid: str, rid: str, args: dict[str, Any],
                     checkpoints += _checkpoint_rows(sid, rid, [(step["id"], own)], at)
                 elif snapshot:
                     # checkpoint.saved announces a snapshot written to disk
-                    ctx.emit(EventType.checkpoint_saved, sid, rid, {"checkpoint_id": cp["id"], "kind": _STEP_COMPLETE,
-                                                                    "step_id": step["id"], "pickle_path": snapshot},
-                             ts=ts)
+                    events.append((_CHECKPOINT_SAVED, {"checkpoint_id": cp["id"], "kind": _STEP_COMPLETE,
+                                                       "step_id": step["id"], "pickle_path": snapshot}, ts))
                     snapshot = None
         for x in r.get("fail") or []:
             step = steps[x["step_id"]]
@@ -261,6 +263,7 @@ def _apply_records(ctx: OpContext, sid: str, rid: str, args: dict[str, Any],
             if move(step, StepStatus.running, reason, at, ts, seq):
                 f.update(st="running", sa=at, err=None)
                 f["inc"] += 1
+    ctx.emit_many(sid, rid, events)
     last = todo[-1][0]
     changed = [(step_id, f["st"], f.get("o"), f.get("ca"), f.get("sa"), f["inc"], f.get("err"), _PROGRESS.get(f["st"]),
                 before[step_id]) for step_id, f in final.items() if "st" in f]
