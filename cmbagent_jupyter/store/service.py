@@ -156,6 +156,7 @@ class StoreService:
         self.loop.call_soon_threadsafe(job.done, ok, value)
 
     def run_read(self, job: Job) -> None:
+        self.db.tune(writing=False)
         ctx = store_ops.OpContext(self.db, self.home, self.seqs)
         try:
             self.reply(job, True, store_ops.dispatch(ctx, job.op, job.args))
