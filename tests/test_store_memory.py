@@ -152,6 +152,24 @@ def test_a_batch_takes_the_run_as_remembered_only_while_the_database_still_has_i
     assert service.svc.db.scalar("SELECT journal_seq FROM runs WHERE id = ?", [rid]) == 3
 
 
+def remembered_draft(service, sid: str, task: str) -> str:
+    """A one-step control draft whose plan was stored with the step id its caller chose."""
+    rid = service("run.create", session_id=sid, task=task, mode="control")["id"]
+    steps = [{"id": f"stp_{len(task):020x}{rid[-4:]}", "key": "s1", "description": "one", "number": 1,
+              "agent": "engineer"}]
+    service("engine.plan_ready", session_id=sid, run_id=rid, start=False, return_steps=False, steps=steps,
+            config={"final_plan": {"sub_tasks": [{"key": "s1", "sub_task": "one"}]}})
+    return rid
+
+
+def claimed(service, sid: str, rid: str) -> tuple[dict, int]:
+    """The engine's claim of a new draft: its reply and how many transactions it took."""
+    before = service.transactions
+    out = service("engine.claim", session_id=sid, run_id=rid, to="auto", owner_pid=7, allowed_from=["draft"],
+                  return_steps=False, with_session=True)
+    return out, service.transactions - before
+
+
 def test_the_claim_of_a_remembered_draft_moves_it_only_while_it_is_still_as_remembered(service):
     """A draft whose plan was stored with the ids its caller chose is remembered as that left it:
     its claim does not read it again, and moves it only if every column that can change is still
@@ -159,18 +177,10 @@ def test_the_claim_of_a_remembered_draft_moves_it_only_while_it_is_still_as_reme
     sid = service("session.create", name="drafts")["id"]
 
     def draft(task):
-        rid = service("run.create", session_id=sid, task=task, mode="control")["id"]
-        steps = [{"id": f"stp_{len(task):020x}{rid[-4:]}", "key": "s1", "description": "one", "number": 1,
-                  "agent": "engineer"}]
-        service("engine.plan_ready", session_id=sid, run_id=rid, start=False, return_steps=False, steps=steps,
-                config={"final_plan": {"sub_tasks": [{"key": "s1", "sub_task": "one"}]}})
-        return rid
+        return remembered_draft(service, sid, task)
 
     def claim(rid):
-        before = service.transactions
-        out = service("engine.claim", session_id=sid, run_id=rid, to="auto", owner_pid=7, allowed_from=["draft"],
-                      return_steps=False, with_session=True)
-        return out, service.transactions - before
+        return claimed(service, sid, rid)
 
     first = draft("alpha")
     assert service.svc.seqs.known_row(sid, first)[0]["task"] == "alpha"
@@ -212,18 +222,11 @@ def test_a_remembered_draft_is_refused_at_its_sessions_run_quota_as_the_database
     sid = service("session.create", name="busy", quotas={"max_concurrent_runs": 1})["id"]
 
     def draft(task):
-        rid = service("run.create", session_id=sid, task=task, mode="control")["id"]
-        steps = [{"id": f"stp_{len(task):020x}{rid[-4:]}", "key": "s1", "description": "one", "number": 1,
-                  "agent": "engineer"}]
-        service("engine.plan_ready", session_id=sid, run_id=rid, start=False, return_steps=False, steps=steps,
-                config={"final_plan": {"sub_tasks": [{"key": "s1", "sub_task": "one"}]}})
-        return rid
+        return remembered_draft(service, sid, task)
 
     def claim(rid):
-        before = service.transactions
-        out = service("engine.claim", session_id=sid, run_id=rid, to="auto", owner_pid=7, allowed_from=["draft"],
-                      return_steps=False, with_session=True)
-        return out["run"]["status"], service.transactions - before
+        out, transactions = claimed(service, sid, rid)
+        return out["run"]["status"], transactions
 
     first, second = draft("first"), draft("second")
     assert claim(first) == ("executing", 1)  # the service learns the session's row and spending here

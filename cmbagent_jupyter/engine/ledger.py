@@ -189,8 +189,8 @@ class StepLedger:
                     or time.monotonic() - self._snapshot_at >= SNAPSHOT_INTERVAL_S):
                 snapshot = self.files.new_checkpoint(CheckpointKind.step_complete)
                 self._since_snapshot, self._snapshot_at = 0, time.monotonic()
-            # the store's checkpoint row of these completions; its context (what changed: the steps
-            # completed and their outputs) is taken from this record, not sent twice
+            # the store's checkpoint of these completions (and of the snapshot, if one is written);
+            # what changed (the steps completed and their outputs) is taken from this record
             record["complete"][0]["checkpoint"] = {
                 "id": snapshot[0] if snapshot else new_id("checkpoint"), "kind": CheckpointKind.step_complete.value,
                 "pickle_path": str(snapshot[1]) if snapshot else None}

@@ -92,7 +92,10 @@ class SeqAllocator:
     Likewise the run's own head (status, pause request, owner, journal seq) as its claim or
     last batch left it: the batch's update of the run only takes a run still so. And a run's
     row as its plan (a new draft) or its claim left it, with its config's text: the claim's or
-    the settle's move only takes a run still so in every column that can change (`row_guard`).
+    the settle's move only takes a run still so in every column that can change (`row_guard`);
+    a claim in a session whose row and spending are remembered counts the session's other
+    active runs in that update too (`known_quota_row`), and is applied again reading them if
+    the update refuses.
     """
 
     def __init__(self, db: Database):
@@ -817,7 +820,7 @@ def move_run(ctx: OpContext, run: dict[str, Any], args: dict[str, Any], *, step_
             # the session's other active runs are counted by the update itself: one at the quota
             # leaves the row as it was, and the transaction is applied again reading the count
             if guard is None:
-                raise ValueError("a run's active-run count is only left to a guarded update")
+                raise ValueError(f"run {rid}: its session's active runs were not counted before its start")
             limit = Quotas.model_validate(session["quotas"]).max_concurrent_runs
             guard = (f"{guard[0]} AND {_ACTIVE_RUNS} < ?", [*guard[1], *_active_runs_params(sid, rid), limit])
     now = to_db_time(utcnow())

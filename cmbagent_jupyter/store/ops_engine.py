@@ -3,9 +3,10 @@
 A run's hot path is `engine.advance_many`: it applies the step-journal records the engine
 wrote (steps finished with their outputs, failed, started), a batch per transaction,
 each record once: the steps' status, and one event per move, which is also the move's
-history entry and names the checkpoint of the record's completions (a snapshot file gets
-a checkpoint row of its own). Concurrent calls share the service's group commit. `engine.plan_ready` stores a validated plan,
-its DAG and the run's move to executing at once; `engine.claim` hands a run to the
+history entry and names the checkpoint of the record's completions (and its snapshot
+file, if one was written). Concurrent calls share the service's group commit.
+`engine.plan_ready` stores a validated plan, its DAG and the run's move to executing at
+once; `engine.claim` hands a run to the
 process that will execute it (compare-and-swap on the previous owner); `engine.settle`
 ends or suspends a run with its last checkpoint.
 """
