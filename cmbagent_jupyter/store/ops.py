@@ -813,7 +813,7 @@ def move_run(ctx: OpContext, run: dict[str, Any], args: dict[str, Any], *, step_
     starting = dst in ACTIVE_RUN_STATES and src not in ACTIVE_RUN_STATES
     if starting:
         quota = (seen or {}).get("quota_row")
-        session = _enforce_quotas(ctx, sid, rid, quota)
+        session, quotas = _enforce_quotas(ctx, sid, rid, quota)
         if seen is not None:
             seen["session"] = session
         if quota is not None and quota["usage_active_runs"] is None:
@@ -821,8 +821,8 @@ def move_run(ctx: OpContext, run: dict[str, Any], args: dict[str, Any], *, step_
             # leaves the row as it was, and the transaction is applied again reading the count
             if guard is None:
                 raise ValueError(f"run {rid}: its session's active runs were not counted before its start")
-            limit = Quotas.model_validate(session["quotas"]).max_concurrent_runs
-            guard = (f"{guard[0]} AND {_ACTIVE_RUNS} < ?", [*guard[1], *_active_runs_params(sid, rid), limit])
+            guard = (f"{guard[0]} AND {_ACTIVE_RUNS} < ?",
+                     [*guard[1], *_active_runs_params(sid, rid), quotas.max_concurrent_runs])
     now = to_db_time(utcnow())
     # the row after the move, as the update below leaves it (no second read)
     changes: dict[str, Any] = {"status": dst.value}
@@ -876,8 +876,9 @@ def row_guard(row: dict[str, Any], config_text: str, journal_seq: int) -> tuple[
              bool(row["pause_requested"]), int(journal_seq), *times])
 
 
-def _enforce_quotas(ctx: OpContext, sid: str, rid: str, row: dict[str, Any] | None = None) -> dict[str, Any]:
-    """QuotaExceeded if the session may not start one more run; returns the session. `row`:
+def _enforce_quotas(ctx: OpContext, sid: str, rid: str, row: dict[str, Any] | None = None
+                    ) -> tuple[dict[str, Any], Quotas]:
+    """QuotaExceeded if the session may not start one more run; returns the session and its quotas. `row`:
     the session's row with its usage columns (`_USAGE_COLUMNS`), if the caller read it already."""
     if row is None:  # the session and what it uses in one read
         row = ctx.db.fetchone(f"SELECT *, {_USAGE_COLUMNS} FROM sessions WHERE id = ?", [*_usage_params(sid, rid), sid])
@@ -903,7 +904,7 @@ def _enforce_quotas(ctx: OpContext, sid: str, rid: str, row: dict[str, Any] | No
             f"quota max_disk_mb reached: session {sid} uses {usage['disk_mb']:.1f} MB on disk of its "
             f"{q.max_disk_mb:.1f} MB (free space in {session['path']} or raise max_disk_mb)"
         )
-    return session
+    return session, q
 
 
 @op("run.heartbeat", write=True)
