@@ -288,32 +288,21 @@ class OpContext:
         event_id: str | None = None,
         ts: datetime | None = None,
     ) -> dict[str, Any]:
-        seq, gseq = self.seqs.next(session_id, run_id)
-        ts = ts or utcnow()
-        if ts is not self._last_ts:  # the events of one journal record share their time
-            self._last_ts, self._last_iso = ts, ts.isoformat()
-        ev = {
-            "schema_version": 1,
-            "id": event_id or new_id("event"),
-            "type": type.value if isinstance(type, EventType) else str(type),
-            "session_id": session_id,
-            "run_id": run_id,
-            "seq": seq,
-            "gseq": gseq,
-            "ts": self._last_iso,
-            "payload": payload or {},
-        }
-        self.events.append(ev)
-        self._times.append(ts)
-        return ev
+        kind = type.value if isinstance(type, EventType) else str(type)
+        self.emit_many(session_id, run_id, [(kind, payload or {}, ts or utcnow())],
+                       ids=[event_id] if event_id else None)
+        return self.events[-1]
 
-    def emit_many(self, session_id: str, run_id: str, items: list[tuple[str, dict[str, Any], datetime]]) -> None:
-        """`emit` of events of one run, each given as (type, payload, time), in that order."""
+    def emit_many(self, session_id: str, run_id: str | None, items: list[tuple[str, dict[str, Any], datetime]],
+                  *, ids: list[str] | None = None) -> None:
+        """Events of one run (or of the session, with no run), each given as (type, payload,
+        time), in that order; `ids`, their ids if not new ones."""
         if not items:
             return
         seq, gseq = self.seqs.next(session_id, run_id, len(items))
-        events, times, last, iso = self.events, self._times, None, ""
-        for i, (ident, (kind, payload, ts)) in enumerate(zip(new_ids("event", len(items)), items)):
+        # the events of one journal record share their time: it is written out once
+        events, times, last, iso = self.events, self._times, self._last_ts, self._last_iso
+        for i, (ident, (kind, payload, ts)) in enumerate(zip(ids or new_ids("event", len(items)), items)):
             if ts is not last:
                 last, iso = ts, ts.isoformat()
             events.append({"schema_version": 1, "id": ident, "type": kind, "session_id": session_id,
