@@ -22,18 +22,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cmbagent_jupyter.models import Event, EventType, InvalidInput, Run, RunStatus, Session, Step
+from cmbagent_jupyter.core import UNSETTLED_RUN_STATES, Event, EventType, InvalidInput, Run, RunStatus, Session, Step
 
 _STORES: dict[str, Any] = {}
 _STORES_LOCK = threading.Lock()
-WAITING_STATES = (RunStatus.draft, RunStatus.planning, RunStatus.executing, RunStatus.waiting_approval)
 _WAKE_TYPES = [EventType.workflow_state_changed.value, EventType.workflow_paused.value,
                EventType.workflow_completed.value, EventType.workflow_failed.value,
                EventType.workflow_resumed.value, EventType.workflow_started.value]
 
 
 def _store(home: str | os.PathLike | None = None):
-    from cmbagent_jupyter.home import home_path
+    from cmbagent_jupyter.core.home import home_path
     from cmbagent_jupyter.store import Store
 
     key = str(home_path(home))
@@ -134,7 +133,7 @@ def create_run(ss: Any, task: str, *, mode: str = "deep_research", model: str | 
     from cmbagent_jupyter.engine.runner import given_plan, plan_request
     from cmbagent_jupyter.engine.settings import RunSettings
     from cmbagent_jupyter.llm.providers import resolve_model
-    from cmbagent_jupyter.models import RunMode
+    from cmbagent_jupyter.core import RunMode
 
     if not isinstance(task, str) or not task.strip():
         raise InvalidInput("a run needs a task: describe what to do")
@@ -256,7 +255,7 @@ class RunHandle:
 
         def stopped() -> Run | None:
             run = self.status()
-            return run if run.status not in WAITING_STATES else None
+            return run if run.status not in UNSETTLED_RUN_STATES else None
 
         return self._poll(stopped, _WAKE_TYPES, deadline,
                           lambda: f"run {self.id} is still {self.status().status.value} after {timeout} s")
@@ -279,7 +278,7 @@ class RunHandle:
 
     def approvals(self, pending_only: bool = True) -> list[Any]:
         """The run's approval requests (only those waiting for a decision, by default)."""
-        from cmbagent_jupyter.models import ApprovalRequest
+        from cmbagent_jupyter.core import ApprovalRequest
 
         rows = self.ss.call("approval.list", run_id=self.id, pending_only=pending_only)
         return [ApprovalRequest.model_validate(r) for r in rows]
@@ -293,7 +292,7 @@ class RunHandle:
             pending = self.approvals()
             if pending:
                 return pending[0]
-            if self.status().status not in WAITING_STATES or (self._future is not None and self._future.done()):
+            if self.status().status not in UNSETTLED_RUN_STATES or (self._future is not None and self._future.done()):
                 return ended
             return None
 

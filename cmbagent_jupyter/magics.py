@@ -15,6 +15,8 @@ from typing import Any
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
+from cmbagent_jupyter.core import RUNNING_RUN_STATES
+
 PROG = "cmbagent"
 
 HELP = """Run and control CMBAgent-style research workflows from a notebook.
@@ -290,7 +292,7 @@ class CmbagentMagics(Magics):
         print(f"run {run.id} {run.status.value}")
 
     def _pending(self, run_id: str | None, include_resolved: bool = False) -> list[Any]:
-        from cmbagent_jupyter.models import ApprovalRequest
+        from cmbagent_jupyter.core import ApprovalRequest
 
         store = self._store()
         if run_id or self.last_run is not None:
@@ -309,7 +311,7 @@ class CmbagentMagics(Magics):
                      [[a.id, a.run_id, a.kind, a.step_id or "", a.status.value, a.feedback or ""] for a in rows]))
 
     def _resolve(self, args: argparse.Namespace, decision: str) -> None:
-        from cmbagent_jupyter.models import ApprovalRequest
+        from cmbagent_jupyter.core import ApprovalRequest
 
         approval_id = args.approval
         if not approval_id:
@@ -358,7 +360,7 @@ class CmbagentMagics(Magics):
         for s in sessions:
             runs = store.session(s.id).list_runs()
             usage = store.session(s.id).usage()
-            active = sum(1 for r in runs if r.status.value in ("planning", "executing", "waiting_approval"))
+            active = sum(1 for r in runs if r.status in RUNNING_RUN_STATES)
             rows.append([s.name, s.id, s.status.value, len(runs), active, _money(usage.get("cost_usd") or 0.0)])
         print(_table(["name", "id", "status", "runs", "active", "cost"], rows))
 
@@ -398,8 +400,8 @@ def _split(line: str) -> list[str]:
 
 def _one_line(exc: BaseException) -> str:
     """The error's own message; the type too when it is not one of the expected ones."""
-    from cmbagent_jupyter.home import HomeError
-    from cmbagent_jupyter.models import InvalidInput
+    from cmbagent_jupyter.core.home import HomeError
+    from cmbagent_jupyter.core import InvalidInput
     from cmbagent_jupyter.store import StoreError
 
     text = str(getattr(exc, "message", None) or exc) or type(exc).__name__

@@ -12,7 +12,7 @@ import psutil
 
 from cmbagent_jupyter import open_session
 from cmbagent_jupyter.engine.approvals import resolve
-from cmbagent_jupyter.models import ApprovalRequest, RunStatus
+from cmbagent_jupyter.core import ApprovalRequest, RunStatus
 from engine_fixtures import (  # noqa: F401 - fixture
     cli_env,
     cmbagent,

@@ -11,7 +11,7 @@ import pytest
 
 from cmbagent_jupyter import open_session
 from cmbagent_jupyter.llm.transcript import read_transcript
-from cmbagent_jupyter.models import InvalidInput, RunStatus
+from cmbagent_jupyter.core import InvalidInput, RunStatus
 from engine_fixtures import (  # noqa: F401 - fixture
     cmbagent,
     control_scenario,

@@ -10,7 +10,7 @@ import yaml
 
 from cmbagent_jupyter import open_session
 from cmbagent_jupyter.llm.transcript import read_transcript
-from cmbagent_jupyter.models import RunStatus, StepAttempt
+from cmbagent_jupyter.core import RunStatus, StepAttempt
 from engine_fixtures import (  # noqa: F401 - fixture
     cmbagent,
     counting_code,

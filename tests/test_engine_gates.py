@@ -6,7 +6,7 @@ from pathlib import Path
 
 from cmbagent_jupyter import open_session
 from cmbagent_jupyter.engine.approvals import resolve
-from cmbagent_jupyter.models import ApprovalRequest, RunStatus
+from cmbagent_jupyter.core import ApprovalRequest, RunStatus
 from engine_fixtures import (  # noqa: F401 - fixture
     cmbagent,
     control_scenario,

@@ -156,7 +156,7 @@ def test_step_snapshots_are_synced_only_for_a_run_whose_steps_run_json_cannot_re
     from cmbagent_jupyter.engine import checkpoint_files
     from cmbagent_jupyter.engine.ledger import StepLedger
     from cmbagent_jupyter.engine.runner import RunEngine
-    from cmbagent_jupyter.models import Session, Step
+    from cmbagent_jupyter.core import Session, Step
 
     synced: list[str] = []
     real_fsync = os.fsync
@@ -374,7 +374,7 @@ def test_a_journal_made_while_the_claim_is_in_flight_never_touches_one_that_exis
 
 def test_journal_sync_and_context_files_are_run_settings_checked_where_they_come_in(engine_home: Path):
     from cmbagent_jupyter.api import create_run
-    from cmbagent_jupyter.models import InvalidInput
+    from cmbagent_jupyter.core import InvalidInput
 
     store = Store(engine_home)
     try:

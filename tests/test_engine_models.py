@@ -12,7 +12,7 @@ import pytest
 
 from cmbagent_jupyter import open_session
 from cmbagent_jupyter.llm.providers import resolve_model
-from cmbagent_jupyter.models import InvalidInput, RunStatus
+from cmbagent_jupyter.core import InvalidInput, RunStatus
 from engine_fixtures import engine_home  # noqa: F401 - fixture
 
 

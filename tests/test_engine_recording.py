@@ -11,7 +11,7 @@ from pathlib import Path
 from cmbagent_jupyter import open_session
 from cmbagent_jupyter.engine.liveness import liveness, owner_alive
 from cmbagent_jupyter.llm.scenario import load_scenario
-from cmbagent_jupyter.models import RunStatus, utcnow
+from cmbagent_jupyter.core import RunStatus, utcnow
 from engine_fixtures import counting_code, engine_home, plan_json, write_scenario  # noqa: F401 - fixture
 
 

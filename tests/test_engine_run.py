@@ -10,7 +10,7 @@ import pytest
 
 from cmbagent_jupyter import open_session
 from cmbagent_jupyter.llm.transcript import read_transcript
-from cmbagent_jupyter.models import InvalidInput, RunStatus
+from cmbagent_jupyter.core import InvalidInput, RunStatus
 from cmbagent_jupyter.store.checkpoints import read_checkpoint_file, read_cmbagent_context
 from engine_fixtures import (  # noqa: F401 - fixture
     cmbagent,

@@ -10,9 +10,10 @@ import jsonschema
 import pytest
 from pydantic import ValidationError
 
-from cmbagent_jupyter.models import (
+from cmbagent_jupyter.core import (
     EVENT_SCHEMA_VERSION,
     Event,
+    EventType,
     InvalidInput,
     check_id,
     event_json_schema,
@@ -63,7 +64,13 @@ def test_the_cli_prints_the_versioned_event_schema(cli, tmp_path):
     schema = json.loads(out.stdout)
     assert schema == json.loads(json.dumps(event_json_schema()))
     assert schema["$id"].endswith(f"/event/v{EVENT_SCHEMA_VERSION}.json")
-    assert schema["properties"]["schema_version"]["default"] == EVENT_SCHEMA_VERSION
+    # one variant per event type, told apart by `type`, each with its payload's model
+    mapping = schema["discriminator"]["mapping"]
+    assert schema["discriminator"]["propertyName"] == "type" and set(mapping) == {t.value for t in EventType}
+    approval = schema["$defs"][mapping["approval.received"].rsplit("/", 1)[-1]]
+    assert approval["properties"]["schema_version"]["default"] == EVENT_SCHEMA_VERSION
+    payload = schema["$defs"][approval["properties"]["payload"]["$ref"].rsplit("/", 1)[-1]]
+    assert {"approval_id", "decision", "feedback"} <= set(payload["properties"])
     jsonschema.Draft202012Validator.check_schema(schema)
 
     target = tmp_path / "event.schema.json"
@@ -97,7 +104,7 @@ def test_real_events_from_the_store_validate_against_the_schema(store, cli):
 
 
 def test_ids_are_unique_and_a_forked_child_never_repeats_its_parents():
-    from cmbagent_jupyter.models import check_id, new_id, new_ids
+    from cmbagent_jupyter.core import check_id, new_id, new_ids
 
     made = [new_id("event") for _ in range(20_000)] + new_ids("event", 5_000) + new_ids("event", 1)
     assert len(set(made)) == len(made) and all(len(i) == 24 and check_id("event", i) for i in made)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cmbagent_jupyter.models import InvalidInput
+from cmbagent_jupyter.core import InvalidInput
 from cmbagent_jupyter.store import Store, stop_service
 from cmbagent_jupyter.store.checkpoints import CheckpointWriter, UnsafePickle, read_checkpoint_file
 from cmbagent_jupyter.store.recovery import import_context

@@ -82,7 +82,7 @@ async def test_a_session_stream_sees_only_its_session_and_a_run_stream_its_run(e
     assert {e["session_id"] for e in by_session.events()} == {sb.session_id}
     assert run_state["state"]["run"]["id"] == run.id
     assert [s["key"] for s in run_state["state"]["steps"]] == ["step_1", "step_2"]
-    assert {n["id"] for n in run_state["state"]["dag"]["nodes"]} == {"planning", "step_1", "step_2", "end"}
+    assert {n.get("key", n["id"]) for n in run_state["state"]["dag"]["nodes"]} == {"planning", "step_1", "step_2", "end"}
     assert {e["run_id"] for e in by_run.events()} == {run.id}
 
 

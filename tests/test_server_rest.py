@@ -169,9 +169,11 @@ async def test_status_shows_run_steps_approvals_and_dag(api_call, world):
     assert reply.body["run"]["status"] == "waiting_approval"
     assert [s["status"] for s in reply.body["steps"]] == ["completed", "pending"]
     assert [a["id"] for a in reply.body["approvals"]] == [world.approval]
-    nodes = {n["id"]: n["status"] for n in reply.body["dag"]["nodes"]}
-    assert nodes == {"planning": "completed", "step_1": "completed", "step_2": "pending", "end": "pending"}
-    edges = {(e["source"], e["target"]) for e in reply.body["dag"]["edges"]}
+    key = {n["id"]: n.get("key", n["id"]) for n in reply.body["dag"]["nodes"]}
+    nodes = {key[n["id"]]: n["status"] for n in reply.body["dag"]["nodes"]}
+    # the run waits on step 2's approval: its node says so, as in the notebook's DAG
+    assert nodes == {"planning": "completed", "step_1": "completed", "step_2": "waiting_approval", "end": "pending"}
+    edges = {(key[e["source"]], key[e["target"]]) for e in reply.body["dag"]["edges"]}
     assert edges == {("planning", "step_1"), ("step_1", "step_2"), ("step_2", "end")}
 
 
@@ -526,7 +528,7 @@ async def test_agents_lists_the_specs_and_reload_reads_them_again(api_call, serv
 
 def test_store_errors_map_to_statuses():
     from cmbagent_jupyter.server.errors import api_error
-    from cmbagent_jupyter.store import errors
+    from cmbagent_jupyter.core import errors
 
     cases = {errors.NotFound: 404, errors.Invalid: 400, errors.Conflict: 409, errors.QuotaExceeded: 429,
              errors.Unauthorized: 403, errors.PayloadTooLarge: 413, errors.StoreUnavailable: 503,
@@ -535,7 +537,7 @@ def test_store_errors_map_to_statuses():
         err = api_error(cls("what went wrong"))
         assert (err.status, err.message, err.reason) == (status, "what went wrong", cls.code)
     assert api_error(RuntimeError("bug")) is None
-    from cmbagent_jupyter.home import HomeError
+    from cmbagent_jupyter.core.home import HomeError
 
     unusable = api_error(HomeError(13, "CMBAGENT_HOME /x is read-only"))
     assert (unusable.status, unusable.reason) == (503, "home_unusable") and "read-only" in unusable.message

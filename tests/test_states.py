@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cmbagent_jupyter.engine.states import (
+from cmbagent_jupyter.core.states import (
     RUN_TRANSITIONS,
     STEP_TRANSITIONS,
     IllegalTransition,
@@ -15,7 +15,7 @@ from cmbagent_jupyter.engine.states import (
     check_step_transition,
     transition_table,
 )
-from cmbagent_jupyter.models import Run, RunStatus, StepStatus
+from cmbagent_jupyter.core import Run, RunStatus, StepStatus
 from cmbagent_jupyter.store import Invalid
 from conftest import wait_for
 

@@ -11,8 +11,8 @@ import sys
 import pytest
 from conftest import store_service_pids
 
-from cmbagent_jupyter.home import HomeError
-from cmbagent_jupyter.models import InvalidInput
+from cmbagent_jupyter.core.home import HomeError
+from cmbagent_jupyter.core import InvalidInput
 from cmbagent_jupyter.store import (
     Conflict,
     Invalid,

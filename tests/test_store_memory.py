@@ -13,7 +13,7 @@ import pytest
 from cmbagent_jupyter.store import Conflict, QuotaExceeded
 from cmbagent_jupyter.store import ops as store_ops
 from cmbagent_jupyter.store.database import Database
-from cmbagent_jupyter.store.errors import from_wire
+from cmbagent_jupyter.core.errors import from_wire
 from cmbagent_jupyter.store.service import Job, StoreService
 
 

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from cmbagent_jupyter.home import ensure_home, run_dir, session_dir
+from cmbagent_jupyter.core.home import ensure_home, run_dir, session_dir
 from cmbagent_jupyter.store import StoreCorrupted, stop_service
 from cmbagent_jupyter.store.database import Database
 from cmbagent_jupyter.store.schema import LATEST_VERSION

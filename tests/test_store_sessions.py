@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cmbagent_jupyter.models import SessionStatus
+from cmbagent_jupyter.core import SessionStatus
 from cmbagent_jupyter.store import Conflict, Invalid, NotFound
 
 

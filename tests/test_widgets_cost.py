@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from conftest import planned_run, wait_for
 
-from cmbagent_jupyter.models import CostRecord
+from cmbagent_jupyter.core import CostRecord
 from cmbagent_jupyter.widgets import CostWidget
 from cmbagent_jupyter.widgets.cost import timeline
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from conftest import planned_run, wait_for
 
-from cmbagent_jupyter.widgets import DagWidget, run_graph
+from cmbagent_jupyter.core import graph
+from cmbagent_jupyter.widgets import DagWidget
 from cmbagent_jupyter.widgets.feed import RunFeed
 
 
@@ -23,6 +24,10 @@ def tiny_png() -> bytes:
     raw = b"".join(b"\x00" + b"\xff\x00\x00" * 2 for _ in range(2))
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def run_graph(*args) -> dict:
+    return graph.run_graph(*args).model_dump(exclude_none=True)
 
 
 def node(graph: dict, node_id: str) -> dict:
@@ -39,7 +44,7 @@ def test_graph_has_a_planning_node_the_steps_and_a_terminator(store):
     assert edges == {("planning", s1), (s1, s2), (s1, s3), (s1, s4), (s2, "end"), (s3, "end"), (s4, "end")}
     assert node(graph, "planning")["status"] == "completed"
     assert node(graph, s2) | {"status": None} == {
-        "id": s2, "kind": "step", "key": "step_2", "number": 2, "agent": "engineer",
+        "id": s2, "kind": "agent", "key": "step_2", "number": 2, "agent": "engineer",
         "label": "Sub-task number 2", "status": None}
 
 

@@ -7,7 +7,7 @@ from typing import Any, Callable
 from ag2 import Agent
 
 from cmbagent_jupyter.agents.specs import AgentSpec
-from cmbagent_jupyter.models import InvalidInput
+from cmbagent_jupyter.core import InvalidInput
 
 
 class AgentFactory:

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cmbagent_jupyter.models import InvalidInput
+from cmbagent_jupyter.core import InvalidInput
 
 BUILTIN_FILE = Path(__file__).with_name("builtin_agents.yaml")
 

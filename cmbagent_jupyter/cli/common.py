@@ -12,8 +12,8 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.text import Text
 
-from cmbagent_jupyter.home import HomeError
-from cmbagent_jupyter.models import InvalidInput
+from cmbagent_jupyter.core.home import HomeError
+from cmbagent_jupyter.core import InvalidInput
 from cmbagent_jupyter.store import Store, StoreError
 
 console = Console()

@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 
 from cmbagent_jupyter.cli.common import JSON_OPTION, console, err_console, fail_cleanly, open_store, print_json
-from cmbagent_jupyter.models import ApprovalRequest
+from cmbagent_jupyter.core import ApprovalRequest
 
 
 def _approval_table(rows: list[ApprovalRequest], names: dict[str, str]) -> Table:
@@ -174,7 +174,7 @@ def start_detached_resume(home: Path, run_id: str, run_path: Path) -> int:
 
 def _handle_of_step(store: Any, step_id: str) -> tuple[Any, Any]:
     from cmbagent_jupyter.api import RunHandle
-    from cmbagent_jupyter.models import Step
+    from cmbagent_jupyter.core import Step
 
     step = Step.model_validate(store.call("step.find", step_id=step_id))
     return RunHandle(store, step.session_id, step.run_id), step

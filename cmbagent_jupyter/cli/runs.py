@@ -20,7 +20,7 @@ from rich.live import Live
 from rich.table import Table
 
 from cmbagent_jupyter.cli.common import JSON_OPTION, console, err_console, fail_cleanly, open_store, print_json
-from cmbagent_jupyter.models import InvalidInput, RunStatus
+from cmbagent_jupyter.core import InvalidInput, RunStatus
 
 STATUS_STYLE = {"completed": "green", "running": "yellow", "failed": "red", "pending": "dim", "cancelled": "red",
                 "paused": "cyan", "interrupted": "magenta", "executing": "yellow", "planning": "yellow",

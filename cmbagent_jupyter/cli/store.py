@@ -11,9 +11,9 @@ import typer
 from rich.table import Table
 
 from cmbagent_jupyter.cli.common import JSON_OPTION, console, fail_cleanly, open_store, print_json, resolve_session
-from cmbagent_jupyter.engine.states import RUN_GUARDS, transition_table
-from cmbagent_jupyter.home import home_path
-from cmbagent_jupyter.models import EVENT_SCHEMA_VERSION, event_json_schema
+from cmbagent_jupyter.core.states import RUN_GUARDS, transition_table
+from cmbagent_jupyter.core.home import home_path
+from cmbagent_jupyter.core import EVENT_SCHEMA_VERSION, event_json_schema
 from cmbagent_jupyter.store import StoreClient, StoreUnavailable, service_pid, stop_service
 from cmbagent_jupyter.store.protocol import read_runtime
 

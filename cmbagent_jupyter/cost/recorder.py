@@ -9,7 +9,7 @@ from typing import Any
 from cmbagent_jupyter.cost.pricing import price_call
 from cmbagent_jupyter.llm.scope import ModelScope
 from cmbagent_jupyter.store.repository import SessionStore
-from cmbagent_jupyter.threads import in_thread
+from cmbagent_jupyter.core.threads import in_thread
 
 
 @dataclass(frozen=True)

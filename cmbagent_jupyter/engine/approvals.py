@@ -12,12 +12,12 @@ import time
 from enum import Enum
 from typing import Any
 
-from cmbagent_jupyter.models import ApprovalRequest, ApprovalStatus, utcnow
+from cmbagent_jupyter.core import ApprovalRequest, ApprovalStatus, utcnow
+from cmbagent_jupyter.core.states import APPROVAL_DECISIONS
 from cmbagent_jupyter.store.repository import SessionStore
-from cmbagent_jupyter.threads import in_thread
+from cmbagent_jupyter.core.threads import in_thread
 
 
-DECISIONS = ("approve", "reject", "modify", "retry", "skip", "abort")
 
 
 class GateCancelled(Exception):
@@ -53,8 +53,8 @@ class ApprovalPolicy:
         self.budget_threshold = config.get("budget_threshold_usd")
         self.timeout_s = config.get("approval_timeout_s")
         self.default_action = config.get("approval_default_action")
-        if self.default_action is not None and self.default_action not in DECISIONS:
-            raise ValueError(f"approval_default_action must be one of {', '.join(DECISIONS)}, "
+        if self.default_action is not None and self.default_action not in APPROVAL_DECISIONS:
+            raise ValueError(f"approval_default_action must be one of {', '.join(APPROVAL_DECISIONS)}, "
                              f"not {self.default_action!r}")
 
     def wants(self, mode: ApprovalMode) -> bool:
@@ -124,7 +124,7 @@ class ApprovalGate:
 
     def expire(self, approval: ApprovalRequest) -> ApprovalRequest:
         """Apply the request's default action (or its most cautious option) once its time is up."""
-        from cmbagent_jupyter.store.errors import Conflict
+        from cmbagent_jupyter.core.errors import Conflict
 
         action = approval.default_action or next(
             (o for o in ("reject", "abort") if o in approval.options), approval.options[-1])

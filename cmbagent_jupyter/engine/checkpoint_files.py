@@ -20,8 +20,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from cmbagent_jupyter import json_codec
-from cmbagent_jupyter.models import CheckpointKind, Run, Session, Step, new_id, utcnow
+from cmbagent_jupyter.core import codec
+from cmbagent_jupyter.core import CheckpointKind, Run, Session, Step, new_id, utcnow
 from cmbagent_jupyter.store.checkpoints import FORMAT, FORMAT_VERSION, jsonable
 
 
@@ -142,7 +142,7 @@ class StepJournal:
             if end < 0:
                 break  # torn tail: the append never finished
             try:
-                rec = json_codec.loads(data[pos:end])
+                rec = codec.loads(data[pos:end])
             except ValueError:
                 break
             if not isinstance(rec, dict) or not isinstance(rec.get("seq"), int):
@@ -197,7 +197,7 @@ class StepJournal:
             self.open()
         if self._sync_error is not None:
             raise self._sync_error
-        view = memoryview(json_codec.dumps_bytes(record) + b"\n")
+        view = memoryview(codec.dumps_bytes(record) + b"\n")
         while view:
             view = view[os.write(self._fd, view):]
         self.last_seq = record["seq"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from cmbagent_jupyter.models import InvalidInput
+from cmbagent_jupyter.core import InvalidInput
 from cmbagent_jupyter.store.repository import Store
 
 

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 import networkx as nx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from cmbagent_jupyter.models import InvalidInput
+from cmbagent_jupyter.core import InvalidInput
 
 KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
 _FENCE_RE = re.compile(r"```(?:json|JSON)?\s*\n(.*?)```", re.S)

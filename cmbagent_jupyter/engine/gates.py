@@ -17,10 +17,10 @@ import logging
 from typing import Any
 
 from cmbagent_jupyter.engine.approvals import ApprovalGate, ApprovalMode, ApprovalPolicy
-from cmbagent_jupyter.models import ApprovalRequest, ApprovalStatus, InvalidInput, RunStatus, utcnow
-from cmbagent_jupyter.store.errors import Invalid
+from cmbagent_jupyter.core import ApprovalRequest, ApprovalStatus, InvalidInput, RunStatus, utcnow
+from cmbagent_jupyter.core.errors import Invalid
 from cmbagent_jupyter.store.repository import SessionStore
-from cmbagent_jupyter.threads import in_thread
+from cmbagent_jupyter.core.threads import in_thread
 
 log = logging.getLogger("cmbagent.engine")
 

@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from cmbagent_jupyter.engine.checkpoint_files import CheckpointFiles, StepJournal, _atomic_write
-from cmbagent_jupyter.models import CheckpointKind, Run, StepStatus, Step, new_id, utcnow
-from cmbagent_jupyter.store.errors import Conflict
+from cmbagent_jupyter.core import CheckpointKind, Run, StepStatus, Step, new_id, utcnow
+from cmbagent_jupyter.core.errors import Conflict
 from cmbagent_jupyter.store.repository import SessionStore
-from cmbagent_jupyter.threads import in_thread
+from cmbagent_jupyter.core.threads import in_thread
 
 log = logging.getLogger("cmbagent.engine")
 

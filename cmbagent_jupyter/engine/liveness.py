@@ -15,8 +15,8 @@ from typing import Any
 
 import psutil
 
-from cmbagent_jupyter.engine.states import ACTIVE_RUN_STATES, RESUMABLE_RUN_STATES
-from cmbagent_jupyter.models import InvalidInput, RunStatus, utcnow
+from cmbagent_jupyter.core.states import ACTIVE_RUN_STATES, RESUMABLE_RUN_STATES
+from cmbagent_jupyter.core import InvalidInput, RunStatus, utcnow
 
 DEFAULT_HEARTBEAT_S = 5.0
 STALL_AFTER_S = 30.0

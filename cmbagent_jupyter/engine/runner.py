@@ -33,14 +33,14 @@ from cmbagent_jupyter.engine.liveness import owner_alive
 from cmbagent_jupyter.engine.planning import PlanningFailed, PlanningPhase
 from cmbagent_jupyter.engine.scheduler import DagScheduler, ScheduleOutcome, StepFailed, StopRequest
 from cmbagent_jupyter.engine.settings import RunSettings
-from cmbagent_jupyter.engine.states import ACTIVE_RUN_STATES
+from cmbagent_jupyter.core.states import ACTIVE_RUN_STATES
 from cmbagent_jupyter.engine.step_worker import StepWorker
 from cmbagent_jupyter.llm.providers import ModelChoice, resolve_model
 from cmbagent_jupyter.llm.recording import RecordingModelConfig
 from cmbagent_jupyter.llm.retrying import RetryingModelConfig
 from cmbagent_jupyter.llm.scope import ModelScope
 from cmbagent_jupyter.llm.transcript import TranscriptModelConfig
-from cmbagent_jupyter.models import (
+from cmbagent_jupyter.core import (
     CheckpointKind,
     EventType,
     InvalidInput,
@@ -52,9 +52,9 @@ from cmbagent_jupyter.models import (
     StepStatus,
     new_id,
 )
-from cmbagent_jupyter.store.errors import Conflict
+from cmbagent_jupyter.core.errors import Conflict
 from cmbagent_jupyter.store.repository import SessionStore, Store
-from cmbagent_jupyter.threads import in_thread
+from cmbagent_jupyter.core.threads import in_thread
 
 log = logging.getLogger("cmbagent.engine")
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from cmbagent_jupyter.engine.dag import PlanDAG
 from cmbagent_jupyter.engine.ledger import RunSignal, StepLedger
-from cmbagent_jupyter.store.errors import Conflict
+from cmbagent_jupyter.core.errors import Conflict
 
 log = logging.getLogger("cmbagent.engine")
 

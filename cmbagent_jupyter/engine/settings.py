@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cmbagent_jupyter.models import InvalidInput
+from cmbagent_jupyter.core import InvalidInput
 
 SETTING_KEYS = ("max_parallel", "n_plan_reviews", "max_plan_steps", "max_plan_tries", "max_n_attempts",
                 "heartbeat_interval_s", "step_timeout_s", "agent", "plan", "instructions", "record",

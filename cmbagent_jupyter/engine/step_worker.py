@@ -40,7 +40,7 @@ from cmbagent_jupyter.engine.retry import (
 from cmbagent_jupyter.engine.scheduler import StepFailed
 from cmbagent_jupyter.engine.settings import RunSettings
 from cmbagent_jupyter.llm.scope import SCOPE_KEY, ModelScope
-from cmbagent_jupyter.models import ApprovalRequest, Step, StepAttempt
+from cmbagent_jupyter.core import ApprovalRequest, Step, StepAttempt
 from cmbagent_jupyter.store.repository import SessionStore
 
 log = logging.getLogger("cmbagent.engine")

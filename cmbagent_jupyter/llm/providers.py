@@ -28,9 +28,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cmbagent_jupyter.home import home_path
+from cmbagent_jupyter.core.home import home_path
 from cmbagent_jupyter.llm.scenario import DEFAULT_SCENARIO
-from cmbagent_jupyter.models import InvalidInput
+from cmbagent_jupyter.core import InvalidInput
 
 MODELS_FILE = "models.yaml"
 

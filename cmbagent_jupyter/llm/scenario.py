@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from cmbagent_jupyter.models import InvalidInput
+from cmbagent_jupyter.core import InvalidInput
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 DEFAULT_SCENARIO = "cmb_power_spectrum"

@@ -12,10 +12,10 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from cmbagent_jupyter.engine.states import ACTIVE_RUN_STATES, RESUMABLE_RUN_STATES
-from cmbagent_jupyter.models import Quotas
+from cmbagent_jupyter.core.states import ACTIVE_RUN_STATES, RESUMABLE_RUN_STATES
+from cmbagent_jupyter.core import ApprovalRequest, Quotas, Run, Step
+from cmbagent_jupyter.core.graph import run_graph
 from cmbagent_jupyter.server.bodies import CreateBranch, CreateSession
-from cmbagent_jupyter.server.dag import dag_from_steps
 from cmbagent_jupyter.server.errors import ApiError
 from cmbagent_jupyter.server.resume import ResumeLauncher
 from cmbagent_jupyter.store import Conflict, QuotaExceeded, Store, Subscription
@@ -83,7 +83,7 @@ class ServerAPI:
         run = self.call("run.get", session_id=session_id, run_id=run_id)
         steps = self.call("step.list", session_id=session_id, run_id=run_id)
         approvals = self.call("approval.list", session_id=session_id, run_id=run_id, pending_only=True)
-        return {"run": run, "steps": steps, "approvals": approvals, "dag": dag_from_steps(run["status"], steps)}
+        return {"run": run, "steps": steps, "approvals": approvals, "dag": _graph(run, steps, approvals)}
 
     def pause_run(self, session_id: str, run_id: str) -> dict[str, Any]:
         return self.call("run.request_pause", session_id=session_id, run_id=run_id)
@@ -165,7 +165,8 @@ class ServerAPI:
             session_id = self.call("run.find", run_id=run_id)["session_id"]
         state = self.call("server.snapshot", session_id=session_id, run_id=run_id)
         if run_id is not None:
-            state["dag"] = dag_from_steps(state["run"]["status"], state["steps"])
+            approvals = [a for a in state["approvals"] if a["run_id"] == run_id]
+            state["dag"] = _graph(state["run"], state["steps"], approvals)
         return state
 
     def events(self, since: int, session_id: str | None, run_id: str | None, limit: int) -> list[dict[str, Any]]:
@@ -182,3 +183,8 @@ class ServerAPI:
         if session_id is None:
             return self.store.client.subscribe(all_sessions=True, run_id=run_id, callback=callback)
         return self.store.client.subscribe(session_id=session_id, run_id=run_id, callback=callback)
+
+
+def _graph(run: dict[str, Any], steps: list[dict[str, Any]], approvals: list[dict[str, Any]]) -> dict[str, Any]:
+    return run_graph(Run.model_validate(run), [Step.model_validate(s) for s in steps],
+                     [ApprovalRequest.model_validate(a) for a in approvals]).model_dump(mode="json", exclude_none=True)

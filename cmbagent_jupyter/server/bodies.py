@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from cmbagent_jupyter.models import InvalidInput, Quotas, check_id
+from cmbagent_jupyter.core import InvalidInput, Quotas, check_id
 from cmbagent_jupyter.server.errors import ApiError
 
 MAX_BODY_BYTES = 1024 * 1024

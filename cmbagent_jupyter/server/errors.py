@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from cmbagent_jupyter.home import HomeError
-from cmbagent_jupyter.models import InvalidInput
-from cmbagent_jupyter.store.errors import (
+from cmbagent_jupyter.core.home import HomeError
+from cmbagent_jupyter.core import InvalidInput
+from cmbagent_jupyter.core.errors import (
     Conflict,
     Invalid,
     NotFound,

@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-from cmbagent_jupyter.models import utcnow
+from cmbagent_jupyter.core import utcnow
 from cmbagent_jupyter.server.api import ServerAPI
 from cmbagent_jupyter.server.bodies import (
     PauseRun,

@@ -1,7 +1,7 @@
 """Durable state: one store service owns the DuckDB file; everything else is its client."""
 
 from cmbagent_jupyter.store.client import StoreClient, Subscription, service_pid, stop_service
-from cmbagent_jupyter.store.errors import (
+from cmbagent_jupyter.core.errors import (
     Conflict,
     Invalid,
     NotFound,

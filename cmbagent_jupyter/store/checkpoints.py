@@ -15,8 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cmbagent_jupyter.home import is_inside
-from cmbagent_jupyter.models import Checkpoint, CheckpointKind, InvalidInput, Run, Step, new_id, utcnow
+from cmbagent_jupyter.core.home import is_inside
+from cmbagent_jupyter.core import Checkpoint, CheckpointKind, InvalidInput, Run, Step, new_id, utcnow
 from cmbagent_jupyter.store.repository import SessionStore
 
 FORMAT = "cmbagent-jupyter/checkpoint"

@@ -26,16 +26,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from cmbagent_jupyter import json_codec
-from cmbagent_jupyter.home import ensure_home, home_path
-from cmbagent_jupyter.store.errors import (
+from cmbagent_jupyter.core import codec
+from cmbagent_jupyter.core.home import ensure_home, home_path
+from cmbagent_jupyter.core.errors import (
     PayloadTooLarge,
     StoreError,
     StoreUnavailable,
     from_wire,
 )
 from cmbagent_jupyter.store.protocol import HEADER, MAX_FRAME, encode, error_file, read_runtime, runtime_file
-from cmbagent_jupyter.threads import in_thread
+from cmbagent_jupyter.core.threads import in_thread
 
 START_TIMEOUT = 60.0
 
@@ -118,7 +118,7 @@ class _Connection:
         try:
             while True:
                 (length,) = HEADER.unpack(self._recv_exact(HEADER.size))
-                msg = json_codec.loads(self._recv_exact(length))
+                msg = codec.loads(self._recv_exact(length))
                 if "push" in msg:
                     self.on_push(msg)
                     continue
@@ -256,7 +256,7 @@ class StoreClient:
                 if not chunk:
                     raise ConnectionLost("closed during hello")
                 body += chunk
-            reply = json_codec.loads(body)
+            reply = codec.loads(body)
         except (OSError, ConnectionLost, ValueError, KeyError):
             sock.close()
             return None

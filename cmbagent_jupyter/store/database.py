@@ -8,8 +8,8 @@ from typing import Any, Iterable, Sequence
 
 import duckdb
 
-from cmbagent_jupyter import json_codec
-from cmbagent_jupyter.store.errors import StoreCorrupted, StoreUnavailable
+from cmbagent_jupyter.core import codec
+from cmbagent_jupyter.core.errors import StoreCorrupted, StoreUnavailable
 from cmbagent_jupyter.store.schema import LATEST_VERSION, MIGRATIONS
 
 
@@ -215,13 +215,13 @@ class Database:
 def dumps(value: Any) -> str | None:
     if value is None:
         return None
-    return json_codec.dumps(value)
+    return codec.dumps(value)
 
 
 def loads(value: Any) -> Any:
     if value is None or not isinstance(value, str):
         return value
-    return json_codec.loads(value)
+    return codec.loads(value)
 
 
 _COLUMN_TYPES = (str, int, float, bool, datetime)

@@ -18,16 +18,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from cmbagent_jupyter import json_codec
-from cmbagent_jupyter.engine.states import (
+from cmbagent_jupyter.core import codec
+from cmbagent_jupyter.core.states import (
     ACTIVE_RUN_STATES,
     IllegalTransition,
     check_run_transition,
     check_step_transition,
     needs_counts,
 )
-from cmbagent_jupyter.home import dir_size_mb, run_dir, session_dir
-from cmbagent_jupyter.models import (
+from cmbagent_jupyter.core.home import dir_size_mb, run_dir, session_dir
+from cmbagent_jupyter.core import (
     CheckpointKind,
     EventType,
     InvalidInput,
@@ -43,7 +43,7 @@ from cmbagent_jupyter.models import (
     validate_name,
 )
 from cmbagent_jupyter.store.database import Database, dumps, from_db_time, loads, to_db_time
-from cmbagent_jupyter.store.errors import Conflict, Invalid, NotFound, QuotaExceeded
+from cmbagent_jupyter.core.errors import Conflict, Invalid, NotFound, QuotaExceeded
 
 OpFunc = Callable[["OpContext", dict[str, Any]], Any]
 
@@ -333,7 +333,7 @@ class OpContext:
             if t is not last:
                 last, at = t, to_db_time(t)
             ats.append(at)
-        dumps_ = json_codec.dumps
+        dumps_ = codec.dumps
         # a list per column (EVENT_COLUMNS), each of one type: no row-by-row inspection
         self.db.insert_columns("events", EVENT_COLUMNS, [
             [e["id"] for e in events], [e["session_id"] for e in events], [e["run_id"] for e in events],
@@ -455,7 +455,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     # one line, compact (an indented dump is far slower on a large plan)
-    tmp.write_bytes(json_codec.dumps_bytes(data) + b"\n")
+    tmp.write_bytes(codec.dumps_bytes(data) + b"\n")
     os.replace(tmp, path)
 
 

@@ -13,9 +13,10 @@ from typing import Any
 
 import networkx as nx
 
-from cmbagent_jupyter.models import EventType, RunStatus, StepStatus, new_id, utcnow
+from cmbagent_jupyter.core import EventType, RunStatus, StepStatus, new_id, utcnow
+from cmbagent_jupyter.core.states import APPROVAL_DECISIONS
 from cmbagent_jupyter.store.database import dumps, to_db_time
-from cmbagent_jupyter.store.errors import Conflict, Invalid, NotFound
+from cmbagent_jupyter.core.errors import Conflict, Invalid, NotFound
 from cmbagent_jupyter.store.ops import (
     STEP_COLUMNS,
     OpContext,
@@ -30,7 +31,6 @@ from cmbagent_jupyter.store.ops import (
     session_of,
 )
 
-APPROVAL_DECISIONS = ("approve", "reject", "modify", "retry", "skip", "abort")
 APPROVAL_JSON = ("request", "options")
 APPROVAL_TIMES = ("created_at", "resolved_at", "timeout_at")
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Callable
 
-from cmbagent_jupyter.engine.states import IllegalTransition, check_step_transition
-from cmbagent_jupyter.models import CheckpointKind, EventType, RunMode, RunStatus, StepStatus, new_id, utcnow
+from cmbagent_jupyter.core.states import RUNNING_RUN_STATES, IllegalTransition, check_step_transition
+from cmbagent_jupyter.core import CheckpointKind, EventType, RunMode, RunStatus, StepStatus, new_id, utcnow
 from cmbagent_jupyter.store.database import dumps, from_db_time, to_db_time
-from cmbagent_jupyter.store.errors import Conflict, Invalid, StoreError
+from cmbagent_jupyter.core.errors import Conflict, Invalid, StoreError
 from cmbagent_jupyter.store.ops import (
     OpContext,
     StaleSteps,
@@ -38,7 +38,7 @@ from cmbagent_jupyter.store.ops import (
     steps_of,
 )
 
-ACTIVE = (RunStatus.planning.value, RunStatus.executing.value, RunStatus.waiting_approval.value)
+ACTIVE = frozenset(s.value for s in RUNNING_RUN_STATES)
 
 
 def _checkpoint_rows(sid: str, rid: str, items: list[tuple[str | None, dict[str, Any]]], now) -> list[tuple]:

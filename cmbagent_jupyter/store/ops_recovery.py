@@ -12,9 +12,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cmbagent_jupyter.engine.states import ACTIVE_RUN_STATES
-from cmbagent_jupyter.home import run_dir, session_dir
-from cmbagent_jupyter.models import (
+from cmbagent_jupyter.core.states import ACTIVE_RUN_STATES
+from cmbagent_jupyter.core.home import run_dir, session_dir
+from cmbagent_jupyter.core import (
     CheckpointKind,
     EventType,
     InvalidInput,
@@ -27,7 +27,7 @@ from cmbagent_jupyter.models import (
     validate_name,
 )
 from cmbagent_jupyter.store.database import dumps, to_db_time
-from cmbagent_jupyter.store.errors import Conflict, Invalid
+from cmbagent_jupyter.core.errors import Conflict, Invalid
 from cmbagent_jupyter.store.ops import (
     OpContext,
     _arg,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cmbagent_jupyter.engine.states import ACTIVE_RUN_STATES
+from cmbagent_jupyter.core.states import ACTIVE_RUN_STATES
 from cmbagent_jupyter.store.ops import (
     RUN_JSON,
     RUN_TIMES,

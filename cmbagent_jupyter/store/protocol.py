@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from cmbagent_jupyter import json_codec
+from cmbagent_jupyter.core import codec
 
 MAX_FRAME = 32 * 1024 * 1024
 HEADER = struct.Struct(">I")
@@ -24,7 +24,7 @@ PROTOCOL_VERSION = 1
 
 
 def encode(obj: Any) -> bytes:
-    body = json_codec.dumps_bytes(obj)
+    body = codec.dumps_bytes(obj)
     return HEADER.pack(len(body)) + body
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from cmbagent_jupyter.engine.checkpoint_files import JOURNAL_NAME, StepJournal
-from cmbagent_jupyter.home import ensure_home, home_path
-from cmbagent_jupyter.models import CheckpointKind, InvalidInput, Run, check_id
+from cmbagent_jupyter.core.home import ensure_home, home_path
+from cmbagent_jupyter.core import CheckpointKind, InvalidInput, Run, check_id
 from cmbagent_jupyter.store.checkpoints import (
     CheckpointWriter,
     jsonable,
@@ -29,7 +29,7 @@ from cmbagent_jupyter.store.checkpoints import (
 )
 from cmbagent_jupyter.store.client import stop_service
 from cmbagent_jupyter.store.database import Database
-from cmbagent_jupyter.store.errors import PayloadTooLarge, StoreCorrupted, StoreError
+from cmbagent_jupyter.core.errors import PayloadTooLarge, StoreCorrupted, StoreError
 from cmbagent_jupyter.store.repository import SessionStore, Store
 
 

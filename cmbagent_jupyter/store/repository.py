@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Iterable
 
-from cmbagent_jupyter.models import (
+from cmbagent_jupyter.core import (
     ApprovalRequest,
     Checkpoint,
     CostRecord,

@@ -30,12 +30,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from cmbagent_jupyter import json_codec
-from cmbagent_jupyter.home import ensure_home
-from cmbagent_jupyter.models import utcnow
+from cmbagent_jupyter.core import codec
+from cmbagent_jupyter.core.home import ensure_home
+from cmbagent_jupyter.core import utcnow
 from cmbagent_jupyter.store import ops as store_ops
 from cmbagent_jupyter.store.database import Database, dumps, loads, to_db_time
-from cmbagent_jupyter.store.errors import StoreError, Unauthorized
+from cmbagent_jupyter.core.errors import StoreError, Unauthorized
 from cmbagent_jupyter.store.protocol import (
     HEADER,
     MAX_FRAME,
@@ -321,7 +321,7 @@ class StoreService:
                                     "message": f"request of {length} bytes exceeds the {MAX_FRAME} byte limit"}}
         body = await conn.reader.readexactly(length)
         try:
-            return json_codec.loads(body)
+            return codec.loads(body)
         except ValueError:
             return {"error_frame": {"code": "invalid", "message": "request is not valid JSON"}}
 

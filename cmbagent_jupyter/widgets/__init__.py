@@ -10,7 +10,7 @@ from __future__ import annotations
 from cmbagent_jupyter.widgets.approval import ApprovalWidget
 from cmbagent_jupyter.widgets.base import STATIC_DIR, bundle_path
 from cmbagent_jupyter.widgets.cost import CostWidget
-from cmbagent_jupyter.widgets.dag import DagWidget, run_graph
+from cmbagent_jupyter.widgets.dag import DagWidget
 from cmbagent_jupyter.widgets.dashboard import Dashboard
 from cmbagent_jupyter.widgets.event_log import EventLogWidget
 from cmbagent_jupyter.widgets.feed import RunFeed
@@ -18,7 +18,7 @@ from cmbagent_jupyter.widgets.run_view import RunHeaderWidget, RunView
 
 __all__ = [
     "STATIC_DIR", "ApprovalWidget", "CostWidget", "DagWidget", "Dashboard", "EventLogWidget", "RunFeed", "RunHeaderWidget",
-    "RunView", "bundle_path", "display_run", "run_graph",
+    "RunView", "bundle_path", "display_run",
 ]
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import traitlets
 
-from cmbagent_jupyter.models import ApprovalRequest, Step
+from cmbagent_jupyter.core import ApprovalRequest, Step
 from cmbagent_jupyter.widgets.base import FeedWidget, bundle_path
 from cmbagent_jupyter.widgets.control import resolve_approval
 from cmbagent_jupyter.widgets.details import plan_items

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cmbagent_jupyter.models import ApprovalRequest, InvalidInput
+from cmbagent_jupyter.core import STOPPED_RUN_STATES, ApprovalRequest, InvalidInput
 
 RETRY_FEEDBACK_KIND = "retry_feedback"
-INACTIVE_RUN_STATES = {"failed", "paused", "interrupted", "completed", "cancelled"}
 
 
 def resolve_approval(feed: Any, approval_id: str, decision: str, feedback: str | None = None,
@@ -55,7 +54,7 @@ def retry_with_feedback(feed: Any, step_id: str, feedback: str, *, resume: Any =
     if step.status.value != "failed":
         raise InvalidInput(f"step {step.number} is {step.status.value}; only a failed step can be retried")
     status = feed.run.status.value
-    if status not in INACTIVE_RUN_STATES - {"completed", "cancelled"}:
+    if feed.run.status not in STOPPED_RUN_STATES:
         raise InvalidInput(f"run {feed.run_id} is {status}; pause it first, or wait until it stops")
     record = feed.session.call("approval.create", run_id=feed.run_id, step_id=step_id, kind=RETRY_FEEDBACK_KIND,
                                request={"summary": f"retry step {step.number} with feedback", "source": actor},
@@ -68,14 +67,3 @@ def retry_with_feedback(feed: Any, step_id: str, feedback: str, *, resume: Any =
         return (f"feedback saved for step {step.number}; it is pending again: resume run {feed.run_id} to retry it")
     resume(feed.run_id)
     return f"step {step.number} will be retried with your feedback (run {feed.run_id} resumed)"
-
-
-def available_controls(status: str) -> list[str]:
-    """The run controls that make sense in a state."""
-    if status in ("planning", "executing", "waiting_approval"):
-        return ["pause", "cancel"]
-    if status in ("paused", "interrupted", "failed"):
-        return ["resume", "cancel"] if status != "failed" else ["resume"]
-    if status == "draft":
-        return ["cancel"]
-    return []

@@ -7,7 +7,7 @@ from typing import Any
 
 import traitlets
 
-from cmbagent_jupyter.models import CostRecord, Step
+from cmbagent_jupyter.core import CostRecord, Step
 from cmbagent_jupyter.widgets.base import FeedWidget, bundle_path
 
 MAX_POINTS = 200

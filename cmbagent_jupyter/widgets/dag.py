@@ -9,64 +9,11 @@ from typing import Any
 
 import traitlets
 
-from cmbagent_jupyter.models import ApprovalRequest, Run, Step
+from cmbagent_jupyter.core.graph import END, PLANNING, run_graph
 from cmbagent_jupyter.widgets.base import FeedWidget, bundle_path
-from cmbagent_jupyter.widgets.details import end_detail, planning_detail, step_detail, step_title
+from cmbagent_jupyter.widgets.details import end_detail, planning_detail, step_detail
 
 NodeClickCallback = Callable[[str], Any]
-
-PLANNING = "planning"
-END = "end"
-
-_RUN_TO_END = {"completed": "completed", "failed": "failed", "cancelled": "cancelled", "interrupted": "interrupted",
-               "paused": "pending"}
-
-
-def planning_status(run: Run, steps: list[Step], approvals: list[ApprovalRequest]) -> str:
-    if any(a.status.value == "pending" and a.step_id is None for a in approvals):
-        return "waiting_approval"
-    if run.status.value == "planning":
-        return "running"
-    if steps:
-        return "completed"
-    if run.status.value in ("failed", "cancelled", "interrupted"):
-        return run.status.value
-    return "pending"
-
-
-def end_status(run: Run) -> str:
-    return _RUN_TO_END.get(run.status.value, "pending")
-
-
-def run_graph(run: Run, steps: list[Step], approvals: list[ApprovalRequest] = ()) -> dict[str, Any]:
-    """{"nodes": [...], "edges": [...]}: a planning node, the steps, a terminator.
-
-    A step with no dependency hangs off the planning node; a step nothing depends
-    on leads to the terminator. A step with a pending approval shows as waiting.
-    """
-    waiting = {a.step_id for a in approvals if a.status.value == "pending" and a.step_id}
-    by_key = {s.key: s for s in steps}
-    nodes = [{"id": PLANNING, "kind": "planning", "label": "plan", "status": planning_status(run, steps, approvals)}]
-    edges = []
-    has_dependents: set[str] = set()
-    for s in sorted(steps, key=lambda s: s.number):
-        status = "waiting_approval" if s.id in waiting and s.status.value == "pending" else s.status.value
-        nodes.append({"id": s.id, "kind": "step", "key": s.key, "number": s.number, "agent": s.agent,
-                      "label": step_title(s).split(". ", 1)[-1], "status": status})
-        deps = [by_key[d] for d in s.depends_on if d in by_key]
-        if not deps:
-            edges.append({"source": PLANNING, "target": s.id})
-        for d in deps:
-            edges.append({"source": d.id, "target": s.id})
-            has_dependents.add(d.id)
-    nodes.append({"id": END, "kind": "terminator", "label": "done", "status": end_status(run)})
-    for s in steps:
-        if s.id not in has_dependents:
-            edges.append({"source": s.id, "target": END})
-    if not steps:
-        edges.append({"source": PLANNING, "target": END})
-    return {"nodes": nodes, "edges": edges}
-
 
 class DagWidget(FeedWidget):
     """A run's plan graph, live, with a detail view per node (output, attempts, code,
@@ -95,7 +42,7 @@ class DagWidget(FeedWidget):
 
     def update_from_feed(self, feed: Any, events: list[dict[str, Any]], parts: frozenset[str]) -> None:
         if parts & {"run", "steps", "approvals"}:
-            graph = run_graph(feed.run, feed.steps, feed.approvals)
+            graph = run_graph(feed.run, feed.steps, feed.approvals).model_dump(mode="json", exclude_none=True)
             if graph != self.graph:
                 self.graph = graph
         if self.selected and parts & {"run", "steps", "approvals", "costs", "files"}:

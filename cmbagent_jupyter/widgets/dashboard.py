@@ -16,7 +16,7 @@ from typing import Any
 
 import ipywidgets
 
-from cmbagent_jupyter.models import Run
+from cmbagent_jupyter.core import RUNNING_RUN_STATES, Run
 from cmbagent_jupyter.store import Store, StoreError
 from cmbagent_jupyter.widgets.approval import ApprovalWidget
 from cmbagent_jupyter.widgets.base import one_line
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 STATUS_COLORS = {"completed": "#43a047", "failed": "#e53935", "executing": "#1e88e5", "planning": "#00897b",
                  "waiting_approval": "#8e24aa", "paused": "#ffb300", "interrupted": "#ff7043", "cancelled": "#616161",
                  "draft": "#9e9e9e"}
-ACTIVE = ("planning", "executing", "waiting_approval")
+ACTIVE = frozenset(s.value for s in RUNNING_RUN_STATES)
 APPROVAL_MODES = ["none", "after_planning", "before_each_step", "on_error"]
 _STOP = object()
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from markdown_it import MarkdownIt
 
-from cmbagent_jupyter.home import is_inside
-from cmbagent_jupyter.models import CostRecord, Run, Step
+from cmbagent_jupyter.core.home import is_inside
+from cmbagent_jupyter.core import CostRecord, Run, Step
 
 MAX_FIGURE_BYTES = 4 * 1024 * 1024
 MAX_FIGURES = 12

@@ -18,7 +18,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Iterable
 
-from cmbagent_jupyter.models import ApprovalRequest, CostRecord, Run, Step
+from cmbagent_jupyter.core import ApprovalRequest, CostRecord, Run, Step
 from cmbagent_jupyter.store import SessionStore, Store, StoreError
 
 log = logging.getLogger(__name__)

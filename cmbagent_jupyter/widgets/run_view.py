@@ -9,7 +9,8 @@ import traitlets
 
 from cmbagent_jupyter.widgets.approval import ApprovalWidget
 from cmbagent_jupyter.widgets.base import FeedWidget, bundle_path
-from cmbagent_jupyter.widgets.control import available_controls, retry_with_feedback
+from cmbagent_jupyter.core.states import run_controls
+from cmbagent_jupyter.widgets.control import retry_with_feedback
 from cmbagent_jupyter.widgets.cost import CostWidget
 from cmbagent_jupyter.widgets.dag import DagWidget
 from cmbagent_jupyter.widgets.event_log import EventLogWidget
@@ -55,7 +56,7 @@ class RunHeaderWidget(FeedWidget):
             summary = run_summary(feed)
             if summary != self.run:
                 self.run = summary
-            controls = available_controls(feed.run.status.value)
+            controls = run_controls(feed.run.status)
             if controls != self.controls:
                 self.controls = controls
 

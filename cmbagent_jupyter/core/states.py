@@ -1,14 +1,70 @@
-"""Run and step lifecycles as data: the tables below are the whole state machine.
+"""Run, step, session and approval lifecycles as data: the tables below are the whole state machine.
 
 `cmbagent states` prints them. A move not listed is refused with an error naming
-both states; guards add conditions that the data of the run must meet.
+both states; guards add conditions that the data of the run must meet. Every set of
+states that a part of the code asks about ("can it resume?", "does it count against
+the quota?") is named here once, so the store, the engine and every front end agree.
 """
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any, Callable
 
-from cmbagent_jupyter.models import InvalidInput, RunStatus, StepStatus
+from cmbagent_jupyter.core.errors import InvalidInput
+
+
+class SessionStatus(str, Enum):
+    active = "active"
+    archived = "archived"
+    deleted = "deleted"
+
+
+class RunStatus(str, Enum):
+    draft = "draft"
+    planning = "planning"
+    executing = "executing"
+    paused = "paused"
+    waiting_approval = "waiting_approval"
+    interrupted = "interrupted"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class StepStatus(str, Enum):
+    pending = "pending"
+    running = "running"
+    paused = "paused"
+    waiting_approval = "waiting_approval"
+    completed = "completed"
+    failed = "failed"
+    skipped = "skipped"
+    cancelled = "cancelled"
+
+
+class RunMode(str, Enum):
+    one_shot = "one_shot"
+    deep_research = "deep_research"
+    planning_and_control = "planning_and_control"
+    control = "control"
+
+
+class CheckpointKind(str, Enum):
+    step_complete = "step_complete"
+    timed = "timed"
+    manual = "manual"
+    error = "error"
+    emergency = "emergency"
+
+
+class ApprovalStatus(str, Enum):
+    pending = "pending"
+    approved = "approved"
+    rejected = "rejected"
+    modified = "modified"
+    expired = "expired"
+
 
 R = RunStatus
 S = StepStatus
@@ -36,9 +92,18 @@ STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
     S.cancelled: frozenset({S.pending}),
 }
 
-ACTIVE_RUN_STATES = frozenset({R.planning, R.executing, R.waiting_approval, R.paused})
+# a process executes the run: it owns it, heartbeats, and takes a pause at its next step boundary
+RUNNING_RUN_STATES = frozenset({R.planning, R.executing, R.waiting_approval})
+# counted against a session's max_concurrent_runs (a paused run keeps its place)
+ACTIVE_RUN_STATES = RUNNING_RUN_STATES | {R.paused}
+# the run has ended (a failed run may still be resumed: it is in RESUMABLE_RUN_STATES too)
 TERMINAL_RUN_STATES = frozenset({R.completed, R.failed, R.cancelled})
+# `resume` continues it from its last checkpoint
 RESUMABLE_RUN_STATES = frozenset({R.paused, R.interrupted, R.waiting_approval, R.failed})
+# stopped with steps left to do, and no process on it: a step may be retried or replayed now
+STOPPED_RUN_STATES = frozenset({R.paused, R.interrupted, R.failed})
+# `wait()` returns once the run has left these
+UNSETTLED_RUN_STATES = frozenset({R.draft, R.planning, R.executing, R.waiting_approval})
 
 
 class IllegalTransition(InvalidInput):
@@ -108,3 +173,39 @@ def transition_table() -> dict[str, dict[str, list[str]]]:
         "run": {s.value: sorted(d.value for d in ds) for s, ds in RUN_TRANSITIONS.items()},
         "step": {s.value: sorted(d.value for d in ds) for s, ds in STEP_TRANSITIONS.items()},
     }
+
+
+def run_controls(status: RunStatus | str) -> list[str]:
+    """The run controls a front end offers in a state (pause, cancel, resume)."""
+    s = RunStatus(status)
+    if s in RUNNING_RUN_STATES:
+        return ["pause", "cancel"]
+    if s in (R.paused, R.interrupted):
+        return ["resume", "cancel"]
+    if s == R.failed:
+        return ["resume"]
+    if s == R.draft:
+        return ["cancel"]
+    return []
+
+
+# ---------------------------------------------------------------- approvals
+
+# what a person may answer to an approval request; each request offers some of them
+APPROVAL_DECISIONS = ("approve", "reject", "modify", "retry", "skip", "abort")
+DEFAULT_APPROVAL_OPTIONS = ("approve", "reject", "modify")
+# a decision that asks for a change must say what to change
+DECISIONS_NEEDING_FEEDBACK = frozenset({"reject", "modify"})
+
+
+def approval_status_of(decision: str) -> "ApprovalStatus":
+    """The status a request takes when it is answered with `decision`."""
+    return {"approve": ApprovalStatus.approved, "reject": ApprovalStatus.rejected,
+            "modify": ApprovalStatus.modified, "abort": ApprovalStatus.rejected}.get(decision, ApprovalStatus.approved)
+
+
+def state_sets() -> dict[str, list[str]]:
+    """Every named set of run states, by name (exported with the JSON Schema for the front ends)."""
+    return {name: sorted(s.value for s in states) for name, states in (
+        ("running", RUNNING_RUN_STATES), ("active", ACTIVE_RUN_STATES), ("terminal", TERMINAL_RUN_STATES),
+        ("resumable", RESUMABLE_RUN_STATES), ("stopped", STOPPED_RUN_STATES), ("unsettled", UNSETTLED_RUN_STATES))}

@@ -1,8 +1,19 @@
-"""Errors that cross the store socket: each has a code a client maps back to a class."""
+"""The error types every layer raises and every front end turns into one clear line.
+
+`InvalidInput` is bad input from a user or a client. The store's refusals are
+`StoreError`s with a code, so they cross a socket (or a REST reply) and come back
+as the same class (`from_wire`).
+"""
 
 from __future__ import annotations
 
-from cmbagent_jupyter.models import InvalidInput
+
+class InvalidInput(ValueError):
+    """Bad input from a user or a client, with a message that says what was wrong."""
+
+
+class HomeError(OSError):
+    """CMBAGENT_HOME cannot be used (missing rights, read-only)."""
 
 
 class StoreError(Exception):

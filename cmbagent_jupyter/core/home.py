@@ -13,11 +13,8 @@ import errno
 import os
 from pathlib import Path
 
-from cmbagent_jupyter.models import check_id
-
-
-class HomeError(OSError):
-    pass
+from cmbagent_jupyter.core.errors import HomeError
+from cmbagent_jupyter.core.ids import check_id
 
 
 def home_path(home: str | os.PathLike | None = None) -> Path:
