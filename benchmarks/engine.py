@@ -52,7 +52,8 @@ from cmbagent_jupyter.api import create_run  # noqa: E402
 from cmbagent_jupyter.engine.loop import EngineLoop  # noqa: E402
 from cmbagent_jupyter.engine.runner import RunEngine  # noqa: E402
 from cmbagent_jupyter.llm.providers import scripted_choice  # noqa: E402
-from cmbagent_jupyter.store import Store, stop_service  # noqa: E402
+from cmbagent_jupyter.store.local import stop_service  # noqa: E402
+from cmbagent_jupyter.store import open_store  # noqa: E402
 
 
 # ---------------------------------------------------------------- shapes
@@ -82,7 +83,7 @@ def _execute(engine: RunEngine) -> Any:
 
 def ours(steps: list[dict[str, Any]], max_parallel: int, journal_sync: str = "group") -> dict[str, float]:
     home = tempfile.mkdtemp(prefix="cmbagent-bench-")
-    store = Store(home)
+    store = open_store(home)
     try:
         session = store.create_session("bench")
         ss = store.session(session.id)
@@ -116,7 +117,7 @@ def ours(steps: list[dict[str, Any]], max_parallel: int, journal_sync: str = "gr
 def store_floor(calls: int = 100) -> dict[str, float]:
     """What one minimal write transaction costs through the store service (a heartbeat: one UPDATE)."""
     home = tempfile.mkdtemp(prefix="cmbagent-bench-")
-    store = Store(home)
+    store = open_store(home)
     try:
         ss = store.session(store.create_session("floor").id)
         run = ss.create_run("floor", mode="one_shot")
@@ -197,7 +198,7 @@ def parallel(n: int, latency_s: float, max_parallel: int) -> dict[str, float]:
                   for i in range(n)]}))
     plan = {"sub_tasks": [{"key": f"s{i}", "sub_task": f"independent question {i}", "sub_task_agent": "researcher",
                            "depends_on": []} for i in range(n)]}
-    store = Store(home)
+    store = open_store(home)
     try:
         session = store.create_session("bench")
         ss = store.session(session.id)

@@ -32,7 +32,7 @@ PEER_TABLE = """CREATE TABLE IF NOT EXISTS events (
 
 
 def service_writer(home: str, session_id: str, run_id: str, n: int, barrier, results) -> None:
-    from cmbagent_jupyter.store import StoreClient
+    from cmbagent_jupyter.store.local import StoreClient
 
     client = StoreClient(home)
     client.call("store.ping")
@@ -101,13 +101,14 @@ def summary(name: str, clients: int, latencies: list[float], wall: float) -> dic
 
 
 def bench(events: int, peer_events: int) -> list[dict]:
-    from cmbagent_jupyter.store import Store, stop_service
+    from cmbagent_jupyter.store.local import stop_service
+    from cmbagent_jupyter.store import open_store
 
     root = Path(tempfile.mkdtemp(prefix="cmbagent-bench-"))
     home = root / "home"
     rows = []
     try:
-        with Store(home) as store:
+        with open_store(home) as store:
             ss = store.session(store.create_session("benchmark").id)
             runs = [ss.create_run(f"writer {i}").id for i in range(4)]
             for clients in (1, 4):

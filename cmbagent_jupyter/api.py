@@ -33,20 +33,20 @@ _WAKE_TYPES = [EventType.workflow_state_changed.value, EventType.workflow_paused
 
 def _store(home: str | os.PathLike | None = None):
     from cmbagent_jupyter.core.home import home_path
-    from cmbagent_jupyter.store import Store
+    from cmbagent_jupyter.store import open_store
 
     key = str(home_path(home))
     with _STORES_LOCK:
         store = _STORES.get(key)
-        if store is None or store.client._closed:
-            store = _STORES[key] = Store(key)
+        if store is None or store.closed:
+            store = _STORES[key] = open_store(key)
         return store
 
 
 def open_session(name_or_id: str | None = None, create: bool = True,
                  home: str | os.PathLike | None = None) -> "SessionHandle":
     """A session by name or id (created when missing and `create`); none named: the default one."""
-    from cmbagent_jupyter.store import NotFound
+    from cmbagent_jupyter.core import NotFound
 
     store = _store(home)
     if name_or_id is None:
@@ -173,8 +173,7 @@ def create_run(ss: Any, task: str, *, mode: str = "deep_research", model: str | 
         config["scenario"] = choice.scenario
     run = ss.create_run(task, mode=mode_v.value, model=choice.ref, config=config, **extra)
     if given is not None:  # its steps and DAG show before it starts
-        out = ss.call("engine.plan_ready", run_id=run.id, start=False, **plan_request(given))
-        run = Run.model_validate(out["run"])
+        run = ss.plan_ready(run.id, start=False, **plan_request(given)).run
     ss.emit(EventType.log.value, run.id, level="info", message=choice.announcement, model=choice.ref)
     return run, choice
 
@@ -278,10 +277,7 @@ class RunHandle:
 
     def approvals(self, pending_only: bool = True) -> list[Any]:
         """The run's approval requests (only those waiting for a decision, by default)."""
-        from cmbagent_jupyter.core import ApprovalRequest
-
-        rows = self.ss.call("approval.list", run_id=self.id, pending_only=pending_only)
-        return [ApprovalRequest.model_validate(r) for r in rows]
+        return self.ss.list_approvals(self.id, pending_only=pending_only)
 
     def wait_for_approval(self, timeout: float | None = None) -> Any:
         """Block until the run asks for a decision and return that request (or the run ends: None)."""
@@ -362,18 +358,18 @@ class RunHandle:
         target = self.step(step)
         gate = next((a for a in self.approvals() if a.step_id == target.id and "retry" in a.options), None)
         if gate is not None:
-            self.ss.call("approval.resolve", approval_id=gate.id, decision="retry", feedback=feedback, actor=actor)
+            self.ss.resolve_approval(gate.id, "retry", feedback=feedback, actor=actor)
             return self
         if target.status.value != "failed":
             raise InvalidInput(f"step {target.number} ({target.key}) is {target.status.value}; only a failed step is "
                                f"retried (play_from re-runs a completed one)")
         self._check_stopped("retry a step")
-        record = self.ss.call("approval.create", run_id=self.id, step_id=target.id, kind=RETRY_FEEDBACK_KIND,
+        record = self.ss.create_approval(self.id, RETRY_FEEDBACK_KIND, step_id=target.id,
                               request={"title": f"Retry step {target.number} with feedback",
                                        "summary": feedback[:300], "step": target.key, "source": actor},
                               options=["retry"], actor=actor)
-        self.ss.call("approval.resolve", approval_id=record["id"], decision="retry", feedback=feedback, actor=actor)
-        self.ss.call("step.reset_from", step_id=target.id, actor=actor)
+        self.ss.resolve_approval(record.id, "retry", feedback=feedback, actor=actor)
+        self.ss.reset_from(target.id, actor=actor)
         if start:
             self.resume(wait=wait)
         return self
@@ -384,7 +380,7 @@ class RunHandle:
         every other step keeps its result. The run must be stopped (paused, failed, completed...)."""
         target = self.step(step)
         self._check_stopped("play from a step")
-        self.ss.call("step.reset_from", step_id=target.id, instructions=(instructions or "").strip() or None,
+        self.ss.reset_from(target.id, instructions=(instructions or "").strip() or None,
                      actor=actor)
         if start:
             self.resume(wait=wait)
@@ -396,9 +392,9 @@ class RunHandle:
         """A new run that keeps this run's results before step `from_step` (not executed again, no
         model calls) and executes from there, the fork step with `instructions`; started here."""
         number = self.step(from_step).number
-        out = self.ss.call("branch.create", run_id=self.id, from_step=number, name=name,
+        out = self.ss.create_branch(self.id, number, name=name,
                            instructions=(instructions or "").strip() or None, hypothesis=hypothesis, actor=actor)
-        child = RunHandle(self.store, self.session_id, out["run"]["id"])
+        child = RunHandle(self.store, self.session_id, out.run.id)
         if start:
             child.resume(wait=wait)
         return child

@@ -250,7 +250,7 @@ class CmbagentMagics(Magics):
         handle = self._run(args.run)
         run = handle.status()
         steps = handle.steps()
-        cost = sum(r.get("cost_usd") or 0.0 for r in handle.cost(group_by=["run_id"]))
+        cost = sum(r.cost_usd for r in handle.cost(group_by=["run_id"]))
         if args.json:
             import json
 
@@ -292,15 +292,10 @@ class CmbagentMagics(Magics):
         print(f"run {run.id} {run.status.value}")
 
     def _pending(self, run_id: str | None, include_resolved: bool = False) -> list[Any]:
-        from cmbagent_jupyter.core import ApprovalRequest
-
-        store = self._store()
         if run_id or self.last_run is not None:
             handle = self._run(run_id)
-            rows = handle.ss.call("approval.list", run_id=handle.id, pending_only=not include_resolved)
-        else:
-            rows = store.call("approval.list", all_sessions=True, pending_only=not include_resolved)
-        return [ApprovalRequest.model_validate(r) for r in rows]
+            return handle.ss.list_approvals(handle.id, pending_only=not include_resolved)
+        return self._store().list_approvals(pending_only=not include_resolved)
 
     def _cmd_approvals(self, args: argparse.Namespace) -> None:
         rows = self._pending(args.run, include_resolved=args.all)
@@ -311,7 +306,6 @@ class CmbagentMagics(Magics):
                      [[a.id, a.run_id, a.kind, a.step_id or "", a.status.value, a.feedback or ""] for a in rows]))
 
     def _resolve(self, args: argparse.Namespace, decision: str) -> None:
-        from cmbagent_jupyter.core import ApprovalRequest
 
         approval_id = args.approval
         if not approval_id:
@@ -321,10 +315,9 @@ class CmbagentMagics(Magics):
                                  if pending else "no approval is waiting")
             approval_id = pending[0].id
         store = self._store()
-        found = store.call("approval.find", approval_id=approval_id)
-        row = store.session(found["session_id"]).call("approval.resolve", approval_id=approval_id, decision=decision,
-                                                      feedback=args.feedback, actor="notebook")
-        a = ApprovalRequest.model_validate(row)
+        found = store.find_approval(approval_id)
+        a = store.session(found.session_id).resolve_approval(approval_id, decision, feedback=args.feedback,
+                                                             actor="notebook")
         print(f"approval {a.id} ({a.kind}) {a.status.value}" + (f": {a.feedback}" if a.feedback else ""))
 
     def _cmd_approve(self, args: argparse.Namespace) -> None:
@@ -338,11 +331,11 @@ class CmbagentMagics(Magics):
 
     def _cmd_branch(self, args: argparse.Namespace) -> Any:
         parent = self._run(args.run)
-        result = parent.ss.call("branch.create", run_id=parent.id, from_step=args.from_step, name=args.name,
-                                instructions=args.instructions, hypothesis=args.hypothesis, actor="notebook")
-        child = self._api().get_run(result["run"]["id"], home=self.home)
-        kept = ", ".join(str(n) for n in result["kept_steps"]) or "none"
-        print(f"branch {result['branch_id']}: run {child.id} from step {args.from_step} of {parent.id} "
+        result = parent.ss.create_branch(parent.id, args.from_step, name=args.name, instructions=args.instructions,
+                                         hypothesis=args.hypothesis, actor="notebook")
+        child = self._api().get_run(result.run.id, home=self.home)
+        kept = ", ".join(str(n) for n in result.kept_steps) or "none"
+        print(f"branch {result.branch_id}: run {child.id} from step {args.from_step} of {parent.id} "
               f"(keeps steps {kept})")
         if not args.start:
             return None
@@ -361,7 +354,7 @@ class CmbagentMagics(Magics):
             runs = store.session(s.id).list_runs()
             usage = store.session(s.id).usage()
             active = sum(1 for r in runs if r.status in RUNNING_RUN_STATES)
-            rows.append([s.name, s.id, s.status.value, len(runs), active, _money(usage.get("cost_usd") or 0.0)])
+            rows.append([s.name, s.id, s.status.value, len(runs), active, _money(usage.cost_usd)])
         print(_table(["name", "id", "status", "runs", "active", "cost"], rows))
 
     def _cmd_cost(self, args: argparse.Namespace) -> None:
@@ -375,13 +368,13 @@ class CmbagentMagics(Magics):
             handle = self._run(args.run)
             rows = handle.cost(group_by=by)
             scope = f"run {handle.id}"
-        total = sum(r["cost_usd"] for r in rows)
-        tokens = sum(r["total_tokens"] for r in rows)
+        total = sum(r.cost_usd for r in rows)
+        tokens = sum(r.total_tokens for r in rows)
         print(f"{scope}: {_money(total)}, {tokens:,} tokens")
         if rows:
             print(_table([*by, "calls", "prompt", "completion", "cost"],
-                         [[*(r.get(b) for b in by), r["calls"], r["prompt_tokens"], r["completion_tokens"],
-                           _money(r["cost_usd"])] for r in rows]))
+                         [[*(getattr(r, b) for b in by), r.calls, r.prompt_tokens, r.completion_tokens,
+                           _money(r.cost_usd)] for r in rows]))
 
     def _cmd_agents(self, args: argparse.Namespace) -> None:
         from cmbagent_jupyter.agents.specs import load_specs
@@ -402,7 +395,7 @@ def _one_line(exc: BaseException) -> str:
     """The error's own message; the type too when it is not one of the expected ones."""
     from cmbagent_jupyter.core.home import HomeError
     from cmbagent_jupyter.core import InvalidInput
-    from cmbagent_jupyter.store import StoreError
+    from cmbagent_jupyter.core import StoreError
 
     text = str(getattr(exc, "message", None) or exc) or type(exc).__name__
     expected = (MagicError, StoreError, InvalidInput, HomeError, ValueError, TimeoutError, OSError)

@@ -244,7 +244,7 @@ def artifacts_dir() -> Path:
 from contextlib import contextmanager  # noqa: E402 (this section stands on its own)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-STORE_SERVICE_MODULE = "cmbagent_jupyter.store.service"
+STORE_SERVICE_MODULE = "cmbagent_jupyter.store.local.service"
 
 
 def store_service_pids(home: Path) -> list[int]:
@@ -302,7 +302,7 @@ def cmb_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("CMBAGENT_HOME", str(home))
     monkeypatch.delenv("CMBAGENT_STORE_IDLE_SECONDS", raising=False)
     yield home
-    from cmbagent_jupyter.store import stop_service
+    from cmbagent_jupyter.store.local import stop_service
 
     stop_service(home)
     left = store_service_pids(home)
@@ -314,9 +314,9 @@ def cmb_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 @pytest.fixture
 def store(cmb_home: Path):
     """A `Store` client of a service in `cmb_home` (started on first use)."""
-    from cmbagent_jupyter.store import Store
+    from cmbagent_jupyter.store import open_store
 
-    s = Store(cmb_home)
+    s = open_store(cmb_home)
     yield s
     s.close()
 
@@ -379,7 +379,7 @@ def _server_store_home(request: pytest.FixtureRequest, tmp_path: Path, monkeypat
         api = app.web_app.settings.get("cmbagent_api")
         if api is not None:
             api.close()
-    from cmbagent_jupyter.store import stop_service
+    from cmbagent_jupyter.store.local import stop_service
 
     stop_service(home)
     left = store_service_pids(home)

@@ -27,7 +27,7 @@ KEY_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API
 def engine_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh CMBAGENT_HOME with no model keys; the store service is stopped afterwards."""
     from cmbagent_jupyter import api
-    from cmbagent_jupyter.store import stop_service
+    from cmbagent_jupyter.store.local import stop_service
 
     home = tmp_path / "cmbagent-home"
     monkeypatch.setenv("CMBAGENT_HOME", str(home))

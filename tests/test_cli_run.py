@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cmbagent_jupyter.store import Store
+from cmbagent_jupyter.store import StorePort, open_store
 from engine_fixtures import (  # noqa: F401 - fixture
     cli_env,
     cmbagent,
@@ -77,11 +77,11 @@ def test_cmbagent_run_on_a_fresh_machine_without_key_or_network(engine_home: Pat
 def test_the_live_display_shows_the_events_still_on_their_way_when_the_run_finished(engine_home: Path, capsys):
     from cmbagent_jupyter.cli.runs import RunMonitor
 
-    store = Store(engine_home)
+    store = open_store(engine_home)
     try:
         ss = store.session(store.create_session("monitor").id)
         run = ss.create_run("monitored", mode="control")
-        ss.call("event.append", events=[{"type": "workflow.completed", "run_id": run.id, "payload": {
+        ss.append_events(events=[{"type": "workflow.completed", "run_id": run.id, "payload": {
             "from": "executing", "to": "completed", "reason": "all steps completed"}}])
         monitor = RunMonitor(ss, run.id, live=False)
         monitor.close()  # as if the store's push of these events had not arrived yet
@@ -105,7 +105,7 @@ def test_sigterm_leaves_the_run_interrupted_and_resume_finishes_it(engine_home: 
     proc = subprocess.Popen([*cmbagent_command(), "run", "three steps", "--mode", "control", "--plan", str(plan_file),
                              "--scenario", str(scenario), "--session", "sig"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(engine_home))
-    store = Store(engine_home)
+    store = open_store(engine_home)
     try:
         ss = store.session(_wait_session(store, "sig"))
         run_id = _wait_run(ss)
@@ -143,7 +143,7 @@ def test_status_shows_a_run_whose_process_died_as_resumable(engine_home: Path, t
     proc = subprocess.Popen([*cmbagent_command(), "run", "two steps", "--mode", "control", "--plan", str(plan_file),
                              "--scenario", str(scenario), "--session", "dies"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env(engine_home))
-    store = Store(engine_home)
+    store = open_store(engine_home)
     try:
         ss = store.session(_wait_session(store, "dies"))
         run_id = _wait_run(ss)
@@ -171,7 +171,7 @@ def test_status_shows_a_run_whose_process_died_as_resumable(engine_home: Path, t
 
 
 def test_cost_lists_every_session_and_warns_about_unpriced_models(engine_home: Path):
-    store = Store(engine_home)
+    store = open_store(engine_home)
     try:
         ss = store.session(store.create_session("costs").id)
         run = ss.create_run("t", mode="one_shot")
@@ -189,9 +189,9 @@ def test_cost_lists_every_session_and_warns_about_unpriced_models(engine_home: P
                                                         "my-local-llm": 0.0}
 
 
-def _wait_session(store: Store, name: str) -> str:
+def _wait_session(store: StorePort, name: str) -> str:
     from engine_fixtures import wait_for
-    from cmbagent_jupyter.store import NotFound
+    from cmbagent_jupyter.core.errors import NotFound
 
     def found():
         try:

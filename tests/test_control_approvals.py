@@ -11,7 +11,6 @@ from pathlib import Path
 import psutil
 
 from cmbagent_jupyter import open_session
-from cmbagent_jupyter.engine.approvals import resolve
 from cmbagent_jupyter.core import ApprovalRequest, RunStatus
 from engine_fixtures import (  # noqa: F401 - fixture
     cli_env,
@@ -32,7 +31,7 @@ def _approval(handle, kind: str, seen: set[str] = frozenset()) -> ApprovalReques
     ev = wait_event(handle.ss, handle.id, lambda e: e["type"] == "approval.requested"
                     and e["payload"]["kind"] == kind and e["payload"]["approval_id"] not in seen,
                     what=f"a {kind} approval")
-    return ApprovalRequest.model_validate(handle.ss.call("approval.get", approval_id=ev["payload"]["approval_id"]))
+    return ApprovalRequest.model_validate(handle.ss.get_approval(approval_id=ev["payload"]["approval_id"]))
 
 
 def test_an_approval_from_another_process_moves_the_run_on_within_a_second(engine_home: Path, tmp_path: Path):
@@ -58,7 +57,7 @@ def test_an_approval_from_another_process_moves_the_run_on_within_a_second(engin
     assert moved - approved_at < 1.0, f"the run moved {moved - approved_at:.2f} s after the approval"
     run = handle.wait(60)
     assert run.status == RunStatus.completed and executions(run.path) == ["s1", "s2"]
-    done = ApprovalRequest.model_validate(handle.ss.call("approval.get", approval_id=gate.id))
+    done = ApprovalRequest.model_validate(handle.ss.get_approval(approval_id=gate.id))
     assert (done.status.value, done.resolved_by, done.feedback) == ("approved", "cli", "go ahead")
     assert done.resolved_at is not None and done.request["step"] == "s2"
 
@@ -81,7 +80,7 @@ def test_a_rejected_plan_is_redone_with_the_feedback_in_the_planners_prompt(engi
     planner = [c for c in handle._engine.model.config.calls if c.agent == "planner"]
     assert "Do not guess: measure it from the data." in planner[1].messages[-1]["text"]
     assert "rejected" in planner[1].messages[-1]["text"]
-    resolve(handle.ss, again.id, "approve")
+    handle.ss.resolve_approval(again.id, "approve")
     assert handle.wait(60).status == RunStatus.completed
 
 
@@ -94,12 +93,12 @@ def test_rejected_code_is_rewritten_with_the_feedback_before_it_runs(engine_home
                                                  approval_mode="before_code_execution", quiet=True)
     gate = _approval(handle, "before_code_execution")
     assert "v1" in gate.request["code"] and "abort" in gate.options
-    resolve(handle.ss, gate.id, "reject", feedback="Write v2, not v1.")
+    handle.ss.resolve_approval(gate.id, "reject", feedback="Write v2, not v1.")
     second = _approval(handle, "before_code_execution", {gate.id})
     assert "v2" in second.request["code"] and executions(handle.status().path) == []
     engineer = [c for c in handle._engine.model.config.calls if c.agent == "engineer"]
     assert "Write v2, not v1." in engineer[1].messages[-1]["text"]
-    resolve(handle.ss, second.id, "approve")
+    handle.ss.resolve_approval(second.id, "approve")
     run = handle.wait(60)
     assert run.status == RunStatus.completed
     assert (Path(run.path) / "control" / "data" / "only.txt").read_text() == "v2"
@@ -113,7 +112,7 @@ def test_an_unanswered_approval_takes_its_default_action_at_the_timeout(engine_h
                            approval_timeout_s=0.5, approval_default_action="approve", quiet=True)
     run = approved.wait(60)
     assert run.status == RunStatus.completed and executions(run.path) == ["s1", "s2"]
-    rows = [ApprovalRequest.model_validate(r) for r in approved.ss.call("approval.list", run_id=run.id,
+    rows = [ApprovalRequest.model_validate(r) for r in approved.ss.list_approvals(run_id=run.id,
                                                                         pending_only=False)]
     assert [(a.status.value, a.decision, a.resolved_by) for a in rows] == [("expired", "approve", "timeout")] * 2
     assert all(0.4 < (a.resolved_at - a.created_at).total_seconds() < 5 for a in rows)
@@ -137,9 +136,9 @@ def test_a_waiting_run_uses_no_cpu_and_survives_a_restart_of_its_process(engine_
                              stderr=subprocess.PIPE, text=True, cwd=str(tmp_path))
     resumed = None
     try:
-        pending = wait_for(lambda: ss.call("approval.list"), 60, "the run to ask for approval")
+        pending = wait_for(lambda: ss.list_approvals(), 60, "the run to ask for approval")
         (gate,) = pending
-        run_id = gate["run_id"]
+        run_id = gate.run_id
         proc = psutil.Process(first.pid)
         cpu = lambda: sum(proc.cpu_times()[:2])  # noqa: E731
         before, t0 = cpu(), time.monotonic()
@@ -154,11 +153,11 @@ def test_a_waiting_run_uses_no_cpu_and_survives_a_restart_of_its_process(engine_
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(tmp_path))
         wait_for(lambda: ss.get_run(run_id).owner_pid == resumed.pid, 60, "the resumed process to own the run")
         wait_for(lambda: ss.get_run(run_id).status == RunStatus.waiting_approval, 30, "the run to wait again")
-        everything = ss.call("approval.list", run_id=run_id, pending_only=False)
-        assert [a["id"] for a in everything] == [gate["id"]], "still the same approval, not a second one"
+        everything = ss.list_approvals(run_id=run_id, pending_only=False)
+        assert [a.id for a in everything] == [gate.id], "still the same approval, not a second one"
         assert executions(ss.get_run(run_id).path) == ["s1"]
 
-        assert cmbagent(engine_home, "approve", gate["id"]).returncode == 0
+        assert cmbagent(engine_home, "approve", gate.id).returncode == 0
         out, err = resumed.communicate(timeout=60)
         assert resumed.returncode == 0, out + err
     finally:

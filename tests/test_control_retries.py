@@ -35,7 +35,7 @@ def _plan(*keys: str) -> dict:
 
 def _attempts(handle, key: str) -> list[StepAttempt]:
     step = handle.step(key)
-    return [StepAttempt.model_validate(r) for r in handle.ss.call("attempt.list", step_id=step.id)]
+    return [StepAttempt.model_validate(r) for r in handle.ss.list_attempts(step_id=step.id)]
 
 
 def test_rate_limits_are_backed_off_and_the_run_completes(engine_home: Path, tmp_path: Path):

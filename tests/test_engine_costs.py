@@ -13,7 +13,7 @@ from cmbagent_jupyter.cost.pricing import UnpricedModelWarning, price_call
 from cmbagent_jupyter.cost.recorder import CallUsage, CostRecorder
 from cmbagent_jupyter.llm.providers import Price
 from cmbagent_jupyter.llm.scope import ModelScope
-from cmbagent_jupyter.store import Store
+from cmbagent_jupyter.store import open_store
 from engine_fixtures import engine_home  # noqa: F401 - fixture
 
 
@@ -41,7 +41,7 @@ def test_an_unknown_model_costs_zero_with_a_warning_once(monkeypatch: pytest.Mon
 def test_recorder_sends_priced_records_with_their_run_step_and_agent(engine_home: Path,
                                                                      monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(pricing, "_warned", set())
-    store = Store(engine_home)
+    store = open_store(engine_home)
     try:
         ss = store.session(store.create_session("c").id)
         run = ss.create_run("t", mode="control")
@@ -58,7 +58,7 @@ def test_recorder_sends_priced_records_with_their_run_step_and_agent(engine_home
         assert rows["gpt-4o-mini"].session_id == ss.session_id and rows["gpt-4o-mini"].priced
         assert (rows["house-model-7b"].cost_usd, rows["house-model-7b"].priced) == (0.0, False)
         summary = ss.cost_summary(run.id, group_by=["model"])
-        assert {r["model"]: r["calls"] for r in summary} == {"gpt-4o-mini": 1, "house-model-7b": 1}
+        assert {r.model: r.calls for r in summary} == {"gpt-4o-mini": 1, "house-model-7b": 1}
         assert asyncio.run(rec.flush()) == 0.0, "nothing is recorded twice"
         assert len(ss.cost_records(run.id)) == 2
     finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from cmbagent_jupyter import open_session
-from cmbagent_jupyter.engine.approvals import resolve
 from cmbagent_jupyter.core import ApprovalRequest, RunStatus
 from engine_fixtures import (  # noqa: F401 - fixture
     cmbagent,
@@ -24,7 +23,7 @@ def _next_approval(handle, kind: str, seen: set[str]) -> ApprovalRequest:
                     and e["payload"]["kind"] == kind and e["payload"]["approval_id"] not in seen,
                     what=f"a {kind} approval")
     seen.add(ev["payload"]["approval_id"])
-    return ApprovalRequest.model_validate(handle.ss.call("approval.get", approval_id=ev["payload"]["approval_id"]))
+    return ApprovalRequest.model_validate(handle.ss.get_approval(approval_id=ev["payload"]["approval_id"]))
 
 
 def test_after_planning_the_run_waits_and_a_modification_goes_back_to_the_planner(engine_home: Path, tmp_path: Path):
@@ -45,7 +44,7 @@ def test_after_planning_the_run_waits_and_a_modification_goes_back_to_the_planne
     assert handle.status().status == RunStatus.waiting_approval
     assert [a.id for a in handle.approvals()] == [first.id]
     assert [s["key"] for s in first.request["plan"]["sub_tasks"]] == ["a"] and handle.steps() == []
-    resolve(handle.ss, first.id, "modify", feedback="Add a second step that checks the first.")
+    handle.ss.resolve_approval(first.id, "modify", feedback="Add a second step that checks the first.")
     second = _next_approval(handle, "after_planning", seen)
     assert [s["key"] for s in second.request["plan"]["sub_tasks"]] == ["a", "b"]
     planner = [c for c in handle._engine.model.config.calls if c.agent == "planner"]
@@ -55,7 +54,7 @@ def test_after_planning_the_run_waits_and_a_modification_goes_back_to_the_planne
     run = handle.wait(60)
     assert run.status == RunStatus.completed, run.error
     assert executions(run.path) == ["a", "b"]
-    decisions = [a["decision"] for a in handle.ss.call("approval.list", run_id=run.id, pending_only=False)]
+    decisions = [a.decision for a in handle.ss.list_approvals(run_id=run.id, pending_only=False)]
     assert decisions == ["modify", "approve"]
 
 
@@ -70,7 +69,7 @@ def test_a_gated_step_waits_and_a_rejection_with_feedback_runs_it_with_that_guid
     assert gate.step_id == by_key["s2"].id and by_key["s1"].status.value == "completed"
     assert gate.options == ["approve", "reject", "modify", "abort"]
     assert executions(handle.status().path) == ["s1"], "s2 has not run before its approval"
-    resolve(handle.ss, gate.id, "reject", feedback="bin the spectrum more coarsely")
+    handle.ss.resolve_approval(gate.id, "reject", feedback="bin the spectrum more coarsely")
     run = handle.wait(60)
     assert run.status == RunStatus.completed, run.error
     assert executions(run.path) == ["s1", "s2"]
@@ -86,13 +85,13 @@ def test_aborting_a_gated_step_fails_the_run_until_it_is_resumed(engine_home: Pa
                                                  approval_steps=["s2"], quiet=True)
     seen: set[str] = set()
     gate = _next_approval(handle, "before_each_step", seen)
-    resolve(handle.ss, gate.id, "abort", feedback="not now")
+    handle.ss.resolve_approval(gate.id, "abort", feedback="not now")
     run = handle.wait(60)
     assert run.status == RunStatus.failed and "step 2 (s2) was rejected: not now" in run.error
     assert executions(run.path) == ["s1"]
     handle.resume()
     again = _next_approval(handle, "before_each_step", seen)
-    resolve(handle.ss, again.id, "approve")
+    handle.ss.resolve_approval(again.id, "approve")
     assert handle.wait(60).status == RunStatus.completed
     assert executions(run.path) == ["s1", "s2"]
 
@@ -107,7 +106,7 @@ def test_on_error_the_user_may_skip_the_failed_step(engine_home: Path, tmp_path:
                                                  max_n_attempts=1, approval_mode="on_error", quiet=True)
     gate = _next_approval(handle, "on_error", set())
     assert gate.options == ["retry", "modify", "skip", "abort"] and "ZeroDivisionError" in gate.request["error"]
-    resolve(handle.ss, gate.id, "skip")
+    handle.ss.resolve_approval(gate.id, "skip")
     run = handle.wait(60)
     assert run.status == RunStatus.completed, run.error
     outputs = {s.key: s.outputs for s in handle.steps()}
@@ -120,6 +119,6 @@ def test_code_is_shown_before_it_runs(engine_home: Path, tmp_path: Path):
                                                  approval_mode="before_code_execution", quiet=True)
     gate = _next_approval(handle, "before_code_execution", set())
     assert "data/only.txt" in gate.request["code"] and executions(handle.status().path) == []
-    resolve(handle.ss, gate.id, "approve")
+    handle.ss.resolve_approval(gate.id, "approve")
     assert handle.wait(60).status == RunStatus.completed
     assert executions(handle.status().path) == ["only"]

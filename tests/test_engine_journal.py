@@ -19,10 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from cmbagent_jupyter.engine.checkpoint_files import JOURNAL_NAME, StepJournal
+from cmbagent_jupyter.store.checkpoint_files import JOURNAL_NAME, StepJournal
 from cmbagent_jupyter.engine.ledger import HOLD_FLUSH_ENV
-from cmbagent_jupyter.store import Conflict, NotFound, Store, stop_service
-from cmbagent_jupyter.store.recovery import recover
+from cmbagent_jupyter.core.errors import Conflict, NotFound
+from cmbagent_jupyter.store.local import stop_service
+from cmbagent_jupyter.store import StorePort, open_store
+from cmbagent_jupyter.store.local.recover import recover
 from engine_fixtures import (  # noqa: F401 - fixture
     cli_env,
     cmbagent,
@@ -40,14 +42,14 @@ def _completed_in_journal(path: Path) -> set[str]:
     return {c["key"] for r in StepJournal.read(path)[0] for c in r["complete"]}
 
 
-def _session(store: Store, name: str):
+def _session(store: StorePort, name: str):
     try:
         return store.resolve_session(name)
     except NotFound:
         return None
 
 
-def _run_held_then_kill(home: Path, tmp_path: Path, name: str) -> tuple[Store, object, Path]:
+def _run_held_then_kill(home: Path, tmp_path: Path, name: str) -> tuple[StorePort, object, Path]:
     """Start a run whose flusher never sends, SIGKILL it once step a is in its journal."""
     scenario, plan = control_scenario(tmp_path / f"{name}.yaml", STEPS, sleep_s=0.4)
     plan_file = tmp_path / f"{name}.json"
@@ -56,7 +58,7 @@ def _run_held_then_kill(home: Path, tmp_path: Path, name: str) -> tuple[Store, o
                              "--scenario", str(scenario), "--session", name, "--json"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=cli_env(home, **{HOLD_FLUSH_ENV: "1"}))
-    store = Store(home)
+    store = open_store(home)
     try:
         session = wait_for(lambda: _session(store, name), 60, f"session {name}")
         ss = store.session(session.id)
@@ -94,7 +96,7 @@ def test_a_kill_after_the_journal_append_but_before_the_store_flush_loses_nothin
         # the store caught up with the whole journal, both processes' records
         records = StepJournal.read(journal)[0]
         assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
-        assert ss.call("engine.advance_many", run_id=run.id, records=[])["journal_seq"] == records[-1]["seq"]
+        assert ss.advance(run_id=run.id, records=[]).journal_seq == records[-1]["seq"]
         completions = [e for e in ss.events(run.id) if e.type.value == "step.completed"]
         assert sorted(e.payload["key"] for e in completions) == ["a", "b", "c"]
     finally:
@@ -109,7 +111,7 @@ def test_recover_replays_the_journal_into_the_store(engine_home: Path, tmp_path:
         store.close()
         report = recover(engine_home)
         assert report.journal_records >= 1, report.to_dict()
-        store = Store(engine_home)
+        store = open_store(engine_home)
         ss = store.session(run.session_id)
         steps = {s.key: s for s in ss.list_steps(run.id)}
         assert steps["a"].status.value == "completed" and steps["a"].outputs["summary"]
@@ -135,7 +137,7 @@ def test_a_lost_store_is_rebuilt_from_run_json_and_the_journal_before_the_first_
         (engine_home / name).unlink(missing_ok=True)
     report = recover(engine_home)
     assert (report.runs, report.steps) == (1, 3) and report.journal_records >= 1, report.to_dict()
-    store = Store(engine_home)
+    store = open_store(engine_home)
     try:
         steps = {s.key: s for s in store.session(run.session_id).list_steps(run.id)}
         assert {k: s.status.value for k, s in steps.items()} == {"a": "completed", "b": "running", "c": "pending"}
@@ -153,7 +155,7 @@ def test_step_snapshots_are_synced_only_for_a_run_whose_steps_run_json_cannot_re
     import asyncio
 
     from cmbagent_jupyter.api import create_run
-    from cmbagent_jupyter.engine import checkpoint_files
+    from cmbagent_jupyter.store import checkpoint_files
     from cmbagent_jupyter.engine.ledger import StepLedger
     from cmbagent_jupyter.engine.runner import RunEngine
     from cmbagent_jupyter.core import Session, Step
@@ -170,7 +172,7 @@ def test_step_snapshots_are_synced_only_for_a_run_whose_steps_run_json_cannot_re
     async def step(s, ctx):
         return {"summary": f"{s.key} done", "files": [], "figures": []}
 
-    store = Store(engine_home)
+    store = open_store(engine_home)
     try:
         ss = store.session(store.create_session("snapshots").id)
         plan = {"sub_tasks": [{"key": k, "sub_task": k, "sub_task_agent": "engineer", "depends_on": d}
@@ -199,13 +201,13 @@ def test_step_snapshots_are_synced_only_for_a_run_whose_steps_run_json_cannot_re
 def executing_run(engine_home: Path):
     """A control run of two steps (s2 after s1) that this process claimed to execute: the
     store, the session, the run and the steps; the store is closed afterwards."""
-    store = Store(engine_home)
+    store = open_store(engine_home)
     try:
         ss = store.session(store.create_session("journal").id)
         run = ss.create_run("journal", mode="control")
         steps = ss.put_plan(run.id, [{"key": "s1", "description": "one"},
                                      {"key": "s2", "description": "two", "depends_on": ["s1"]}])
-        ss.call("engine.claim", run_id=run.id, to="executing", owner_pid=os.getpid())
+        ss.claim(run_id=run.id, to="executing", owner_pid=os.getpid())
         yield store, ss, run, steps
     finally:
         store.close()
@@ -224,8 +226,8 @@ def test_advance_many_applies_each_record_once(executing_run):
                                                               "kind": "step_complete", "context": {"d": 1}}}],
          "start": [s2.id]},
     ]
-    first = ss.call("engine.advance_many", run_id=run.id, owner_pid=os.getpid(), records=records)
-    assert first["applied"] == 2 and first["journal_seq"] == 2 and first["run_status"] == "executing"
+    first = ss.advance(run_id=run.id, owner_pid=os.getpid(), records=records)
+    assert first.applied == 2 and first.journal_seq == 2 and first.run_status == "executing"
 
     def state():
         steps = {s.key: (s.status.value, s.attempts, s.outputs) for s in ss.list_steps(run.id)}
@@ -236,15 +238,15 @@ def test_advance_many_applies_each_record_once(executing_run):
     assert after_first[0] == {"s1": ("completed", 1, {"summary": "one"}), "s2": ("running", 1, {})}
     assert after_first[1]["step.completed"] == 1 and after_first[1]["step.started"] == 2
     assert after_first[2] == 1
-    again = ss.call("engine.advance_many", run_id=run.id, owner_pid=os.getpid(), records=records)
-    assert again["applied"] == 0 and again["journal_seq"] == 2
-    replayed = ss.call("engine.advance_many", run_id=run.id, records=records, replay=True)
-    assert replayed["applied"] == 0
+    again = ss.advance(run_id=run.id, owner_pid=os.getpid(), records=records)
+    assert again.applied == 0 and again.journal_seq == 2
+    replayed = ss.advance(run_id=run.id, records=records, replay=True)
+    assert replayed.applied == 0
     assert state() == after_first, "the same records sent again change nothing"
     # the seen ones skipped, the new one applied
     more = records + [{"seq": 3, "at": _at(3), "complete": [{"step_id": s2.id, "outputs": {"summary": "two"}}]}]
-    third = ss.call("engine.advance_many", run_id=run.id, owner_pid=os.getpid(), records=more)
-    assert third["applied"] == 1 and third["journal_seq"] == 3
+    third = ss.advance(run_id=run.id, owner_pid=os.getpid(), records=more)
+    assert third.applied == 1 and third.journal_seq == 3
     assert {s.key: s.status.value for s in ss.list_steps(run.id)} == {"s1": "completed", "s2": "completed"}
     assert Counter(e.type.value for e in ss.events(run.id))["step.completed"] == 2
     completed_at = {s.key: s.completed_at for s in ss.list_steps(run.id)}
@@ -255,14 +257,14 @@ def test_advance_many_refuses_what_the_ledger_forbids(executing_run):
     store, ss, run, (s1, s2) = executing_run
     done = [{"seq": 1, "at": _at(1), "start": [s1.id]},
             {"seq": 2, "at": _at(2), "complete": [{"step_id": s1.id, "outputs": {}}]}]
-    ss.call("engine.advance_many", run_id=run.id, records=done)
+    ss.advance(run_id=run.id, records=done)
     twice = [{"seq": 3, "at": _at(3), "complete": [{"step_id": s1.id, "outputs": {"x": 1}}]}]
     with pytest.raises(Conflict, match="completed already"):
-        ss.call("engine.advance_many", run_id=run.id, records=twice)
+        ss.advance(run_id=run.id, records=twice)
     with pytest.raises(Conflict, match="executed by process"):
-        ss.call("engine.advance_many", run_id=run.id, owner_pid=os.getpid() + 1,
+        ss.advance(run_id=run.id, owner_pid=os.getpid() + 1,
                 records=[{"seq": 3, "at": _at(3), "start": [s2.id]}])
-    assert ss.call("engine.advance_many", run_id=run.id, records=[])["journal_seq"] == 2
+    assert ss.advance(run_id=run.id, records=[]).journal_seq == 2
     assert {s.key: (s.status.value, s.outputs) for s in ss.list_steps(run.id)} == {
         "s1": ("completed", {}), "s2": ("pending", {})}
 
@@ -272,11 +274,11 @@ def test_advance_many_refuses_a_hole_in_the_journal(executing_run):
     store, ss, run, (s1, s2) = executing_run
     later = [{"seq": 2, "at": _at(2), "start": [s1.id]}]
     with pytest.raises(Conflict, match="out of order: the store has up to seq 0, this batch starts at 2"):
-        ss.call("engine.advance_many", run_id=run.id, owner_pid=os.getpid(), records=later)
-    assert ss.call("engine.advance_many", run_id=run.id, records=[])["journal_seq"] == 0
+        ss.advance(run_id=run.id, owner_pid=os.getpid(), records=later)
+    assert ss.advance(run_id=run.id, records=[]).journal_seq == 0
     assert {s.key: s.status.value for s in ss.list_steps(run.id)} == {"s1": "pending", "s2": "pending"}
     # a replay (recovery of what a journal on disk proves) applies what it has
-    assert ss.call("engine.advance_many", run_id=run.id, records=later, replay=True)["applied"] == 1
+    assert ss.advance(run_id=run.id, records=later, replay=True).applied == 1
 
 
 def test_settle_applies_the_last_records_and_moves_the_run_in_one_transaction(executing_run):
@@ -289,16 +291,16 @@ def test_settle_applies_the_last_records_and_moves_the_run_in_one_transaction(ex
                {"seq": 3, "at": _at(3), "complete": [{"step_id": s2.id, "outputs": {"summary": "two"}}]}]
     bad = [*records[:2], {"seq": 3, "at": _at(3), "complete": [{"step_id": s1.id, "outputs": {}}]}]
     with pytest.raises(Conflict, match="completed already"):
-        ss.call("engine.settle", run_id=run.id, to="completed", records=bad, owner_pid=os.getpid())
+        ss.settle(run_id=run.id, to="completed", records=bad, owner_pid=os.getpid())
     assert ss.get_run(run.id).status.value == "executing", "nothing of a refused settle is kept"
     assert {s.status.value for s in ss.list_steps(run.id)} == {"pending"}
-    out = ss.call("engine.settle", run_id=run.id, to="completed", records=records, owner_pid=os.getpid(),
+    out = ss.settle(run_id=run.id, to="completed", records=records, owner_pid=os.getpid(),
                   reason="all steps completed")
-    assert out["run"]["status"] == "completed"
+    assert out.run.status == "completed"
     assert {s.key: s.status.value for s in ss.list_steps(run.id)} == {"s1": "completed", "s2": "completed"}
     [cp] = ss.list_checkpoints(run.id)
-    latest = ss.call("checkpoint.latest", run_id=run.id)
-    assert cp.id == latest["id"] == "ckp_00000000000000000001" and latest["context"] == {"completed": ["s1"]}
+    latest = ss.latest_checkpoint(run_id=run.id)
+    assert cp.id == latest.id == "ckp_00000000000000000001" and latest.context == {"completed": ["s1"]}
     completed = [e for e in ss.events(run.id) if e.type.value == "step.completed"]
     assert [e.payload.get("checkpoint_id") for e in completed] == ["ckp_00000000000000000001", None]
 
@@ -313,7 +315,7 @@ def test_a_snapshot_of_the_journal_is_a_checkpoint_with_its_file_shown_from_its_
                    {"step_id": s1.id, "outputs": {"summary": "one"},
                     "checkpoint": {"id": "ckp_00000000000000000002", "kind": "step_complete", "pickle_path": snapshot}},
                    {"step_id": s2.id, "outputs": {"summary": "two"}}]}]
-    ss.call("engine.settle", run_id=run.id, to="completed", records=records, owner_pid=os.getpid())
+    ss.settle(run_id=run.id, to="completed", records=records, owner_pid=os.getpid())
     [cp] = ss.list_checkpoints(run.id)
     latest = ss.latest_checkpoint(run.id)
     assert (cp.id, cp.pickle_path, cp.step_id) == ("ckp_00000000000000000002", snapshot, s1.id)
@@ -327,7 +329,7 @@ def test_group_sync_journal_survives_its_process_at_once_and_reaches_the_disk(tm
     `wait_durable` returns once a group fdatasync covered it; a bad mode is named."""
     script = (
         "import os, sys\n"
-        "from cmbagent_jupyter.engine.checkpoint_files import StepJournal\n"
+        "from cmbagent_jupyter.store.checkpoint_files import StepJournal\n"
         "j = StepJournal(sys.argv[1], sync='group')\n"
         "j.open()\n"
         "for i in range(1, 51):\n"
@@ -376,7 +378,7 @@ def test_journal_sync_and_context_files_are_run_settings_checked_where_they_come
     from cmbagent_jupyter.api import create_run
     from cmbagent_jupyter.core import InvalidInput
 
-    store = Store(engine_home)
+    store = open_store(engine_home)
     try:
         ss = store.session(store.create_session("settings").id)
         plan = {"sub_tasks": [{"key": "a", "sub_task": "one", "sub_task_agent": "engineer"}]}
@@ -392,7 +394,7 @@ def test_journal_sync_and_context_files_are_run_settings_checked_where_they_come
 def test_a_resent_claim_whose_first_try_was_applied_is_answered_not_refused(engine_home: Path):
     """The claim's reply (the steps) stays out of the request ledger: a resend of an applied
     claim (the connection was lost before its reply) finds the run moved by the same owner."""
-    store = Store(engine_home)
+    store = open_store(engine_home)
     try:
         ss = store.session(store.create_session("claim").id)
         run = ss.create_run("claim", mode="control")
@@ -416,7 +418,7 @@ def test_a_resent_settle_whose_first_try_was_applied_is_answered_and_another_own
     the run cannot settle it."""
     store, ss, run, (s1, _s2) = executing_run
     with pytest.raises(Conflict, match="now executed by process"):
-        ss.call("engine.settle", run_id=run.id, to="paused", owner_pid=os.getpid() + 1)
+        ss.settle(run_id=run.id, to="paused", owner_pid=os.getpid() + 1)
     args = {"session_id": ss.session_id, "run_id": run.id, "to": "paused", "owner_pid": os.getpid(),
             "records": [{"seq": 1, "at": _at(1), "start": [s1.id]}],
             "checkpoint": {"id": "ckp_00000000000000000009", "kind": "manual", "context": {"why": "pause"}}}
@@ -443,7 +445,7 @@ def test_a_draft_whose_plan_changed_after_it_was_handed_over_runs_the_stored_pla
         ran.append(s.key)
         return {"summary": f"{s.key} done", "files": [], "figures": []}
 
-    store = Store(engine_home)
+    store = open_store(engine_home)
     try:
         ss = store.session(store.create_session("stale").id)
         first = [{"key": k, "sub_task": k, "sub_task_agent": "engineer", "depends_on": d}
@@ -452,7 +454,7 @@ def test_a_draft_whose_plan_changed_after_it_was_handed_over_runs_the_stored_pla
         other = plan_from_data({"sub_tasks": [{"key": "x", "sub_task": "x", "sub_task_agent": "engineer"},
                                               {"key": "y", "sub_task": "y", "sub_task_agent": "engineer",
                                                "depends_on": ["x"]}]}, agents=["engineer"])
-        ss.call("engine.plan_ready", run_id=handed.id, start=False, **plan_request(other))
+        ss.plan_ready(run_id=handed.id, start=False, **plan_request(other))
         assert set(handed.config["step_ids"]) == {"a", "b", "c"}, "the object handed over keeps the first plan"
         out = asyncio.run(RunEngine(store, handed, step_runner=step).execute())
         assert out.status.value == "completed"

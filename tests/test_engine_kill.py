@@ -20,7 +20,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from cmbagent_jupyter.store import Store
+from cmbagent_jupyter.store import StorePort, open_store
 from engine_fixtures import (  # noqa: F401 - fixture
     cli_env,
     cmbagent,
@@ -51,7 +51,7 @@ def _start(home: Path, plan_file: Path, scenario: Path, session: str) -> subproc
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=cli_env(home))
 
 
-def _outputs(store: Store, run_id: str) -> dict[str, dict]:
+def _outputs(store: StorePort, run_id: str) -> dict[str, dict]:
     run = store.find_run(run_id)
     steps = store.session(run.session_id).list_steps(run_id)
     return {s.key: s.outputs for s in steps}
@@ -67,7 +67,7 @@ def test_sigkill_at_random_points_and_resume_in_a_new_process(engine_home: Path,
     scenario, plan = control_scenario(tmp_path / "kill.yaml", STEPS, sleep_s=0.15)
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(json.dumps(plan))
-    store = Store(engine_home)
+    store = open_store(engine_home)
     try:
         reference = _start(engine_home, plan_file, scenario, "reference")
         assert reference.wait(timeout=120) == 0, reference.stderr.read()
@@ -134,8 +134,8 @@ def test_sigkill_at_random_points_and_resume_in_a_new_process(engine_home: Path,
         store.close()
 
 
-def _session_id(store: Store, name: str) -> str | None:
-    from cmbagent_jupyter.store import NotFound
+def _session_id(store: StorePort, name: str) -> str | None:
+    from cmbagent_jupyter.core.errors import NotFound
 
     try:
         return store.resolve_session(name).id

@@ -269,11 +269,11 @@ def test_a_control_run_shows_its_steps_and_dag_before_it_starts_and_a_custom_run
 
     from cmbagent_jupyter.api import RunHandle, create_run
     from cmbagent_jupyter.engine.runner import RunEngine
-    from cmbagent_jupyter.store import Store
+    from cmbagent_jupyter.store import open_store
 
     plan = {"sub_tasks": [{"key": "a", "sub_task": "one", "sub_task_agent": "engineer"},
                           {"key": "b", "sub_task": "two", "sub_task_agent": "engineer", "depends_on": ["a"]}]}
-    store = Store(engine_home)
+    store = open_store(engine_home)
     try:
         ss = store.session(store.create_session("draft plan").id)
         run, _ = create_run(ss, "two steps", mode="control", plan=plan)
@@ -304,11 +304,11 @@ def test_a_finished_run_leaves_no_reference_cycles_behind(engine_home: Path):
 
     from cmbagent_jupyter.api import create_run
     from cmbagent_jupyter.engine.runner import RunEngine
-    from cmbagent_jupyter.store import Store
+    from cmbagent_jupyter.store import open_store
 
     plan = {"sub_tasks": [{"key": f"s{i}", "sub_task": f"step {i}", "sub_task_agent": "engineer",
                            "depends_on": [f"s{i - 1}"] if i else []} for i in range(60)]}
-    store = Store(engine_home)
+    store = open_store(engine_home)
     try:
         ss = store.session(store.create_session("cycles").id)
         run, _ = create_run(ss, "chain", mode="control", plan=plan)

@@ -107,17 +107,17 @@ def test_errors_are_one_line(shell, capsys, line, message):
 
 def test_approve_and_reject_resolve_through_the_store(shell, store, capsys):
     ss, run, _ = planned_run(store, 1)
-    first = ss.call("approval.create", run_id=run.id, kind="after_planning")
+    first = ss.create_approval(run_id=run.id, kind="after_planning")
     magic(shell, f"approvals {run.id}")
-    assert first["id"] in capsys.readouterr().out
-    magic(shell, f"approve {first['id']} --feedback 'looks right'")
-    assert capsys.readouterr().out.strip() == f"approval {first['id']} (after_planning) approved: looks right"
-    assert ss.call("approval.get", approval_id=first["id"])["resolved_by"] == "notebook"
+    assert first.id in capsys.readouterr().out
+    magic(shell, f"approve {first.id} --feedback 'looks right'")
+    assert capsys.readouterr().out.strip() == f"approval {first.id} (after_planning) approved: looks right"
+    assert ss.get_approval(approval_id=first.id).resolved_by == "notebook"
 
-    second = ss.call("approval.create", run_id=run.id, kind="before_each_step")
-    magic(shell, f"reject {second['id']}")
+    second = ss.create_approval(run_id=run.id, kind="before_each_step")
+    magic(shell, f"reject {second.id}")
     assert one_line_error(capsys) == "reject needs feedback that says what to change"
-    magic(shell, f"reject {second['id']} -f 'use 50 bins'")
+    magic(shell, f"reject {second.id} -f 'use 50 bins'")
     assert capsys.readouterr().out.strip().endswith("rejected: use 50 bins")
 
 

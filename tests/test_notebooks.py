@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from cmbagent_jupyter.store import Store
+from cmbagent_jupyter.store import open_store
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -42,15 +42,15 @@ def test_quickstart_executes_end_to_end_on_the_scripted_model(cmb_home, tmp_path
     assert outputs_of(gated, WIDGET_MIME)
     assert "after_planning apr_" in text_of(gate_ready) and "is waiting for you: Approve the plan" in text_of(gate_ready)
 
-    with Store(cmb_home) as store:
+    with open_store(cmb_home) as store:
         [session_row] = store.list_sessions()
         ss = store.session(session_row.id)
         first, second = sorted(ss.list_runs(), key=lambda r: r.created_at)
         assert first.status.value == "completed"
         # the gated run waits for a person: headless, nobody clicks Approve
         assert second.status.value == "waiting_approval"
-        [gate] = ss.call("approval.list", run_id=second.id)
-        assert gate["kind"] == "after_planning" and gate["status"] == "pending"
+        [gate] = ss.list_approvals(run_id=second.id)
+        assert gate.kind == "after_planning" and gate.status == "pending"
 
 
 def test_dashboard_notebook_executes_and_shows_a_widget(cmb_home, tmp_path):

@@ -17,7 +17,7 @@ def test_dashboard_under_voila_renders_runs_and_its_approve_button_works(
     ss, run, steps = planned_run(store, 3, session="lab", task="Toy CMB analysis for the dashboard")
     ss.transition_step(steps[0].id, "running")
     ss.transition_step(steps[0].id, "completed", outputs={"summary": "theory spectrum"})
-    gate = ss.call("approval.create", run_id=run.id, kind="before_each_step", step_id=steps[1].id,
+    gate = ss.create_approval(run_id=run.id, kind="before_each_step", step_id=steps[1].id,
                    request={"summary": "run step 2?"})
 
     page = chromium_browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -38,11 +38,11 @@ def test_dashboard_under_voila_renders_runs_and_its_approve_button_works(
 
     # The approval tab's Approve button resolves the approval in the store.
     dashboard.locator(".lm-TabBar-tab", has_text="Approvals (1)").click()
-    card = dashboard.locator(f'.cmbagent-approval-card[data-id="{gate["id"]}"]:visible')
+    card = dashboard.locator(f'.cmbagent-approval-card[data-id="{gate.id}"]:visible')
     card.wait_for(timeout=30_000)
     page.screenshot(path=str(artifacts_dir / "dashboard_voila_approvals.png"), full_page=True)
     card.locator("button.cmbagent-approval-approve").click()
     expect(dashboard.locator(".lm-TabBar-tab", has_text="Approvals (0)")).to_be_visible(timeout=30_000)
-    resolved = ss.call("approval.get", approval_id=gate["id"])
-    assert (resolved["status"], resolved["resolved_by"]) == ("approved", "notebook")
+    resolved = ss.get_approval(approval_id=gate.id)
+    assert (resolved.status, resolved.resolved_by) == ("approved", "notebook")
     assert not [e for e in errors if "cmbagent" in e or "anywidget" in e], errors

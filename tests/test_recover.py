@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from cmbagent_jupyter.core import InvalidInput
-from cmbagent_jupyter.store import Store, stop_service
+from cmbagent_jupyter.store.local import stop_service
+from cmbagent_jupyter.store import StorePort, open_store
 from cmbagent_jupyter.store.checkpoints import CheckpointWriter, UnsafePickle, read_checkpoint_file
 from cmbagent_jupyter.store.recovery import import_context
 
@@ -39,7 +40,7 @@ class RunsShell:
         return (os.system, (f"touch {self.marker}",))
 
 
-def build_home(store: Store) -> dict:
+def build_home(store: StorePort) -> dict:
     """Two sessions with runs in several states, checkpointed the way the engine does."""
     home = store.home
     s = store.create_session("Project X", {"max_cost_usd": 42})
@@ -72,12 +73,12 @@ def build_home(store: Store) -> dict:
     cold_ss.transition_run(paused.id, "executing")
     paused = cold_ss.transition_run(paused.id, "paused")
     CheckpointWriter(cold_ss, home).save(paused, kind="emergency", context={"where": "paused"})
-    store.archive_session(cold.id)
+    store.session(cold.id).set_status("archived")
     return {"session": s, "cold": cold, "active": active, "steps": steps, "done": done, "draft": draft,
             "paused": paused}
 
 
-def lose_database(store: Store) -> None:
+def lose_database(store: StorePort) -> None:
     home = store.home
     store.close()
     stop_service(home)
@@ -114,7 +115,7 @@ def test_recover_rebuilds_a_deleted_store_from_the_files(store, cmb_home, cli):
     assert (report["sessions"], report["runs"], report["steps"], report["checkpoints"]) == (2, 4, 4, 3)
     assert report["interrupted"] == [built["active"].id] and report["skipped"] == []
 
-    with Store(cmb_home) as again:
+    with open_store(cmb_home) as again:
         s = again.get_session(built["session"].id)
         assert s.name == "Project X" and s.quotas.max_cost_usd == 42
         assert again.get_session(built["cold"].id).status.value == "archived"
@@ -153,18 +154,18 @@ def test_recover_moves_a_corrupted_database_aside_and_rebuilds(store, cmb_home, 
     [kept] = list(cmb_home.glob("store.duckdb.corrupt-*"))
     assert kept.read_bytes() == garbage and "kept the unreadable database" in out.stdout
     assert "interrupted" in out.stdout and built["active"].id in out.stdout
-    with Store(cmb_home) as again:
+    with open_store(cmb_home) as again:
         assert {s.name for s in again.list_sessions(include_archived=True)} == {"Project X", "Old project"}
 
 
 def test_a_session_created_after_the_loss_keeps_its_name_and_the_recovered_one_is_renamed(store, cmb_home, cli):
     built = build_home(store)
     lose_database(store)
-    with Store(cmb_home) as fresh:
+    with open_store(cmb_home) as fresh:
         newer = fresh.create_session("Project X")
     report = cli("recover", "--json").json()
     assert report["sessions"] == 2
-    with Store(cmb_home) as again:
+    with open_store(cmb_home) as again:
         names = {s.id: s.name for s in again.list_sessions()}
     assert names[newer.id] == "Project X"
     assert names[built["session"].id].startswith("Project X (recovered")
@@ -246,15 +247,14 @@ def test_pickles_outside_our_directories_are_not_loaded_as_checkpoints(store, cm
 
     ss = store.session(built["session"].id)
     with pytest.raises(InvalidInput, match="not inside the run's directory"):
-        store.session(built["session"].id).call(
-            "recovery.import_checkpoint", run_id=built["draft"].id,
-            checkpoint={"id": "ckp_0123456789abcdef", "kind": "manual", "pickle_path": str(outside)})
+        ss.import_checkpoint(built["draft"].id, {"id": "ckp_0123456789abcdef", "kind": "manual",
+                                                 "pickle_path": str(outside)}, {})
 
     lose_database(store)
     report = cli("recover", "--json").json()
     assert [s["path"] for s in report["skipped"]] == [str(link)]
     assert "only read from" in report["skipped"][0]["reason"]
-    with Store(cmb_home) as again:
+    with open_store(cmb_home) as again:
         assert again.session(ss.session_id).list_checkpoints(built["draft"].id) == []
 
 

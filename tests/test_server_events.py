@@ -30,7 +30,7 @@ def make_run(ss, task: str, *, approval: bool = False):
                                   "depends_on": ["step_1"]}])
     ss.transition_run(run.id, "planning")
     ss.transition_run(run.id, "executing")
-    appr = ss.call("approval.create", run_id=run.id, kind="before_step", step_id=steps[1].id) if approval else None
+    appr = ss.create_approval(run_id=run.id, kind="before_step", step_id=steps[1].id) if approval else None
     return run, steps, appr
 
 
@@ -54,7 +54,7 @@ async def test_connect_sends_state_then_live_events_in_the_envelope(event_socket
     state = connected["state"]
     assert [s["name"] for s in state["sessions"]] == ["alpha", "beta"]
     assert [(r["id"], r["status"]) for r in state["runs"]] == [(run.id, "waiting_approval")]
-    assert [a["id"] for a in state["approvals"]] == [approval["id"]]
+    assert [a["id"] for a in state["approvals"]] == [approval.id]
     log_events = [e for e in sock.events() if e["type"] == "log"]
     assert [e["payload"]["message"] for e in log_events] == ["live one", "session-level"]
     first = log_events[0]
@@ -89,8 +89,8 @@ async def test_a_session_stream_sees_only_its_session_and_a_run_stream_its_run(e
 async def test_since_replays_missed_events_once_then_continues_live(event_socket, two_sessions):
     sa, _ = two_sessions
     run, _, _ = make_run(sa, "replayed run")
-    seen = sa.emit("log", run.id, message="seen")["gseq"]
-    missed = [sa.emit("log", run.id, message=f"missed {i}")["gseq"] for i in range(3)]
+    seen = sa.emit("log", run.id, message="seen").gseq
+    missed = [sa.emit("log", run.id, message=f"missed {i}").gseq for i in range(3)]
 
     sock = await event_socket(since=seen)
     connected = await sock.next()
@@ -149,7 +149,7 @@ async def test_client_messages_pause_resume_and_resolve(event_socket, server_api
     sock = await event_socket(session_id=sa.session_id)
     await sock.next()
 
-    await sock.send({"type": "resolve_approval", "id": "r1", "approval_id": approval["id"], "decision": "approve",
+    await sock.send({"type": "resolve_approval", "id": "r1", "approval_id": approval.id, "decision": "approve",
                      "feedback": "fine by me"})
     resolved = await sock.until(lambda f: f.get("id") == "r1", what="the resolve ack")
     received = await sock.first(is_type("approval.received"), what="the approval event")
@@ -193,11 +193,11 @@ async def test_client_messages_that_are_refused(event_socket, two_sessions):
         (every, json.dumps({"type": "pause", "id": 1, "run_id": "r"}), 400, "malformed run id"),
         (every, json.dumps({"type": "pause", "id": 2, "run_id": run.id}), 400, "needs a session_id"),
         (every, json.dumps({"type": "ping", "colour": "red"}), 400, "colour: unknown field"),
-        (beta, json.dumps({"type": "resolve_approval", "id": 3, "approval_id": approval["id"],
-                           "decision": "approve"}), 404, approval["id"]),
+        (beta, json.dumps({"type": "resolve_approval", "id": 3, "approval_id": approval.id,
+                           "decision": "approve"}), 404, approval.id),
         (beta, json.dumps({"type": "pause", "id": 4, "run_id": run.id, "session_id": sa.session_id}), 404,
          "not the session"),
-        (every, json.dumps({"type": "resolve_approval", "id": 5, "approval_id": approval["id"],
+        (every, json.dumps({"type": "resolve_approval", "id": 5, "approval_id": approval.id,
                             "decision": "reject", "session_id": sa.session_id}), 400, "feedback"),
     ]
     for sock, raw, status, text in cases:
@@ -206,7 +206,7 @@ async def test_client_messages_that_are_refused(event_socket, two_sessions):
 
         assert error["status"] == status, (raw, error)
         assert text in error["message"], (raw, error)
-    assert sa.call("approval.get", approval_id=approval["id"])["status"] == "pending"
+    assert sa.get_approval(approval_id=approval.id).status == "pending"
     assert sa.get_run(run.id).pause_requested is False
 
 
@@ -215,7 +215,7 @@ async def test_request_state_sends_fresh_state_and_replays_from_since(event_sock
     run, _, _ = make_run(sa, "state run")
     sock = await event_socket()
     connected = await sock.next()
-    first = sa.emit("log", run.id, message="one")["gseq"]
+    first = sa.emit("log", run.id, message="one").gseq
     await sock.until(lambda f: "payload" in f and f["gseq"] == first, what="event one")
     sa.transition_run(run.id, "paused")
 
@@ -291,7 +291,7 @@ async def test_a_slow_client_is_told_to_replay_and_loses_nothing(
     for batch in range(10):  # 15 MB: more than the socket buffers hold
         rows = sa.append_events([{"type": "log", "session_id": sa.session_id, "run_id": run.id,
                                   "payload": {"n": batch * 30 + i, "text": bulky}} for i in range(30)])
-        written += [r["gseq"] for r in rows]
+        written += [r.gseq for r in rows]
         if batch == 0:
             await until(lambda: stream.last_sent == written[-1], 30, "the first batch to be handed to the socket")
         await asyncio.sleep(0)

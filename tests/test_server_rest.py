@@ -52,13 +52,13 @@ def world(store, server_api) -> World:
     run, steps = executing_run(sa, "Fit the CMB power spectrum")
     sa.transition_step(steps[0].id, "running")
     sa.transition_step(steps[0].id, "completed")
-    approval = sa.call("approval.create", run_id=run.id, kind="before_step", step_id=steps[1].id,
+    approval = sa.create_approval(run_id=run.id, kind="before_step", step_id=steps[1].id,
                        request={"question": "run step 2?"})
     sa.add_costs([{"run_id": run.id, "step_id": steps[0].id, "agent": "engineer", "model": "gpt-4o",
                    "prompt_tokens": 1000, "completion_tokens": 200, "cost_usd": 0.25}])
     run_b, _ = executing_run(sb, "Another team's task")
     sb.add_costs([{"run_id": run_b.id, "model": "gpt-4o", "cost_usd": 1.5}])
-    return World(a.id, b.id, run.id, [s.id for s in steps], approval["id"], run_b.id)
+    return World(a.id, b.id, run.id, [s.id for s in steps], approval.id, run_b.id)
 
 
 # ---------------------------------------------------------------- every endpoint refuses a request without the token
@@ -81,7 +81,7 @@ async def test_requests_without_token_are_refused(world, store, unauthenticated_
     assert codes == {endpoint: 403 for endpoint in codes}
     assert store.session(world.a).get_run(world.run) == before
     assert [s.name for s in store.list_sessions()] == ["alpha", "beta"]
-    assert store.session(world.a).call("approval.get", approval_id=world.approval)["status"] == "pending"
+    assert store.session(world.a).get_approval(approval_id=world.approval).status == "pending"
 
 
 # ---------------------------------------------------------------- sessions
@@ -252,9 +252,9 @@ async def test_pause_asks_the_run_to_pause(api_call, store, world):
 
 RESUME_SCRIPT = """
 import sys
-from cmbagent_jupyter.store import Store
+from cmbagent_jupyter.store import open_store
 run_id, session_id = sys.argv[1], sys.argv[2]
-Store().session(session_id).transition_run(run_id, "executing", reason="resumed by test command", actor="resume")
+open_store().session(session_id).transition_run(run_id, "executing", reason="resumed by test command", actor="resume")
 """
 
 
@@ -362,7 +362,7 @@ async def test_branch_from_a_step_the_run_lacks_is_refused(api_call, world):
 
 async def test_pending_approvals_for_all_sessions_and_for_one(api_call, store, world):
     sb = store.session(world.b)
-    other = sb.call("approval.create", run_id=world.run_b, kind="after_planning")
+    other = sb.create_approval(run_id=world.run_b, kind="after_planning")
 
     everyone = await api_call("GET", "approvals", "pending")
     alpha = await api_call("GET", "approvals", "pending", params={"session_id": world.a})
@@ -370,7 +370,7 @@ async def test_pending_approvals_for_all_sessions_and_for_one(api_call, store, w
     malformed = await api_call("GET", "approvals", "pending", params={"session_id": "alpha"})
 
     assert everyone.code == 200
-    assert {a["id"] for a in everyone.body["approvals"]} == {world.approval, other["id"]}
+    assert {a["id"] for a in everyone.body["approvals"]} == {world.approval, other.id}
     assert [a["id"] for a in alpha.body["approvals"]] == [world.approval]
     assert alpha.body["approvals"][0]["request"] == {"question": "run step 2?"}
     assert unknown.code == 404
@@ -422,23 +422,23 @@ async def check_decision_refusals(api_call, store, world, action):
     assert bad_json.code == 400 and "JSON" in bad_json.message
     assert bad_type.code == 400 and "feedback" in bad_type.message
     assert extra.code == 400 and "decision: unknown field" in extra.message
-    pending = store.session(world.a).call("approval.get", approval_id=world.approval)
-    assert pending["status"] == "pending"
+    pending = store.session(world.a).get_approval(approval_id=world.approval)
+    assert pending.status == "pending"
 
 
 async def test_resolve_answers_any_option_of_the_gate(api_call, store, world):
     sa = store.session(world.a)
-    failed = sa.call("approval.create", run_id=world.run, kind="on_error", options=["retry", "modify", "skip", "abort"])
+    failed = sa.create_approval(run_id=world.run, kind="on_error", options=["retry", "modify", "skip", "abort"])
 
-    not_an_option = await api_call("POST", "approvals", failed["id"], "approve",
+    not_an_option = await api_call("POST", "approvals", failed.id, "approve",
                                    body={"session_id": world.a})
-    unknown_decision = await api_call("POST", "approvals", failed["id"], "resolve",
+    unknown_decision = await api_call("POST", "approvals", failed.id, "resolve",
                                       body={"session_id": world.a, "decision": "maybe"})
-    cross = await api_call("POST", "approvals", failed["id"], "resolve",
+    cross = await api_call("POST", "approvals", failed.id, "resolve",
                            body={"session_id": world.b, "decision": "retry"})
     unknown = await api_call("POST", "approvals", UNKNOWN["approval"], "resolve",
                              body={"session_id": world.a, "decision": "retry"})
-    retried = await api_call("POST", "approvals", failed["id"], "resolve",
+    retried = await api_call("POST", "approvals", failed.id, "resolve",
                              body={"session_id": world.a, "decision": "modify", "feedback": "use float64"})
 
     assert not_an_option.code == 400 and "not an option" in not_an_option.message

@@ -13,9 +13,9 @@ from conftest import blocking_python_kernel, submit_cell, wait_cell, wait_for
 WAIT_FOR_APPROVAL = """
 import pathlib
 from cmbagent_jupyter.engine.approvals import ApprovalGate
-from cmbagent_jupyter.store import Store
+from cmbagent_jupyter.store import open_store
 
-ss = Store().session({session_id!r})
+ss = open_store().session({session_id!r})
 run = ss.create_run("Fit a toy CMB power spectrum")
 steps = ss.put_plan(run.id, [
     {{"key": "step_1", "agent": "engineer", "description": "compute the spectrum"}},
@@ -194,5 +194,5 @@ def test_engine_run_gated_after_planning_continues_when_approved_in_the_sidebar(
     spent = sum(r["cost_usd"] for r in store.session(session).cost_summary())
     head = page.locator(f'#cmbagent-sidebar .cmbagent-session[data-session-id="{session}"] .cmbagent-session-head')
     wait_for(lambda: head.locator(".cmbagent-cost").inner_text() == f"${spent:.4f}", 30, "the session's cost")
-    decision = store.session(session).call("approval.list", run_id=run_id, pending_only=False)[0]
-    assert (decision["status"], decision["resolved_by"]) == ("approved", "jupyterlab")
+    decision = store.session(session).list_approvals(run_id=run_id, pending_only=False)[0]
+    assert (decision.status, decision.resolved_by) == ("approved", "jupyterlab")

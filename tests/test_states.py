@@ -16,7 +16,7 @@ from cmbagent_jupyter.core.states import (
     transition_table,
 )
 from cmbagent_jupyter.core import Run, RunStatus, StepStatus
-from cmbagent_jupyter.store import Invalid
+from cmbagent_jupyter.core.errors import Invalid
 from conftest import wait_for
 
 
@@ -125,12 +125,12 @@ def test_guard_leaving_waiting_approval_needs_the_decision(store):
     run = ss.create_run("careful")
     ss.put_plan(run.id, [{"key": "step_1"}])
     ss.transition_run(run.id, "executing")
-    approval = ss.call("approval.create", run_id=run.id, kind="before_step")
+    approval = ss.create_approval(run_id=run.id, kind="before_step")
     assert ss.get_run(run.id).status.value == "waiting_approval"
 
     with pytest.raises(Invalid, match="pending approval must be decided"):
         ss.transition_run(run.id, "executing")
-    ss.call("approval.resolve", approval_id=approval["id"], decision="approve")
+    ss.resolve_approval(approval_id=approval.id, decision="approve")
     assert ss.transition_run(run.id, "executing").status.value == "executing"
 
 

@@ -13,17 +13,10 @@ from conftest import store_service_pids
 
 from cmbagent_jupyter.core.home import HomeError
 from cmbagent_jupyter.core import InvalidInput
-from cmbagent_jupyter.store import (
-    Conflict,
-    Invalid,
-    NotFound,
-    PayloadTooLarge,
-    Store,
-    StoreClient,
-    StoreCorrupted,
-    Unauthorized,
-)
-from cmbagent_jupyter.store.protocol import HEADER, MAX_FRAME, encode, read_runtime, runtime_file
+from cmbagent_jupyter.core.errors import Conflict, Invalid, NotFound, PayloadTooLarge, StoreCorrupted, Unauthorized
+from cmbagent_jupyter.store.local import StoreClient
+from cmbagent_jupyter.store import open_store
+from cmbagent_jupyter.store.local.protocol import HEADER, MAX_FRAME, encode, read_runtime, runtime_file
 
 
 @pytest.fixture
@@ -53,9 +46,9 @@ def test_malformed_ids_are_refused_before_any_lookup(store, bad):
 def test_wrongly_typed_arguments_and_unknown_ops_are_invalid(store, ss):
     run = ss.create_run("t")
     with pytest.raises(Invalid, match="run id must be a string"):
-        ss.call("run.get", run_id=123)
+        ss.get_run(run_id=123)
     with pytest.raises(Invalid, match="unknown store operation 'run.explode'"):
-        store.call("run.explode")
+        store.client.call("run.explode")
     with pytest.raises(Invalid, match="unknown event type 'nonsense'"):
         ss.append_events([{"type": "nonsense", "run_id": run.id}])
     with pytest.raises(Invalid, match="unknown run state 'flying'"):
@@ -71,7 +64,7 @@ def test_an_event_batch_with_one_bad_event_writes_none(ss):
     with pytest.raises(Invalid, match="unknown event type"):
         ss.append_events([{"type": "log", "run_id": run.id}, {"type": "bogus", "run_id": run.id}])
     assert len(ss.events()) == before
-    assert ss.emit("log", run.id)["seq"] == 2  # numbering was not consumed by the refused batch
+    assert ss.emit("log", run.id).seq == 2  # numbering was not consumed by the refused batch
 
 
 def test_a_corrupted_database_is_a_clear_error_naming_the_file_and_the_fix(cmb_home, cli):
@@ -79,8 +72,8 @@ def test_a_corrupted_database_is_a_clear_error_naming_the_file_and_the_fix(cmb_h
     db = cmb_home / "store.duckdb"
     db.write_bytes(os.urandom(64 * 1024))
 
-    with Store(cmb_home) as store, pytest.raises(StoreCorrupted) as info:
-        store.call("store.ping")
+    with open_store(cmb_home) as store, pytest.raises(StoreCorrupted) as info:
+        store.ping()
     assert str(db) in info.value.message and "cmbagent recover" in info.value.message
     assert store_service_pids(cmb_home) == []
 
@@ -101,8 +94,8 @@ def test_an_unwritable_home_is_a_clear_error(tmp_path, monkeypatch):
         home.chmod(0o500)
     monkeypatch.setenv("CMBAGENT_HOME", str(home))
 
-    with Store(home) as store, pytest.raises(HomeError) as info:
-        store.call("store.ping")
+    with open_store(home) as store, pytest.raises(HomeError) as info:
+        store.ping()
     assert str(home) in str(info.value) and ("not usable" in str(info.value) or "read-only" in str(info.value))
     assert store_service_pids(home) == []
 
@@ -114,18 +107,18 @@ def test_a_stale_runtime_file_of_a_dead_service_is_replaced(cmb_home):
     runtime_file(cmb_home).write_text(json.dumps({
         "pid": dead.pid, "socket": str(cmb_home / "run" / "gone.sock"), "token": "0" * 64, "protocol": 1}))
 
-    with Store(cmb_home) as store:
-        pong = store.call("store.ping")
-    assert pong["pid"] != dead.pid
-    assert read_runtime(cmb_home)["pid"] == pong["pid"]
-    assert store_service_pids(cmb_home) == [pong["pid"]]
+    with open_store(cmb_home) as store:
+        pong = store.ping()
+    assert pong.pid != dead.pid
+    assert read_runtime(cmb_home)["pid"] == pong.pid
+    assert store_service_pids(cmb_home) == [pong.pid]
 
 
 def test_an_oversized_request_is_refused_and_the_service_carries_on(ss):
     run = ss.create_run("big")
     with pytest.raises(PayloadTooLarge, match=f"at most {MAX_FRAME} bytes"):
         ss.emit("log", run.id, blob="x" * (MAX_FRAME + 1))
-    assert ss.emit("log", run.id, ok=True)["seq"] == 2
+    assert ss.emit("log", run.id, ok=True).seq == 2
 
 
 def raw_connection(home):
@@ -152,26 +145,26 @@ def read_frame(sock) -> dict:
 
 
 def test_a_raw_client_announcing_a_huge_frame_gets_too_large(store, cmb_home):
-    store.call("store.ping")
+    store.ping()
     with raw_connection(cmb_home) as sock:
         sock.sendall(HEADER.pack(MAX_FRAME + 1))
         reply = read_frame(sock)
     assert reply["ok"] is False and reply["error"]["code"] == "too_large"
     assert str(MAX_FRAME) in reply["error"]["message"]
-    assert store.call("store.ping")["pong"] is True
+    assert store.ping().pong is True
 
 
 def test_a_raw_client_sending_garbage_gets_invalid(store, cmb_home):
-    store.call("store.ping")
+    store.ping()
     with raw_connection(cmb_home) as sock:
         sock.sendall(HEADER.pack(9) + b"not json!")
         reply = read_frame(sock)
     assert reply["error"]["code"] == "invalid" and "not valid JSON" in reply["error"]["message"]
-    assert store.call("store.ping")["pong"] is True
+    assert store.ping().pong is True
 
 
 def test_a_wrong_token_is_unauthorized(store, cmb_home):
-    store.call("store.ping")
+    store.ping()
     info = read_runtime(cmb_home)
     runtime_file(cmb_home).write_text(json.dumps({**info, "token": "f" * 64}))
     with StoreClient(cmb_home) as intruder, pytest.raises(Unauthorized, match="bad or missing store token"):
@@ -182,7 +175,7 @@ def test_a_wrong_token_is_unauthorized(store, cmb_home):
 
 
 def test_the_runtime_file_and_socket_are_private(store, cmb_home):
-    store.call("store.ping")
+    store.ping()
     info = read_runtime(cmb_home)
     assert runtime_file(cmb_home).stat().st_mode & 0o777 == 0o600
     assert os.stat(info["socket"]).st_mode & 0o777 == 0o600
@@ -197,7 +190,7 @@ def test_records_with_bad_numbers_or_ids_are_refused(ss):
                               ({"model": "m", "run_id": "run_00000000000000ff"}, "does not exist")]:
         with pytest.raises((Invalid, NotFound), match=complaint):
             ss.add_costs([record])
-    assert ss.usage()["cost_usd"] == 0
+    assert ss.usage().cost_usd == 0
     with pytest.raises(Invalid, match="malformed step id"):
         ss.put_plan(run.id, [{"id": "../../escape", "key": "step_1"}])
     with pytest.raises(Invalid, match="step 1 of the plan must be an object"):
@@ -212,6 +205,6 @@ def test_records_with_bad_numbers_or_ids_are_refused(ss):
 def test_reusing_an_existing_id_is_a_conflict(store, ss):
     run = ss.create_run("t")
     with pytest.raises(Conflict, match=f"run {run.id} already exists"):
-        ss.call("run.create", task="again", id=run.id)
+        ss.create_run("again", run_id=run.id)
     with pytest.raises(Conflict, match=f"session {ss.session_id} already exists"):
-        store.call("session.create", name="other", id=ss.session_id)
+        store.client.call("session.create", {"name": "other", "id": ss.session_id})

@@ -12,13 +12,13 @@ from pathlib import Path
 
 from conftest import client_process, wait_for
 
-from cmbagent_jupyter.store.protocol import read_runtime
+from cmbagent_jupyter.store.local.protocol import read_runtime
 
 # A writer: connects, says "ready", waits for "go", then appends N events one call at a
 # time (each its own round trip), recording the id of every event the store acknowledged.
 WRITER = r"""
 import sys, uuid
-from cmbagent_jupyter.store import StoreClient
+from cmbagent_jupyter.store.local import StoreClient
 
 session_id, run_id, writer, n, ack_path = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 client = StoreClient()
@@ -174,4 +174,4 @@ def test_a_resent_write_is_answered_not_applied_again(store):
 
     assert [e.payload for e in ss.events(run_id=run.id, types=["log"])] == [{"n": 1}, {"n": 1}]
     assert sorted(r.task for r in ss.list_runs()) == ["created once", "created once", "r"]
-    assert ss.usage()["cost_usd"] == 2.0
+    assert ss.usage().cost_usd == 2.0

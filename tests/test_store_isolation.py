@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from cmbagent_jupyter.store import NotFound, StoreError
-from cmbagent_jupyter.store.ops import OPS
+from cmbagent_jupyter.core.errors import NotFound, StoreError
+from cmbagent_jupyter.store.local.ops import OPS
 
 # Ops that look across sessions by design (a home-wide listing, or a lookup of a global
 # id whose answer says which session it belongs to). Everything else is session-scoped.
@@ -47,12 +47,12 @@ def build_world(store) -> World:
     cp = a.put_checkpoint(run.id, kind="manual", context={"secret": 1}, step_id=steps[0].id)
     ev = a.emit("log", run.id, note="A only")
     a.add_costs([{"model": "m", "cost_usd": 0.25, "run_id": run.id, "step_id": steps[0].id}])
-    approval = a.call("approval.create", run_id=run.id, kind="after_planning", step_id=steps[0].id)
-    attempt = a.call("attempt.start", step_id=steps[0].id)
+    approval = a.create_approval(run_id=run.id, kind="after_planning", step_id=steps[0].id)
+    attempt = a.start_attempt(step_id=steps[0].id)
     run_b = b.create_run("B's task")
     ids_a = {"session_id": sa.id, "run_id": run.id, "step_id": steps[0].id, "step2_id": steps[1].id,
-             "checkpoint_id": cp["id"], "event_id": ev["id"], "approval_id": approval["id"],
-             "attempt_id": attempt["id"]}
+             "checkpoint_id": cp.id, "event_id": ev.id, "approval_id": approval.id,
+             "attempt_id": attempt.id}
     return World(
         a={**ids_a, "session": sa.model_dump(mode="json"), "run": run.model_dump(mode="json"),
            "steps": [s.model_dump(mode="json") for s in steps], "name": sa.name, "_ids": set(ids_a.values())},
@@ -72,6 +72,8 @@ def arguments(op_name: str, a: dict[str, Any]) -> dict[str, Any]:
         "approval_id": a["approval_id"], "attempt_id": a["attempt_id"], "checkpoint_id": a["checkpoint_id"],
         "events": [{"type": "log", "run_id": a["run_id"], "payload": {}}],
         "records": [{"model": "m", "cost_usd": 0.5, "run_id": a["run_id"], "step_id": a["step_id"]}],
+        "files": [{"path": "control/codebase/x.py", "kind": "code", "run_id": a["run_id"], "step_id": a["step_id"]}],
+        "points": [{"name": "chi2", "value": 1.5, "run_id": a["run_id"]}],
         "steps": [{"id": a["step_id"], "key": "step_1", "description": "redo"}],
         "start": [a["step_id"]], "reset_steps": [a["step_id"]], "complete": [], "fail": [],
         "session": a["session"], "run": a["run"], "ref": a["name"],
@@ -101,15 +103,15 @@ def arguments(op_name: str, a: dict[str, Any]) -> dict[str, Any]:
 
 def snapshot(store, sid: str, run_id: str) -> str:
     """Everything a session shows through its own scoped reads, as one JSON text."""
-    ss = store.session(sid)
     calls = {
         "session": ("session.get", {}), "runs": ("run.list", {}), "steps": ("step.list", {"run_id": run_id}),
         "events": ("event.list", {}), "checkpoints": ("checkpoint.list", {"run_id": run_id}),
         "costs": ("cost.records", {}), "history": ("history.list", {}),
         "approvals": ("approval.list", {"pending_only": False}), "attempts": ("attempt.list", {"run_id": run_id}),
-        "branches": ("branch.list", {}),
+        "branches": ("branch.list", {}), "files": ("file.list", {}), "metrics": ("metric.list", {}),
     }
-    return json.dumps({k: ss.call(op, **args) for k, (op, args) in calls.items() if op in OPS}, sort_keys=True)
+    return json.dumps({k: store.client.call(op, {"session_id": sid, **args}) for k, (op, args) in calls.items()
+                       if op in OPS}, sort_keys=True)
 
 
 def leaked(text: str, ids: set[str]) -> list[str]:
@@ -170,7 +172,7 @@ def test_reads_with_foreign_ids_are_not_found(store):
                           ("approval.get", {"approval_id": a["approval_id"]}),
                           ("run.transition", {"run_id": a["run_id"], "to": "planning"})]:
         with pytest.raises(NotFound, match="does not exist in session " + b.session_id):
-            b.call(op_name, **args)
+            store.client.call(op_name, {"session_id": b.session_id, **args})
     assert b.events(run_id=a["run_id"]) == []
     assert b.cost_records(run_id=a["run_id"]) == []
     assert b.history(a["run_id"]) == []

@@ -6,12 +6,13 @@ from contextlib import ExitStack
 
 from conftest import client_process, store_service_pids, wait_for
 
-from cmbagent_jupyter.store import Store, StoreClient, service_pid, stop_service
-from cmbagent_jupyter.store.protocol import read_runtime, runtime_file
+from cmbagent_jupyter.store.local import StoreClient, service_pid, stop_service
+from cmbagent_jupyter.store import open_store
+from cmbagent_jupyter.store.local.protocol import read_runtime, runtime_file
 
 RACER = r"""
 import sys
-from cmbagent_jupyter.store import StoreClient
+from cmbagent_jupyter.store.local import StoreClient
 print("ready", flush=True)
 sys.stdin.readline()
 with StoreClient() as client:
@@ -25,8 +26,8 @@ def service_gone(home, pid):
 
 def test_the_first_client_starts_the_service_in_the_background(cmb_home):
     assert not runtime_file(cmb_home).exists()
-    with Store(cmb_home) as store:
-        pid = store.call("store.ping")["pid"]
+    with open_store(cmb_home) as store:
+        pid = store.ping().pid
     assert read_runtime(cmb_home)["pid"] == pid
     assert store_service_pids(cmb_home) == [pid]  # it outlives its client
     assert stop_service(cmb_home) is True
@@ -49,8 +50,8 @@ def test_the_service_exits_after_a_quiet_period_and_a_new_one_starts_on_demand(c
 
 def test_the_quiet_period_comes_from_the_environment(cmb_home, monkeypatch):
     monkeypatch.setenv("CMBAGENT_STORE_IDLE_SECONDS", "1")
-    with Store(cmb_home) as store:
-        pid = store.call("store.ping")["pid"]
+    with open_store(cmb_home) as store:
+        pid = store.ping().pid
     wait_for(lambda: service_gone(cmb_home, pid), 30, "the service to exit after CMBAGENT_STORE_IDLE_SECONDS")
 
 
@@ -76,7 +77,7 @@ def test_two_clients_racing_to_start_make_one_service(cmb_home):
 
 
 def test_the_cli_reports_and_stops_the_service(cli, cmb_home, store):
-    pid = store.call("store.ping")["pid"]
+    pid = store.ping().pid
     status = cli("store", "status", "--json").json()
     assert status["running"] is True and status["pid"] == pid and status["schema"] >= 2
     assert status["socket"] == read_runtime(cmb_home)["socket"] and status["db_bytes"] > 0
@@ -94,22 +95,21 @@ def test_async_calls_from_one_loop_reach_the_service_in_the_order_they_were_made
     import asyncio
     import os
 
-    store = Store(cmb_home)
+    store = open_store(cmb_home)
     try:
         ss = store.session(store.create_session("order").id)
         run = ss.create_run("order", mode="control")
         [step] = ss.put_plan(run.id, [{"key": "s1", "description": "one"}])
-        ss.call("engine.claim", run_id=run.id, to="executing", owner_pid=os.getpid())
+        ss.claim(run_id=run.id, to="executing", owner_pid=os.getpid())
         at = "2026-01-01T00:00:00+00:00"
 
         async def burst():
             records = [{"seq": 1, "at": at, "start": [step.id]}] + [
                 {"seq": i, "at": at, "start": []} for i in range(2, 41)]
-            return await asyncio.gather(*(ss.acall("engine.advance_many", run_id=run.id, owner_pid=os.getpid(),
-                                                   records=[r]) for r in records))
+            return await asyncio.gather(*(ss.aio.advance(run.id, [r], owner_pid=os.getpid()) for r in records))
 
         replies = asyncio.run(burst())
-        assert [r["journal_seq"] for r in replies] == list(range(1, 41))
+        assert [r.journal_seq for r in replies] == list(range(1, 41))
     finally:
         store.close()
 
@@ -119,15 +119,14 @@ def test_an_async_call_whose_connection_is_lost_is_resent_once(cmb_home):
     service answers it from its ledger if the first one was applied, and it is applied once."""
     import asyncio
 
-    store = Store(cmb_home)
+    store = open_store(cmb_home)
     try:
         ss = store.session(store.create_session("resend").id)
         run = ss.create_run("resend", mode="one_shot")
 
         async def append_after_loss():
             store.client._conn.close()  # the service went away under the client
-            return await ss.acall("event.append", events=[{"type": "log", "session_id": ss.session_id,
-                                                              "run_id": run.id, "payload": {"n": 1}}])
+            return await ss.aio.append_events([{"type": "log", "run_id": run.id, "payload": {"n": 1}}])
 
         asyncio.run(append_after_loss())
         assert [e.payload for e in ss.events(run.id) if e.type.value == "log"] == [{"n": 1}]

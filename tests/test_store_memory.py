@@ -10,11 +10,11 @@ from datetime import datetime, timezone
 
 import pytest
 
-from cmbagent_jupyter.store import Conflict, QuotaExceeded
-from cmbagent_jupyter.store import ops as store_ops
-from cmbagent_jupyter.store.database import Database
+from cmbagent_jupyter.core.errors import Conflict, QuotaExceeded
+from cmbagent_jupyter.store.local import ops as store_ops
+from cmbagent_jupyter.store.local.database import Database
 from cmbagent_jupyter.core.errors import from_wire
-from cmbagent_jupyter.store.service import Job, StoreService
+from cmbagent_jupyter.store.local.service import Job, StoreService
 
 
 class InProcessService:

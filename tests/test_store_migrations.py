@@ -7,9 +7,10 @@ from datetime import datetime, timezone
 import pytest
 
 from cmbagent_jupyter.core.home import ensure_home, run_dir, session_dir
-from cmbagent_jupyter.store import StoreCorrupted, stop_service
-from cmbagent_jupyter.store.database import Database
-from cmbagent_jupyter.store.schema import LATEST_VERSION
+from cmbagent_jupyter.core.errors import StoreCorrupted
+from cmbagent_jupyter.store.local import stop_service
+from cmbagent_jupyter.store.local.database import Database
+from cmbagent_jupyter.store.local.schema import LATEST_VERSION
 
 SID = "ses_00000000000000000001"
 RID = "run_00000000000000000001"
@@ -45,7 +46,7 @@ def build_v1_home(home):
 def test_a_v1_file_is_upgraded_in_place_and_its_rows_read_through_the_api(cmb_home, store):
     build_v1_home(cmb_home)
 
-    assert store.call("store.ping")["version"] == LATEST_VERSION
+    assert store.ping().version == LATEST_VERSION
     s = store.get_session(SID)
     assert s.name == "legacy" and s.quotas.max_cost_usd == 7.5 and s.quotas.max_concurrent_runs == 3
     ss = store.session(SID)
@@ -59,11 +60,11 @@ def test_a_v1_file_is_upgraded_in_place_and_its_rows_read_through_the_api(cmb_ho
     assert ss.latest_checkpoint(RID).context == {"main_task": "fit"}
 
     # new columns and tables work on the old rows, and numbering carries on
-    assert ss.heartbeat(RID, owner_pid=4242)["status"] == "paused"
+    assert ss.heartbeat(RID, owner_pid=4242).status == "paused"
     assert ss.get_run(RID).owner_pid == 4242
-    assert ss.emit("log", RID, new=True)["seq"] == 3
+    assert ss.emit("log", RID, new=True).seq == 3
     ss.add_costs([{"model": "m", "cost_usd": 1.0, "run_id": RID}])
-    assert ss.usage()["cost_usd"] == 1.0
+    assert ss.usage().cost_usd == 1.0
 
     store.close()
     stop_service(cmb_home)
@@ -82,7 +83,7 @@ def test_a_file_newer_than_the_code_is_refused_clearly(cmb_home, store):
     db.close()
 
     with pytest.raises(StoreCorrupted, match=f"schema version {LATEST_VERSION + 1}.*upgrade the package"):
-        store.call("store.ping")
+        store.ping()
 
 
 @pytest.mark.parametrize("rows", [
@@ -113,7 +114,7 @@ def test_insert_rows_puts_every_row_with_its_values(tmp_path, rows, given_as):
 def test_write_transactions_skip_the_analytical_optimizer_passes_and_reads_get_them_back(tmp_path):
     """The service's write transactions plan without the passes named in WRITE_SKIPPED_OPTIMIZERS;
     a read after them is planned with every pass, and the next write skips them again."""
-    from cmbagent_jupyter.store.database import WRITE_SKIPPED_OPTIMIZERS
+    from cmbagent_jupyter.store.local.database import WRITE_SKIPPED_OPTIMIZERS
 
     db = Database(tmp_path / "t.duckdb")
     try:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cmbagent_jupyter.store import NotFound, QuotaExceeded
+from cmbagent_jupyter.core.errors import NotFound, QuotaExceeded
 
 
 def refused_start(ss, run_id: str) -> QuotaExceeded:
@@ -68,7 +68,7 @@ def test_quotas_of_one_session_do_not_limit_another(store):
 
 def claim(ss, run_id: str) -> dict:
     """A run started as the engine starts it (the claim reads what the service remembers of the session)."""
-    return ss.call("engine.claim", run_id=run_id, to="planning", owner_pid=1, allowed_from=["draft"],
+    return ss.claim(run_id=run_id, to="planning", owner_pid=1, allowed_from=["draft"],
                    with_session=True)
 
 
@@ -76,7 +76,7 @@ def test_a_claim_sees_new_costs_new_quotas_and_a_deleted_session_at_once(store):
     sid = store.create_session("claims", {"max_cost_usd": 1.0, "max_concurrent_runs": 5}).id
     ss = store.session(sid)
     first, second, third = (ss.create_run(f"task {i}") for i in range(3))
-    assert claim(ss, first.id)["run"]["status"] == "planning"  # the service now knows the session and its spend
+    assert claim(ss, first.id).run.status == "planning"  # the service now knows the session and its spend
 
     ss.add_costs([{"model": "gpt-x", "cost_usd": 2.0}])
     with pytest.raises(QuotaExceeded) as info:
@@ -89,8 +89,8 @@ def test_a_claim_sees_new_costs_new_quotas_and_a_deleted_session_at_once(store):
     assert "max_concurrent_runs" in info.value.message and "allows 1" in info.value.message
 
     ss.transition_run(first.id, "cancelled")
-    assert claim(ss, second.id)["session"]["quotas"]["max_concurrent_runs"] == 1
+    assert claim(ss, second.id).session.quotas.max_concurrent_runs == 1
     ss.transition_run(second.id, "cancelled")
-    store.delete_session(sid)
+    store.session(sid).set_status("deleted")
     with pytest.raises(NotFound):
         claim(ss, third.id)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cmbagent_jupyter.core import SessionStatus
-from cmbagent_jupyter.store import Conflict, Invalid, NotFound
+from cmbagent_jupyter.core.errors import Conflict, Invalid, NotFound
 
 
 def test_a_session_is_created_listed_and_found_with_its_own_directory(store, cmb_home):
@@ -29,14 +29,14 @@ def test_archive_hides_a_session_restore_brings_it_back_delete_removes_it(store)
     keep = store.create_session("keep")
     s = store.create_session("Project X")
 
-    assert store.archive_session(s.id).status == SessionStatus.archived
+    assert store.session(s.id).set_status("archived").status == SessionStatus.archived
     assert [x.id for x in store.list_sessions()] == [keep.id]
     assert {x.id for x in store.list_sessions(include_archived=True)} == {keep.id, s.id}
 
-    assert store.restore_session(s.id).status == SessionStatus.active
+    assert store.session(s.id).set_status("active").status == SessionStatus.active
     assert {x.id for x in store.list_sessions()} == {keep.id, s.id}
 
-    assert store.delete_session(s.id).status == SessionStatus.deleted
+    assert store.session(s.id).set_status("deleted").status == SessionStatus.deleted
     assert [x.id for x in store.list_sessions(include_archived=True)] == [keep.id]
     with pytest.raises(NotFound, match=s.id):
         store.get_session(s.id)
@@ -47,7 +47,7 @@ def test_a_name_in_use_is_refused_and_freed_by_deletion(store):
     first = store.create_session("Project X")
     with pytest.raises(Conflict, match="already exists"):
         store.create_session("Project X")
-    store.delete_session(first.id)
+    store.session(first.id).set_status("deleted")
     assert store.create_session("Project X").id != first.id
 
 
@@ -80,14 +80,14 @@ def test_an_active_run_blocks_archiving_its_session(store):
     ss.transition_run(run.id, "planning")
 
     with pytest.raises(Conflict, match="active run"):
-        store.archive_session(s.id)
+        store.session(s.id).set_status("archived")
     ss.transition_run(run.id, "cancelled")
-    assert store.archive_session(s.id).status == SessionStatus.archived
+    assert store.session(s.id).set_status("archived").status == SessionStatus.archived
 
 
 def test_an_archived_session_starts_no_runs(store):
     s = store.create_session("cold")
-    store.archive_session(s.id)
+    store.session(s.id).set_status("archived")
     with pytest.raises(Conflict, match="archived"):
         store.session(s.id).create_run("anything")
 
@@ -109,7 +109,7 @@ def test_a_deleted_session_takes_no_more_events_or_costs(store):
     ss.emit("log", run.id)  # the service now knows the session is live
     ss.add_costs([{"model": "m", "cost_usd": 0.1, "run_id": run.id}])
     ss.transition_run(run.id, "cancelled")
-    store.delete_session(s.id)
+    store.session(s.id).set_status("deleted")
 
     with pytest.raises(NotFound, match=f"session {s.id} does not exist"):
         ss.emit("log", run.id)

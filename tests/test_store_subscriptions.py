@@ -11,8 +11,8 @@ import time
 
 from conftest import client_process
 
-from cmbagent_jupyter.store import Store
-from cmbagent_jupyter.store.protocol import read_runtime
+from cmbagent_jupyter.store import open_store
+from cmbagent_jupyter.store.local.protocol import read_runtime
 
 
 def drain(sub, count: int, deadline_s: float = 30.0) -> list[dict]:
@@ -29,13 +29,13 @@ def test_an_event_written_by_another_process_is_pushed_promptly(store, cmb_home)
     ss = store.session(store.create_session("live").id)
     run = ss.create_run("watch me")
     sub = ss.subscribe(run_id=run.id)
-    with Store(cmb_home) as other:
+    with open_store(cmb_home) as other:
         writer = other.session(ss.session_id)
         t0 = time.monotonic()
         ack = writer.emit("agent.message", run.id, content="hello")
         ev = sub.get(timeout=5)
         latency = time.monotonic() - t0
-    assert ev is not None and ev["id"] == ack["id"] and ev["payload"] == {"content": "hello"}
+    assert ev is not None and ev["id"] == ack.id and ev["payload"] == {"content": "hello"}
     assert latency < 1.0, f"push took {latency:.3f} s"
 
 
@@ -57,7 +57,7 @@ def test_replay_since_gseq_returns_history_then_live_events_in_order(store):
     first = ss.emit("log", run.id, n=1)
     for n in range(2, 6):
         ss.emit("log", run.id, n=n)
-    sub = ss.subscribe(run_id=run.id, since_gseq=first["gseq"])
+    sub = ss.subscribe(run_id=run.id, since_gseq=first.gseq)
     ss.emit("log", run.id, n=6)
     got = drain(sub, 5)
     assert [e["payload"]["n"] for e in got] == [2, 3, 4, 5, 6]
@@ -66,10 +66,10 @@ def test_replay_since_gseq_returns_history_then_live_events_in_order(store):
 
 SUBSCRIBER = r"""
 import json, sys
-from cmbagent_jupyter.store import Store
+from cmbagent_jupyter.store import open_store
 
 session_id, *run_ids = sys.argv[1:]
-ss = Store().session(session_id)
+ss = open_store().session(session_id)
 
 def show(ev):
     print(json.dumps({"run_id": ev["run_id"], "n": ev["payload"].get("n"), "id": ev["id"]}), flush=True)
@@ -125,7 +125,7 @@ def test_a_subscriber_that_loses_its_service_misses_nothing(store, cmb_home):
 
 
 def test_a_replay_longer_than_one_page_is_complete(store):
-    from cmbagent_jupyter.store.service import REPLAY_PAGE
+    from cmbagent_jupyter.store.local.service import REPLAY_PAGE
 
     ss = store.session(store.create_session("long history").id)
     run = ss.create_run("chatty")

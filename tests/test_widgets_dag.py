@@ -66,12 +66,12 @@ def test_node_states_follow_the_store_live(store, wire):
 
 def test_a_pending_approval_shows_on_its_node(store):
     ss, run, steps = planned_run(store, 2)
-    ss.call("approval.create", run_id=run.id, kind="before_each_step", step_id=steps[1].id)
+    ss.create_approval(run_id=run.id, kind="before_each_step", step_id=steps[1].id)
     with RunFeed(run.id, store=store, live=False) as feed:
         graph = run_graph(feed.run, feed.steps, feed.approvals)
     assert node(graph, steps[1].id)["status"] == "waiting_approval"
     plan_gate_ss, plan_run, _ = planned_run(store, 1, task="other")
-    plan_gate_ss.call("approval.create", run_id=plan_run.id, kind="after_planning")
+    plan_gate_ss.create_approval(run_id=plan_run.id, kind="after_planning")
     with RunFeed(plan_run.id, store=store, live=False) as feed:
         assert node(run_graph(feed.run, feed.steps, feed.approvals), "planning")["status"] == "waiting_approval"
 
@@ -84,8 +84,8 @@ def test_clicking_a_node_sends_its_detail_with_code_figures_and_cost(store, wire
     (control / "codebase" / "step_1.py").write_text("print('hello')\n")
     (control / "data" / "spectrum.png").write_bytes(tiny_png())
     ss.transition_step(steps[0].id, "running")
-    attempt = ss.call("attempt.start", step_id=steps[0].id)
-    ss.call("attempt.finish", attempt_id=attempt["id"], status="completed", output="hello")
+    attempt = ss.start_attempt(step_id=steps[0].id)
+    ss.finish_attempt(attempt_id=attempt.id, status="completed", output="hello")
     ss.transition_step(steps[0].id, "completed", outputs={
         "agent": "engineer", "code_file": "codebase/step_1.py", "summary": "hello", "stdout": "hello\n",
         "files": ["data/spectrum.png", "data/cl.npz"], "figures": ["data/spectrum.png", "/etc/passwd"]})
@@ -177,8 +177,8 @@ def test_retry_feedback_on_a_failed_run_resets_the_step_with_the_feedback(store,
     assert after["step_1"].status.value == "completed"
     assert after["step_2"].status.value == "pending" and after["step_3"].status.value == "pending"
     assert "simulate the map instead of reading it" in after["step_2"].description
-    record = ss.call("approval.list", run_id=run.id, pending_only=False)[-1]
-    assert (record["kind"], record["step_id"], record["decision"], record["feedback"]) == (
+    record = ss.list_approvals(run_id=run.id, pending_only=False)[-1]
+    assert (record.kind, record.step_id, record.decision, record.feedback) == (
         "retry_feedback", steps[1].id, "retry", "simulate the map instead of reading it")
 
 
@@ -186,14 +186,14 @@ def test_retry_feedback_answers_an_on_error_gate(store, wire):
     ss, run, steps = planned_run(store, 1)
     ss.transition_step(steps[0].id, "running")
     ss.transition_step(steps[0].id, "failed", error="boom")
-    gate = ss.call("approval.create", run_id=run.id, step_id=steps[0].id, kind="on_error",
+    gate = ss.create_approval(run_id=run.id, step_id=steps[0].id, kind="on_error",
                    options=["retry", "skip", "abort", "modify"])
     dag = DagWidget(run.id, store=store, live=False)
     w = wire(dag)
     w.click({"type": "retry", "step_id": steps[0].id, "feedback": "use fewer bins"})
     assert "will be retried" in w.last("notice")["text"]
-    resolved = ss.call("approval.get", approval_id=gate["id"])
-    assert (resolved["decision"], resolved["feedback"]) == ("retry", "use fewer bins")
+    resolved = ss.get_approval(approval_id=gate.id)
+    assert (resolved.decision, resolved.feedback) == ("retry", "use fewer bins")
 
 
 def test_retry_errors_come_back_as_one_line_notices(store, wire):

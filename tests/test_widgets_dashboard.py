@@ -10,14 +10,14 @@ from cmbagent_jupyter.widgets import Dashboard
 def test_the_dashboard_lists_runs_approvals_and_costs(store):
     ss, run, steps = planned_run(store, 2, session="lab")
     ss.add_costs([{"run_id": run.id, "step_id": steps[0].id, "agent": "engineer", "model": "m", "cost_usd": 0.125}])
-    gate = ss.call("approval.create", run_id=run.id, kind="after_planning", request={"summary": "two steps"})
+    gate = ss.create_approval(run_id=run.id, kind="after_planning", request={"summary": "two steps"})
     dash = Dashboard("lab", store=store, live=False)
     try:
         assert dash.session_picker.value == run.session_id
         assert f'data-run="{run.id}"' in dash.runs_html.value and "waiting approval" in dash.runs_html.value
         assert "<b>1</b> approvals waiting" in dash.summary.value and "$0.1250" in dash.summary.value
         card = dash.approval_cards[run.id]
-        assert [a["id"] for a in card.pending] == [gate["id"]]
+        assert [a["id"] for a in card.pending] == [gate.id]
         assert dash.tabs.get_title(1) == "Approvals (1)"
         assert dash.cost.total_usd == 0.125 and dash.cost.by_step[0]["label"] == run.id
     finally:
@@ -45,9 +45,9 @@ def test_new_runs_and_decisions_from_elsewhere_show_up(store):
     try:
         other = ss.create_run("a run started from the CLI")
         wait_for(lambda: other.id in dash.runs_html.value, what="the new run in the table")
-        gate = ss.call("approval.create", run_id=run.id, kind="after_planning")
+        gate = ss.create_approval(run_id=run.id, kind="after_planning")
         wait_for(lambda: run.id in dash.approval_cards, what="the approval card")
-        ss.call("approval.resolve", approval_id=gate["id"], decision="approve", actor="cli")
+        ss.resolve_approval(approval_id=gate.id, decision="approve", actor="cli")
         # the dashboard refreshes on its own thread: the card leaves its dict before the box is redrawn
         wait_for(lambda: run.id not in dash.approval_cards
                  and "No approvals waiting" in dash.approvals_box.children[0].value,

@@ -12,7 +12,7 @@ from cmbagent_jupyter.widgets.feed import RunFeed, parts_for, summarize_event
 def test_feed_loads_the_run_its_steps_approvals_and_costs(store):
     ss, run, steps = planned_run(store, 3)
     ss.add_costs([{"run_id": run.id, "step_id": steps[0].id, "agent": "engineer", "model": "m", "cost_usd": 0.5}])
-    ss.call("approval.create", run_id=run.id, kind="after_planning", request={"summary": "ok?"})
+    ss.create_approval(run_id=run.id, kind="after_planning", request={"summary": "ok?"})
 
     with RunFeed(run.id, store=store, live=False) as feed:
         assert feed.run.id == run.id and feed.session.session_id == run.session_id

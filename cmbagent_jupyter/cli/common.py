@@ -14,7 +14,8 @@ from rich.text import Text
 
 from cmbagent_jupyter.core.home import HomeError
 from cmbagent_jupyter.core import InvalidInput
-from cmbagent_jupyter.store import Store, StoreError
+from cmbagent_jupyter.core import StoreError
+from cmbagent_jupyter.store import StorePort, open_store as _open
 
 console = Console()
 err_console = Console(stderr=True)
@@ -22,8 +23,8 @@ err_console = Console(stderr=True)
 JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
 
 
-def open_store() -> Store:
-    return Store()
+def open_store() -> StorePort:
+    return _open()
 
 
 def print_json(value: Any) -> None:
@@ -51,7 +52,7 @@ def fail_cleanly() -> Iterator[None]:
         raise SystemExit(2) from None
 
 
-def resolve_session(store: Store, ref: str | None):
+def resolve_session(store: StorePort, ref: str | None):
     """A session by id or name; without one, the only active session or 'default'."""
     if ref:
         return store.resolve_session(ref)

@@ -36,12 +36,10 @@ def approvals(
 ) -> None:
     """List approvals waiting for a decision.  Example: cmbagent approvals --session "Project X" """
     with fail_cleanly(), open_store() as store:
-        args = {"pending_only": not all_}
         if session:
-            args["session_id"] = store.resolve_session(session).id
+            rows = store.session(store.resolve_session(session).id).list_approvals(pending_only=not all_)
         else:
-            args["all_sessions"] = True
-        rows = [ApprovalRequest.model_validate(r) for r in store.call("approval.list", **args)]
+            rows = store.list_approvals(pending_only=not all_)
         if as_json:
             print_json(rows)
             return
@@ -51,10 +49,8 @@ def approvals(
 
 def _resolve(approval_id: str, decision: str, feedback: Optional[str], as_json: bool) -> None:
     with fail_cleanly(), open_store() as store:
-        found = store.call("approval.find", approval_id=approval_id)
-        row = store.session(found["session_id"]).call(
-            "approval.resolve", approval_id=approval_id, decision=decision, feedback=feedback, actor="cli")
-        a = ApprovalRequest.model_validate(row)
+        found = store.find_approval(approval_id)
+        a = store.session(found.session_id).resolve_approval(approval_id, decision, feedback=feedback, actor="cli")
         if as_json:
             print_json(a)
         else:
@@ -174,9 +170,8 @@ def start_detached_resume(home: Path, run_id: str, run_path: Path) -> int:
 
 def _handle_of_step(store: Any, step_id: str) -> tuple[Any, Any]:
     from cmbagent_jupyter.api import RunHandle
-    from cmbagent_jupyter.core import Step
 
-    step = Step.model_validate(store.call("step.find", step_id=step_id))
+    step = store.find_step(step_id)
     return RunHandle(store, step.session_id, step.run_id), step
 
 

@@ -20,7 +20,7 @@ from rich.live import Live
 from rich.table import Table
 
 from cmbagent_jupyter.cli.common import JSON_OPTION, console, err_console, fail_cleanly, open_store, print_json
-from cmbagent_jupyter.core import InvalidInput, RunStatus
+from cmbagent_jupyter.core import CostRow, RunStatus
 
 STATUS_STYLE = {"completed": "green", "running": "yellow", "failed": "red", "pending": "dim", "cancelled": "red",
                 "paused": "cyan", "interrupted": "magenta", "executing": "yellow", "planning": "yellow",
@@ -37,7 +37,7 @@ def _styled(status: str) -> str:
 def _session(store: Any, ref: str | None):
     """A session by id or name, created when a new name is given; none given: the default one."""
     from cmbagent_jupyter.cli.common import resolve_session
-    from cmbagent_jupyter.store import NotFound
+    from cmbagent_jupyter.core import NotFound
 
     if not ref:
         return resolve_session(store, None)
@@ -244,16 +244,16 @@ def _steps_table(steps: list[Any]) -> Table:
     return t
 
 
-def _cost_table(rows: list[dict[str, Any]], *, title: str = "cost", keys: tuple[str, ...] = ("agent", "model")) -> Table:
+def _cost_table(rows: list[CostRow], *, title: str = "cost", keys: tuple[str, ...] = ("agent", "model")) -> Table:
     t = Table(*keys, "calls", "prompt tokens", "completion tokens", "total tokens", "cost $", title=title,
               title_justify="left")
     tot = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cost_usd": 0.0}
     for r in rows:
-        mark = "" if r.get("priced", True) else " (unpriced)"
-        t.add_row(*(str(r.get(k) or "-") for k in keys), str(r["calls"]), str(r["prompt_tokens"]),
-                  str(r["completion_tokens"]), str(r["total_tokens"]), f"{r['cost_usd']:.6f}{mark}")
+        mark = "" if r.priced else " (unpriced)"
+        t.add_row(*(str(getattr(r, k) or "-") for k in keys), str(r.calls), str(r.prompt_tokens),
+                  str(r.completion_tokens), str(r.total_tokens), f"{r.cost_usd:.6f}{mark}")
         for k in tot:
-            tot[k] += r[k]
+            tot[k] += getattr(r, k)
     t.add_row("Total", *([""] * (len(keys) - 1)), str(tot["calls"]), str(tot["prompt_tokens"]),
               str(tot["completion_tokens"]), str(tot["total_tokens"]), f"{tot['cost_usd']:.6f}", style="bold")
     return t
@@ -349,10 +349,8 @@ def status_cmd(
         if run_id:
             _run_status(store, run_id, as_json)
             return
-        args: dict[str, Any] = {"limit": limit}
-        if session:
-            args["session_id"] = store.resolve_session(session).id
-        rows = store.call("engine.runs", **args)
+        session_id = store.resolve_session(session).id if session else None
+        rows = [r.model_dump(mode="json") for r in store.runs_overview(session_id=session_id, limit=limit)]
         for r in rows:
             live = liveness(r)
             r.update(state=live.state, resumable=live.resumable, owner_alive=live.owner_alive,
@@ -445,12 +443,12 @@ def cost_cmd(
         elif session:
             rows = store.session(store.resolve_session(session).id).cost_summary(group_by=list(keys))
         else:
-            rows = store.call("cost.summary", all_sessions=True, group_by=list(keys))
+            rows = store.cost_summary(group_by=list(keys))
         if as_json:
             print_json(rows)
             return
         console.print(_cost_table(rows, title="cost", keys=keys))
-        unpriced = sorted({str(r.get("model")) for r in rows if not r.get("priced", True)})
+        unpriced = sorted({str(r.model) for r in rows if not r.priced})
         if unpriced:
             err_console.print(f"[yellow]warning:[/] no price known for {', '.join(unpriced)}: recorded at $0",
                               highlight=False)

@@ -60,18 +60,18 @@ def show(ref: str = typer.Argument(..., help="Session id or name."), as_json: bo
         s = store.resolve_session(ref)
         usage = store.session(s.id).usage()
         if as_json:
-            print_json({**s.model_dump(mode="json"), "usage": usage})
+            print_json({**s.model_dump(mode="json"), "usage": usage.model_dump(mode="json")})
             return
         console.print(_table([s]))
-        console.print(f"usage: {usage['active_runs']} active run(s), ${usage['cost_usd']:.4f}, "
-                      f"{usage['disk_mb']:.1f} MB on disk", highlight=False)
+        console.print(f"usage: {usage.active_runs} active run(s), ${usage.cost_usd:.4f}, "
+                      f"{usage.disk_mb:.1f} MB on disk", highlight=False)
 
 
 def _set_status(ref: str, verb: str, as_json: bool) -> None:
     with fail_cleanly(), open_store() as store:
         s = store.resolve_session(ref)
-        s = {"archive": store.archive_session, "restore": store.restore_session,
-             "delete": store.delete_session}[verb](s.id)
+        status = {"archive": "archived", "restore": "active", "delete": "deleted"}[verb]
+        s = store.session(s.id).set_status(status, actor="cli")
         if as_json:
             print_json(s)
         else:

@@ -14,8 +14,9 @@ from cmbagent_jupyter.cli.common import JSON_OPTION, console, fail_cleanly, open
 from cmbagent_jupyter.core.states import RUN_GUARDS, transition_table
 from cmbagent_jupyter.core.home import home_path
 from cmbagent_jupyter.core import EVENT_SCHEMA_VERSION, event_json_schema
-from cmbagent_jupyter.store import StoreClient, StoreUnavailable, service_pid, stop_service
-from cmbagent_jupyter.store.protocol import read_runtime
+from cmbagent_jupyter.core import StoreUnavailable
+from cmbagent_jupyter.store.local import StoreClient, service_pid, stop_service
+from cmbagent_jupyter.store.local.protocol import read_runtime
 
 schema_app = typer.Typer(help="JSON Schemas of what cmbagent-jupyter exchanges.", no_args_is_help=True)
 store_app = typer.Typer(help="The store service that owns this home's database.", no_args_is_help=True)
@@ -64,7 +65,7 @@ def recover_cmd(
 
     Stops the store service; a database that cannot be opened is kept as
     store.duckdb.corrupt-<timestamp> and a new one is built from the files."""
-    from cmbagent_jupyter.store.recovery import check_database, database_file, recover  # opens DuckDB itself
+    from cmbagent_jupyter.store.local.recover import check_database, database_file, recover  # opens DuckDB itself
 
     with fail_cleanly():
         home = home_path()

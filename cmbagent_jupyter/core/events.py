@@ -248,7 +248,7 @@ class PolicyDecided(Payload):
 
 class LogLine(Payload):
     level: str = "info"
-    message: str
+    message: str = ""
 
 
 class ErrorPayload(Payload):

@@ -24,6 +24,7 @@ ID_PREFIXES = {
     "decision": "pol",
     "transition": "trn",
     "request": "req",
+    "file": "fil",
 }
 _ID_RE = re.compile(r"^(?P<prefix>[a-z]{3})_(?P<hex>[0-9a-f]{12,32})$")
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from cmbagent_jupyter.cost.pricing import price_call
 from cmbagent_jupyter.llm.scope import ModelScope
-from cmbagent_jupyter.store.repository import SessionStore
+from cmbagent_jupyter.store.port import SessionPort
 from cmbagent_jupyter.core.threads import in_thread
 
 
@@ -24,7 +24,7 @@ class CallUsage:
 class CostRecorder:
     """Collects usage as calls happen (from any thread) and records it, priced, per flush."""
 
-    def __init__(self, store: SessionStore, run_id: str | None, *, price_override: Any = None):
+    def __init__(self, store: SessionPort, run_id: str | None, *, price_override: Any = None):
         self.store = store
         self.run_id = run_id
         self.price_override = price_override
@@ -56,7 +56,7 @@ class CostRecorder:
         if not batch:
             return 0.0
         records = await in_thread(self.records, batch)
-        await self.store.acall("cost.add", records=records)
+        await self.store.aio.add_costs(records)
         spent = sum(r["cost_usd"] for r in records)
         self.total_usd += spent
         return spent

@@ -7,21 +7,14 @@ again instead of asking twice.
 
 from __future__ import annotations
 
-import threading
-import time
 from enum import Enum
 from typing import Any
 
-from cmbagent_jupyter.core import ApprovalRequest, ApprovalStatus, utcnow
+from cmbagent_jupyter.core import ApprovalRequest, ApprovalStatus, Conflict
 from cmbagent_jupyter.core.states import APPROVAL_DECISIONS
-from cmbagent_jupyter.store.repository import SessionStore
-from cmbagent_jupyter.core.threads import in_thread
+from cmbagent_jupyter.store.port import SessionPort
 
 
-
-
-class GateCancelled(Exception):
-    """The run stopped (paused, cancelled, interrupted) while waiting."""
 
 
 class ApprovalMode(str, Enum):
@@ -67,16 +60,15 @@ class ApprovalPolicy:
 
 
 class ApprovalGate:
-    def __init__(self, store: SessionStore, run_id: str):
+    def __init__(self, store: SessionPort, run_id: str):
         self.store = store
         self.run_id = run_id
 
     def find_open(self, kind: str, step_id: str | None = None) -> ApprovalRequest | None:
         """The latest request of this kind for this step, if any: a resumed run reuses it."""
-        rows = self.store.call("approval.list", run_id=self.run_id, pending_only=False)
-        for row in reversed(rows):
-            if row["kind"] == kind and row["step_id"] == step_id:
-                return ApprovalRequest.model_validate(row)
+        for approval in reversed(self.store.list_approvals(self.run_id, pending_only=False)):
+            if approval.kind == kind and approval.step_id == step_id:
+                return approval
         return None
 
     def request(self, kind: str, request: dict[str, Any], *, step_id: str | None = None,
@@ -86,59 +78,20 @@ class ApprovalGate:
             existing = self.find_open(kind, step_id)
             if existing is not None and existing.status == ApprovalStatus.pending:
                 return existing
-        row = self.store.call("approval.create", run_id=self.run_id, kind=kind, request=request, step_id=step_id,
-                              options=options, timeout_s=timeout_s, default_action=default_action)
-        return ApprovalRequest.model_validate(row)
+        return self.store.create_approval(self.run_id, kind, request=request, step_id=step_id, options=options,
+                                          timeout_s=timeout_s, default_action=default_action)
 
     def get(self, approval_id: str) -> ApprovalRequest:
-        return ApprovalRequest.model_validate(self.store.call("approval.get", approval_id=approval_id))
-
-    def wait(self, approval: ApprovalRequest, timeout: float | None = None,
-             cancelled: threading.Event | None = None) -> ApprovalRequest:
-        """Block until resolved (or its own timeout applies its default action)."""
-        sub = self.store.subscribe(run_id=self.run_id, types=["approval.received"])
-        try:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while True:
-                current = self.get(approval.id)
-                if current.status != ApprovalStatus.pending:
-                    return current
-                if current.timeout_at is not None and utcnow() >= current.timeout_at:
-                    return self.expire(current)
-                wait_for = 30.0
-                if current.timeout_at is not None:
-                    wait_for = min(wait_for, max(0.05, (current.timeout_at - utcnow()).total_seconds()))
-                if deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise TimeoutError(f"approval {approval.id} still pending")
-                    wait_for = min(wait_for, left)
-                if cancelled is not None and cancelled.is_set():
-                    raise GateCancelled(f"stopped waiting for approval {approval.id}")
-                sub.get(timeout=wait_for)
-        finally:
-            sub.close()
-
-    async def await_decision(self, approval: ApprovalRequest, cancelled: threading.Event | None = None) -> ApprovalRequest:
-        return await in_thread(self.wait, approval, None, cancelled)
+        return self.store.get_approval(approval_id)
 
     def expire(self, approval: ApprovalRequest) -> ApprovalRequest:
         """Apply the request's default action (or its most cautious option) once its time is up."""
-        from cmbagent_jupyter.core.errors import Conflict
-
         action = approval.default_action or next(
             (o for o in ("reject", "abort") if o in approval.options), approval.options[-1])
 
         try:
-            row = self.store.call("approval.resolve", approval_id=approval.id, decision=action,
-                                  feedback=f"timed out; default action {action}", actor="timeout", expired=True,
-                                  allow_empty_feedback=True)
+            return self.store.resolve_approval(approval.id, action, feedback=f"timed out; default action {action}",
+                                               actor="timeout", expired=True, allow_empty_feedback=True)
         except Conflict:
             return self.get(approval.id)
-        return ApprovalRequest.model_validate(row)
 
-
-def resolve(store: SessionStore, approval_id: str, decision: str, feedback: str | None = None,
-            actor: str = "user") -> ApprovalRequest:
-    row = store.call("approval.resolve", approval_id=approval_id, decision=decision, feedback=feedback, actor=actor)
-    return ApprovalRequest.model_validate(row)

@@ -6,15 +6,15 @@ import json
 from typing import Any
 
 from cmbagent_jupyter.core import InvalidInput
-from cmbagent_jupyter.store.repository import Store
+from cmbagent_jupyter.store.port import StorePort
 
 
-def _cost_by_step(store: Store, session_id: str, run_id: str) -> dict[str | None, float]:
+def _cost_by_step(store: StorePort, session_id: str, run_id: str) -> dict[str | None, float]:
     rows = store.session(session_id).cost_summary(run_id=run_id, group_by=["step_id"])
-    return {r["step_id"]: r["cost_usd"] for r in rows}
+    return {r.step_id: r.cost_usd for r in rows}
 
 
-def compare_runs(store: Store, run_a: str, run_b: str) -> dict[str, Any]:
+def compare_runs(store: StorePort, run_a: str, run_b: str) -> dict[str, Any]:
     a, b = store.find_run(run_a), store.find_run(run_b)
     if a.session_id != b.session_id:
         raise InvalidInput("runs of different sessions are not compared; a session's data stays in that session")
@@ -37,21 +37,20 @@ def compare_runs(store: Store, run_a: str, run_b: str) -> dict[str, Any]:
             "a_status": a.status.value, "b_status": b.status.value}
 
 
-def branch_tree(store: Store, run_id: str) -> dict[str, Any]:
+def branch_tree(store: StorePort, run_id: str) -> dict[str, Any]:
     run = store.find_run(run_id)
     ss = store.session(run.session_id)
     root = run
     while root.parent_run_id:
         root = ss.get_run(root.parent_run_id)
-    branches = ss.call("branch.list")
-    children: dict[str, list[dict[str, Any]]] = {}
-    for b in branches:
-        children.setdefault(b["parent_run_id"], []).append(b)
+    children: dict[str, list[Any]] = {}
+    for b in ss.list_branches():
+        children.setdefault(b.parent_run_id, []).append(b)
 
     def node(r, name: str | None = None, from_step: int | None = None) -> dict[str, Any]:
         return {
             "run_id": r.id, "status": r.status.value, "task": r.task, "name": name or "main", "from_step": from_step,
-            "children": [node(ss.get_run(b["child_run_id"]), b["name"], b["parent_step"])
+            "children": [node(ss.get_run(b.child_run_id), b.name, b.parent_step)
                          for b in children.get(r.id, [])],
         }
 

@@ -19,7 +19,7 @@ from typing import Any
 from cmbagent_jupyter.engine.approvals import ApprovalGate, ApprovalMode, ApprovalPolicy
 from cmbagent_jupyter.core import ApprovalRequest, ApprovalStatus, InvalidInput, RunStatus, utcnow
 from cmbagent_jupyter.core.errors import Invalid
-from cmbagent_jupyter.store.repository import SessionStore
+from cmbagent_jupyter.store.port import SessionPort
 from cmbagent_jupyter.core.threads import in_thread
 
 log = logging.getLogger("cmbagent.engine")
@@ -35,7 +35,7 @@ def policy_of(config: dict[str, Any]) -> ApprovalPolicy:
 
 
 class RunGates:
-    def __init__(self, store: SessionStore, run_id: str, policy: ApprovalPolicy):
+    def __init__(self, store: SessionPort, run_id: str, policy: ApprovalPolicy):
         self.store = store
         self.run_id = run_id
         self.policy = policy

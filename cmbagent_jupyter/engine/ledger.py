@@ -32,10 +32,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from cmbagent_jupyter.engine.checkpoint_files import CheckpointFiles, StepJournal, _atomic_write
-from cmbagent_jupyter.core import CheckpointKind, Run, StepStatus, Step, new_id, utcnow
+from cmbagent_jupyter.store.checkpoint_files import CheckpointFiles, StepJournal, _atomic_write
+from cmbagent_jupyter.core import Checkpoint, CheckpointKind, Run, StepStatus, Step, new_id, utcnow
 from cmbagent_jupyter.core.errors import Conflict
-from cmbagent_jupyter.store.repository import SessionStore
+from cmbagent_jupyter.store.port import NewCheckpoint, SessionPort, Settled
 from cmbagent_jupyter.core.threads import in_thread
 
 log = logging.getLogger("cmbagent.engine")
@@ -64,7 +64,7 @@ class RunSignal:
 
 
 class StepLedger:
-    def __init__(self, store: SessionStore, files: CheckpointFiles, steps: list[Step],
+    def __init__(self, store: SessionPort, files: CheckpointFiles, steps: list[Step],
                  context_of: Callable[[dict[str, dict[str, Any]]], dict[str, Any]], *, owner_pid: int | None = None,
                  on_signal: Callable[[RunSignal], None] | None = None, journal_sync: str = "group",
                  context_files: bool = True, journal: StepJournal | None = None):
@@ -148,8 +148,8 @@ class StepLedger:
     async def _open(self) -> None:
         last = self.journal.last_seq if self.journal.is_open else await in_thread(self.journal.open)
         if self._applied_hint is None:
-            out = await self.store.acall("engine.advance_many", run_id=self.files.run.id, records=[])
-            self._applied_hint = (int(out["journal_seq"]), RunSignal(out["run_status"], bool(out["pause_requested"])))
+            out = await self.store.aio.advance(self.files.run.id, [])
+            self._applied_hint = (out.journal_seq, RunSignal(out.run_status, out.pause_requested))
         self.applied_seq, self._signal = self._applied_hint
         self._seq = max(last, self.applied_seq)
 
@@ -269,14 +269,13 @@ class StepLedger:
             self._sent_seq = batch[-1]["seq"]
             self._queued_changes = sum(_changes(r) for r in self._queue[FLUSH_BATCH:])
             try:
-                out = await self.store.acall("engine.advance_many", run_id=self.files.run.id,
-                                             owner_pid=self.owner_pid, records=batch)
+                out = await self.store.aio.advance(self.files.run.id, batch, owner_pid=self.owner_pid)
             except Exception as exc:  # noqa: BLE001 - raised at the next boundary or drain; the journal keeps it
                 log.info("journal of run %s not applied to the store: %s", self.files.run.id, exc)
                 self._error = exc
                 return
-            self._applied(int(out["journal_seq"]))
-            self._signal = RunSignal(out["run_status"], bool(out["pause_requested"]))
+            self._applied(out.journal_seq)
+            self._signal = RunSignal(out.run_status, out.pause_requested)
             if self.on_signal is not None:
                 self.on_signal(self._signal)
 
@@ -340,7 +339,7 @@ class StepLedger:
                 log.warning("run %s: checkpoint files still being written after %s s", self.files.run.id, timeout)
 
     async def settle(self, to: str, *, timeout: float | None = None, strict: bool = False,
-                     **fields: Any) -> dict[str, Any]:
+                     **fields: Any) -> Settled:
         """Move the run (`engine.settle`) with every journaled boundary the store lacks, in one
         transaction. If those cannot go with it, they stay in the journal (a resume or
         `cmbagent recover` applies them) and the run is moved without them; with `strict`
@@ -356,7 +355,7 @@ class StepLedger:
             self._hurry.clear()
             await files
 
-    async def _settle(self, to: str, strict: bool, fields: dict[str, Any]) -> dict[str, Any]:
+    async def _settle(self, to: str, strict: bool, fields: dict[str, Any]) -> Settled:
         rest = self._hold_back()
         args = {"run_id": self.files.run.id, "to": to, "owner_pid": self.owner_pid, **fields}
         if strict and (rest is None or self._error is not None):
@@ -376,20 +375,20 @@ class StepLedger:
                 return out
         elif strict:
             await self._in_flight_done()  # the batch in flight carries the last steps
-        return await self.store.acall("engine.settle", **args)
+        return await self.store.aio.settle(**args)
 
     async def _settle_with(self, rest: list[dict[str, Any]], args: dict[str, Any]
-                           ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """`engine.settle` with the records `rest`; the reply and the records that went with it."""
+                           ) -> tuple[Settled, list[dict[str, Any]]]:
+        """The settle with the records `rest`; the reply and the records that went with it."""
         try:
-            return await self.store.acall("engine.settle", records=rest, **args), rest
+            return await self.store.aio.settle(records=rest, **args), rest
         except Conflict:
             if self._flusher is None or self._flusher.done():
                 raise
         # the batch in flight went by another path and had not arrived: wait for it, then resend
         await self._in_flight_done()
         rest = [r for r in self._queue if r["seq"] > self.applied_seq]
-        return await self.store.acall("engine.settle", **({"records": rest} if rest else {}), **args), rest
+        return await self.store.aio.settle(records=rest, **args), rest
 
     async def _in_flight_done(self) -> None:
         """Wait for the batch the flusher has in flight; a failure of it (or an earlier one) is raised."""
@@ -404,8 +403,10 @@ class StepLedger:
 
     async def checkpoint(self, kind: CheckpointKind, *, run: Run | None = None, extra: dict[str, Any] | None = None,
                          step_key: str | None = None, to: str | None = None, reason: str | None = None,
-                         error: str | None = None, reset: list[str] = (), reset_to: str = "pending") -> dict[str, Any]:
-        """A checkpoint outside step completion (timed, emergency, manual); with `to`, also move the run.
+                         error: str | None = None, reset: list[str] = (), reset_to: str = "pending"
+                         ) -> Checkpoint | Settled:
+        """A checkpoint outside step completion (timed, emergency, manual); with `to`, also move the run
+        (the reply is then the settled run).
 
         Moving the run first drains the journal into the store (an emergency waits at most
         `EMERGENCY_DRAIN_S`: what is left stays in the journal for the resume)."""
@@ -413,15 +414,14 @@ class StepLedger:
         context = {**self.context(), **(extra or {})}
         steps_now = self._steps_json()
         step_id = self.steps[step_key].id if step_key else None
-        row = CheckpointFiles.store_row(cid, path, kind, {"kind": kind.value, **(extra or {})})
-        row["step_id"] = step_id
+        row = NewCheckpoint(**CheckpointFiles.store_row(cid, path, kind, {"kind": kind.value, **(extra or {})}),
+                            step_id=step_id)
         await in_thread(self.files.write, cid=cid, path=path, created_at=created, kind=kind, context=context,
                         steps=steps_now, run=run, step_id=step_id)
         self.checkpoints_written += 1
         if to is None:
-            return await self.store.acall("checkpoint.put", run_id=self.files.run.id, kind=kind.value,
-                                          context=row["context"], step_id=step_id, pickle_path=str(path),
-                                          id=cid)
+            return await self.store.aio.put_checkpoint(self.files.run.id, kind=kind, context=row.context,
+                                                       step_id=step_id, pickle_path=str(path), checkpoint_id=cid)
         timeout = EMERGENCY_DRAIN_S if CheckpointKind(kind) == CheckpointKind.emergency else None
         return await self.settle(to, timeout=timeout, reason=reason, error=error, checkpoint=row,
                                  reset_steps=[self.steps[k].id for k in reset], reset_to=reset_to)
@@ -444,18 +444,18 @@ def _left(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
-async def replay_journal(store: SessionStore, run: Run) -> int:
+async def replay_journal(store: SessionPort, run: Run) -> int:
     """Apply the journal records of `run` the store lacks (after a crash); returns how many."""
     journal = StepJournal(run.path)
     records = await in_thread(journal.records)
     if not records:
         return 0
-    out = await store.acall("engine.advance_many", run_id=run.id, records=[])
-    todo = [r for r in records if r["seq"] > int(out["journal_seq"])]
+    out = await store.aio.advance(run.id, [])
+    todo = [r for r in records if r["seq"] > out.journal_seq]
     applied = 0
     for i in range(0, len(todo), REPLAY_BATCH):
-        done = await store.acall("engine.advance_many", run_id=run.id, records=todo[i:i + REPLAY_BATCH], replay=True)
-        applied += int(done["applied"])
+        done = await store.aio.advance(run.id, todo[i:i + REPLAY_BATCH], replay=True)
+        applied += done.applied
     if applied:
         log.info("run %s: %d step journal record(s) applied to the store on resume", run.id, applied)
     return applied

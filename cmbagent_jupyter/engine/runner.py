@@ -23,7 +23,7 @@ from typing import Any
 from cmbagent_jupyter.agents.factory import AgentFactory
 from cmbagent_jupyter.agents.specs import load_specs, step_agents
 from cmbagent_jupyter.cost.recorder import CallUsage, CostRecorder
-from cmbagent_jupyter.engine.checkpoint_files import CheckpointFiles, StepJournal
+from cmbagent_jupyter.store.checkpoint_files import CheckpointFiles, StepJournal
 from cmbagent_jupyter.engine.context import base_context, run_context, step_context
 from cmbagent_jupyter.engine.approvals import ApprovalMode
 from cmbagent_jupyter.engine.dag import Plan, PlanDAG, PlanError, plan_from_data
@@ -53,7 +53,7 @@ from cmbagent_jupyter.core import (
     new_id,
 )
 from cmbagent_jupyter.core.errors import Conflict
-from cmbagent_jupyter.store.repository import SessionStore, Store
+from cmbagent_jupyter.store.port import Claimed, NewEvent, SessionPort, StorePort
 from cmbagent_jupyter.core.threads import in_thread
 
 log = logging.getLogger("cmbagent.engine")
@@ -62,11 +62,11 @@ StepRunner = Callable[[Step, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 class RunEngine:
-    def __init__(self, store: Store, run: Run | str, *, model: ModelChoice | None = None,
+    def __init__(self, store: StorePort, run: Run | str, *, model: ModelChoice | None = None,
                  max_parallel: int | None = None, step_runner: StepRunner | None = None):
         self.store = store
         self.run = run if isinstance(run, Run) else store.find_run(run)
-        self.ss: SessionStore = store.session(self.run.session_id)
+        self.ss: SessionPort = store.session(self.run.session_id)
         self.settings = RunSettings.from_config(self.run.config)
         if max_parallel is not None:
             self.settings = self.settings.model_copy(update={"max_parallel": int(max_parallel)})
@@ -200,9 +200,9 @@ class RunEngine:
         if given.status == RunStatus.draft and (given.config.get("final_plan") or given.mode == RunMode.deep_research):
             # a new run as it was handed in (never run: no journal, no owner): one call claims it, and
             # the store checks it is still a draft; if it is not any more, it is read again below
-            claim = asyncio.ensure_future(self.ss.acall(
-                "engine.claim", run_id=given.id, to="auto", owner_pid=self.pid, allowed_from=[RunStatus.draft.value],
-                with_session=True, return_steps=False))
+            claim = asyncio.ensure_future(self.ss.aio.claim(
+                given.id, to="auto", owner_pid=self.pid, allowed_from=[RunStatus.draft.value], with_session=True,
+                return_steps=False))
             await asyncio.sleep(0)  # the request is sent: the journal, the steps and the context are made meanwhile
             journal = StepJournal(given.path, sync=self.settings.journal_sync)
             made = asyncio.ensure_future(in_thread(journal.create))
@@ -241,21 +241,21 @@ class RunEngine:
         # what the step journal proves happened before a crash reaches the store before the claim
         await replay_journal(self.ss, run)
         to = RunStatus.executing if planned else RunStatus.planning
-        out = await self.ss.acall("engine.claim", run_id=run.id, to=to.value, owner_pid=self.pid,
-                                  stale_owner_pid=stale, reason="resumed" if run.status != RunStatus.draft else None,
-                                  allowed_from=[RunStatus.draft.value, RunStatus.paused.value,
-                                                RunStatus.interrupted.value, RunStatus.failed.value])
+        out = await self.ss.aio.claim(run.id, to=to.value, owner_pid=self.pid, stale_owner_pid=stale,
+                                      reason="resumed" if run.status != RunStatus.draft else None,
+                                      allowed_from=[RunStatus.draft.value, RunStatus.paused.value,
+                                                    RunStatus.interrupted.value, RunStatus.failed.value])
         return self._claimed(out, session=session)
 
-    def _claimed(self, out: dict[str, Any], early: "_DraftPlan | None" = None, session: Session | None = None
+    def _claimed(self, out: Claimed, early: "_DraftPlan | None" = None, session: Session | None = None
                  ) -> tuple[Session, Run, list[Step]]:
-        """The session, run and steps of an `engine.claim` reply (`early`: the plan and steps
-        built from the run as it was handed in, used if the claimed run has the same)."""
-        self._journal_seq = int(out.get("journal_seq") or 0)
-        session = session or Session.model_validate(out["session"])
-        run = Run.model_validate(out["run"])
-        if out["steps"] is not None:
-            return session, run, [Step.model_validate(s) for s in out["steps"]]
+        """The session, run and steps of a claim (`early`: the plan and steps built from the run
+        as it was handed in, used if the claimed run has the same)."""
+        self._journal_seq = out.journal_seq
+        session = session or out.session
+        run = out.run
+        if out.steps is not None:
+            return session, run, out.steps
         draft = early if early is not None and early.matches(run) else _DraftPlan.of(run)
         self._claimed_plan, self._claimed_dag, self._claimed_base = draft.plan, draft.dag, draft.base
         return session, run, draft.steps
@@ -286,11 +286,10 @@ class RunEngine:
         planning = self._planning if not from_draft else None
         request = plan_request(plan, plans=planning.plans if planning else None,
                                reviews=planning.reviews if planning else None)
-        out = await self.ss.acall("engine.plan_ready", run_id=run.id, owner_pid=self.pid, **request)
-        stored = Run.model_validate(out["run"])
-        if out.get("kept"):  # completed steps of an earlier plan stayed: read what the store holds
-            return stored, await in_thread(self.ss.list_steps, run.id)
-        return stored, [Step(session_id=run.session_id, run_id=run.id, **r) for r in request["steps"]]
+        out = await self.ss.aio.plan_ready(run.id, owner_pid=self.pid, **request)
+        if out.kept:  # completed steps of an earlier plan stayed: read what the store holds
+            return out.run, await in_thread(self.ss.list_steps, run.id)
+        return out.run, [Step(session_id=run.session_id, run_id=run.id, **r) for r in request["steps"]]
 
     # -- planning ------------------------------------------------------------------
 
@@ -353,8 +352,8 @@ class RunEngine:
             feedback = guidance if decision.decision in ("modify", "reject") else None
         threshold = self.gates.policy.budget_threshold
         if threshold is not None and not self.gates.budget_approved:
-            rows = await self.ss.acall("cost.summary", run_id=self.run.id, group_by=["run_id"])
-            spent = sum(r["cost_usd"] for r in rows)
+            rows = await self.ss.aio.cost_summary(run_id=self.run.id, group_by=["run_id"])
+            spent = sum(r.cost_usd for r in rows)
             if spent >= float(threshold):
                 decision = await self.gates.ask(
                     ApprovalMode.on_budget, {"title": "Spending passed the budget threshold",
@@ -371,9 +370,9 @@ class RunEngine:
             out = await self.ledger.checkpoint(CheckpointKind.emergency, to=RunStatus.interrupted.value,
                                                reason=self.stop.reason or "interrupted during planning")
         else:
-            out = await self.ss.acall("engine.settle", run_id=self.run.id, to=RunStatus.cancelled.value,
+            out = await self.ss.aio.settle(self.run.id, RunStatus.cancelled.value,
                                       reason=self.stop.reason or "cancelled during planning")
-        self.run = Run.model_validate(out["run"])
+        self.run = out.run
         return self.run
 
     # -- agents --------------------------------------------------------------------
@@ -397,20 +396,20 @@ class RunEngine:
     def _on_backoff(self, scope: ModelScope, attempt: int, delay: float, exc: BaseException) -> None:
         """A transient provider error: say so in the run's events while the call waits to be retried."""
         log.warning("run %s: %s call failed (%s); retry %d in %.1f s", self.run.id, scope.agent, exc, attempt, delay)
-        event = {"type": EventType.retry_backoff.value, "session_id": self.run.session_id, "run_id": self.run.id,
-                 "payload": {"agent": scope.agent, "step": scope.step, "attempt": attempt, "delay_s": delay,
-                             "error": f"{type(exc).__name__}: {exc}"[:1000]}}
-        task = asyncio.get_running_loop().create_task(self.ss.acall("event.append", events=[event]))
+        event = NewEvent(type=EventType.retry_backoff.value, run_id=self.run.id,
+                         payload={"agent": scope.agent, "step": scope.step, "attempt": attempt, "delay_s": delay,
+                                  "error": f"{type(exc).__name__}: {exc}"[:1000]})
+        task = asyncio.get_running_loop().create_task(self.ss.aio.append_events([event]))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
     async def _after_turn(self, scope: ModelScope, reply: Any) -> None:
         text = reply.body or ""
         calls = [c.name for c in reply.response.tool_calls.calls] if reply.response.tool_calls else []
-        event = {"type": EventType.agent_message.value, "session_id": self.run.session_id, "run_id": self.run.id,
-                 "payload": {"agent": scope.agent, "step": scope.step, "step_id": scope.step_id,
-                             "content": text[:4000], "truncated": len(text) > 4000, "tool_calls": calls}}
-        await asyncio.gather(self.costs.flush(), self.ss.acall("event.append", events=[event]))
+        event = NewEvent(type=EventType.agent_message.value, run_id=self.run.id,
+                         payload={"agent": scope.agent, "step": scope.step, "step_id": scope.step_id,
+                                  "content": text[:4000], "truncated": len(text) > 4000, "tool_calls": calls})
+        await asyncio.gather(self.costs.flush(), self.ss.aio.append_events([event]))
 
     # -- while running ----------------------------------------------------------------
 
@@ -422,15 +421,15 @@ class RunEngine:
         while True:
             await asyncio.sleep(self.settings.heartbeat_interval_s)
             try:
-                hb = await self.ss.acall("run.heartbeat", run_id=self.run.id, owner_pid=self.pid)
+                hb = await self.ss.aio.heartbeat(self.run.id, self.pid)
             except Exception as exc:  # noqa: BLE001 - a missed beat is retried at the next one
                 log.warning("heartbeat of run %s failed: %s", self.run.id, exc)
                 continue
-            if hb.get("status") == RunStatus.cancelled.value:
+            if hb.status == RunStatus.cancelled.value:
                 self.stop.request("cancel", "cancelled")
-            elif hb.get("status") not in (s.value for s in ACTIVE_RUN_STATES):
-                self.stop.request("cancel", f"run became {hb.get('status')}")
-            elif hb.get("pause_requested"):
+            elif hb.status not in (s.value for s in ACTIVE_RUN_STATES):
+                self.stop.request("cancel", f"run became {hb.status}")
+            elif hb.pause_requested:
                 self.stop.request("pause", "pause requested")
 
     async def _timed_checkpoints(self) -> None:
@@ -471,7 +470,7 @@ class RunEngine:
         else:
             # the store gets every step in the transaction that marks the run completed
             out = await ledger.settle(RunStatus.completed.value, strict=True, reason="all steps completed")
-        self.run = Run.model_validate(out["run"])
+        self.run = out.run
         return self.run
 
     async def _fail(self, error: str) -> Run:
@@ -482,9 +481,9 @@ class RunEngine:
                                                    reset=sorted(self.ledger.in_flight()),
                                                    reset_to=StepStatus.failed.value)
             else:
-                out = await self.ss.acall("engine.settle", run_id=self.run.id, to=RunStatus.failed.value,
+                out = await self.ss.aio.settle(self.run.id, RunStatus.failed.value,
                                           reason="run failed", error=error[:4000])
-            self.run = Run.model_validate(out["run"])
+            self.run = out.run
         except Exception:  # noqa: BLE001
             log.exception("could not mark run %s failed", self.run.id)
         return self.run
@@ -495,7 +494,7 @@ class RunEngine:
         running = [self.ledger.steps[k].id for k in self.ledger.in_flight()]
         if running:
             try:
-                await self.ss.acall("engine.settle", run_id=self.run.id, to=self.run.status.value, reason=reason,
+                await self.ss.aio.settle(self.run.id, self.run.status.value, reason=reason,
                                     reset_steps=running, reset_to=to)
             except Exception:  # noqa: BLE001
                 log.exception("could not reset the steps of run %s", self.run.id)

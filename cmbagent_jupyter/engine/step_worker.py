@@ -40,8 +40,8 @@ from cmbagent_jupyter.engine.retry import (
 from cmbagent_jupyter.engine.scheduler import StepFailed
 from cmbagent_jupyter.engine.settings import RunSettings
 from cmbagent_jupyter.llm.scope import SCOPE_KEY, ModelScope
-from cmbagent_jupyter.core import ApprovalRequest, Step, StepAttempt
-from cmbagent_jupyter.store.repository import SessionStore
+from cmbagent_jupyter.core import Step
+from cmbagent_jupyter.store.port import SessionPort
 
 log = logging.getLogger("cmbagent.engine")
 
@@ -52,7 +52,7 @@ RETRY_FEEDBACK_KIND = "retry_feedback"
 class AttemptLog:
     """The store rows of one step's attempts, with the cost of each."""
 
-    def __init__(self, store: SessionStore | None, run_id: str, step: Step):
+    def __init__(self, store: SessionPort | None, run_id: str, step: Step):
         self.store = store
         self.run_id = run_id
         self.step = step
@@ -60,35 +60,35 @@ class AttemptLog:
         self._cost_at_start = 0.0
 
     async def _step_cost(self) -> float:
-        rows = await self.store.acall("cost.summary", run_id=self.run_id, group_by=["step_id"])
-        return sum(r["cost_usd"] for r in rows if r.get("step_id") == self.step.id)
+        rows = await self.store.aio.cost_summary(run_id=self.run_id, group_by=["step_id"])
+        return sum(r.cost_usd for r in rows if r.step_id == self.step.id)
 
     async def start(self, feedback: str | None = None) -> None:
         if self.store is None or self.open_id is not None:
             return
         self._cost_at_start = await self._step_cost()
-        row = await self.store.acall("attempt.start", step_id=self.step.id, feedback=feedback)
-        self.open_id = row["id"]
+        started = await self.store.aio.start_attempt(self.step.id, feedback)
+        self.open_id = started.id
 
     async def finish(self, status: str, failure: AttemptFailure | None = None, output: str | None = None) -> None:
         if self.store is None or self.open_id is None:
             return
         aid, self.open_id = self.open_id, None
         cost = max(0.0, await self._step_cost() - self._cost_at_start)
-        args: dict[str, Any] = {"attempt_id": aid, "status": status, "cost_usd": cost, "output": output}
+        args: dict[str, Any] = {"cost_usd": cost, "output": output}
         if failure is not None:
             args.update(error_type=failure.error_type or failure.kind.value, error=failure.message,
                         traceback=failure.traceback, output=failure.output or output)
-        await self.store.acall("attempt.finish", **args)
+        await self.store.aio.finish_attempt(aid, status, **args)
 
 
-async def earlier_attempts(store: SessionStore | None, step: Step) -> tuple[RetryContext, list[str]]:
+async def earlier_attempts(store: SessionPort | None, step: Step) -> tuple[RetryContext, list[str]]:
     """What went wrong in this step's attempts since it last succeeded, and the feedback recorded
     for it since its last attempt began (not already written into its instructions)."""
     history = RetryContext()
     if store is None:
         return history, []
-    attempts = [StepAttempt.model_validate(r) for r in await store.acall("attempt.list", step_id=step.id)]
+    attempts = await store.aio.list_attempts(step_id=step.id)
     last_ok = max((i for i, a in enumerate(attempts) if a.status.value == "completed"), default=-1)
     for a in attempts[last_ok + 1:]:
         if a.status.value != "failed":
@@ -99,10 +99,8 @@ async def earlier_attempts(store: SessionStore | None, step: Step) -> tuple[Retr
             category or ErrorCategory.unknown, a.error_type or etype, a.error or "failed",
             traceback=a.traceback, output=a.output))
     since: datetime | None = attempts[-1].started_at if attempts else None
-    rows = await store.acall("approval.list", run_id=step.run_id, pending_only=False)
     feedback = []
-    for r in rows:
-        a = ApprovalRequest.model_validate(r)
+    for a in await store.aio.list_approvals(step.run_id, pending_only=False):
         if a.kind != RETRY_FEEDBACK_KIND or a.step_id != step.id or a.decision != "retry":
             continue
         text = feedback_of(a)
@@ -113,7 +111,7 @@ async def earlier_attempts(store: SessionStore | None, step: Step) -> tuple[Retr
 
 class StepWorker:
     def __init__(self, factory: AgentFactory, settings: RunSettings, *, run_id: str, run_path: Path,
-                 after_turn: AfterTurn, gates: RunGates | None = None, store: SessionStore | None = None):
+                 after_turn: AfterTurn, gates: RunGates | None = None, store: SessionPort | None = None):
         self.factory = factory
         self.gates = gates
         self.store = store if store is not None else (gates.store if gates is not None else None)

@@ -1,20 +1,22 @@
-"""Durable state: one store service owns the DuckDB file; everything else is its client."""
+"""Durable state behind one typed port (`store.port`): sessions, runs, steps, the step journal,
+approvals, events, checkpoints, costs, files and metrics.
 
-from cmbagent_jupyter.store.client import StoreClient, Subscription, service_pid, stop_service
-from cmbagent_jupyter.core.errors import (
-    Conflict,
-    Invalid,
-    NotFound,
-    PayloadTooLarge,
-    QuotaExceeded,
-    StoreCorrupted,
-    StoreError,
-    StoreUnavailable,
-    Unauthorized,
-)
-from cmbagent_jupyter.store.repository import SessionStore, Store
+`open_store(home)` gives the port on this home's local backend (a DuckDB file owned by
+one store service); `store.memory` is the plain-Python reference backend.
+"""
 
-__all__ = [
-    "Conflict", "Invalid", "NotFound", "PayloadTooLarge", "QuotaExceeded", "SessionStore", "Store", "StoreClient",
-    "StoreCorrupted", "StoreError", "StoreUnavailable", "Subscription", "Unauthorized", "service_pid", "stop_service",
-]
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from cmbagent_jupyter.store.local import LocalStore
+from cmbagent_jupyter.store.port import SessionPort, StorePort, Subscription
+
+
+def open_store(home: str | os.PathLike | None = None, **options: Any) -> StorePort:
+    """The store of a CMBAGENT_HOME (default: $CMBAGENT_HOME, else ~/.cmbagent)."""
+    return LocalStore(home, **options)
+
+
+__all__ = ["SessionPort", "StorePort", "Subscription", "open_store"]

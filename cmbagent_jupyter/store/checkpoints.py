@@ -17,7 +17,7 @@ from typing import Any
 
 from cmbagent_jupyter.core.home import is_inside
 from cmbagent_jupyter.core import Checkpoint, CheckpointKind, InvalidInput, Run, Step, new_id, utcnow
-from cmbagent_jupyter.store.repository import SessionStore
+from cmbagent_jupyter.store.port import SessionPort
 
 FORMAT = "cmbagent-jupyter/checkpoint"
 FORMAT_VERSION = 1
@@ -131,7 +131,7 @@ def jsonable(value: Any, depth: int = 0) -> Any:
 class CheckpointWriter:
     """Writes and reads a run's checkpoints in both places."""
 
-    def __init__(self, store: SessionStore, home: Path):
+    def __init__(self, store: SessionPort, home: Path):
         self.store = store
         self.home = Path(home)
 

@@ -2,10 +2,10 @@
 
 Each session directory holds `session.json`, each run directory `run.json`, the
 checkpoint snapshots (pickles) the engine wrote now and then and the step journal
-(`checkpoints/journal.jsonl`, one record per step boundary), replayed on top of them. `rebuild` reads them and imports
-whatever the store lacks; `recover` first stops the service and moves a database that
-cannot be opened aside (kept as `store.duckdb.corrupt-<timestamp>`). `import_context`
-starts a run from a CMBAgent context pickle.
+(`checkpoints/journal.jsonl`, one record per step boundary), replayed on top of them.
+`rebuild` reads them and imports, through the store port, whatever the store lacks (the
+local backend's `recover` first sets a database that cannot be opened aside).
+`import_context` starts a run from a CMBAgent context pickle.
 """
 
 from __future__ import annotations
@@ -13,12 +13,10 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cmbagent_jupyter.engine.checkpoint_files import JOURNAL_NAME, StepJournal
-from cmbagent_jupyter.core.home import ensure_home, home_path
+from cmbagent_jupyter.store.checkpoint_files import JOURNAL_NAME, StepJournal
 from cmbagent_jupyter.core import CheckpointKind, InvalidInput, Run, check_id
 from cmbagent_jupyter.store.checkpoints import (
     CheckpointWriter,
@@ -27,10 +25,8 @@ from cmbagent_jupyter.store.checkpoints import (
     read_checkpoint_file,
     read_cmbagent_context,
 )
-from cmbagent_jupyter.store.client import stop_service
-from cmbagent_jupyter.store.database import Database
-from cmbagent_jupyter.core.errors import PayloadTooLarge, StoreCorrupted, StoreError
-from cmbagent_jupyter.store.repository import SessionStore, Store
+from cmbagent_jupyter.core.errors import PayloadTooLarge, StoreError
+from cmbagent_jupyter.store.port import SessionPort, StorePort
 
 
 @dataclass
@@ -54,38 +50,6 @@ class RecoveryReport:
             "interrupted": self.interrupted,
             "skipped": self.skipped,
         }
-
-
-def database_file(home: Path) -> Path:
-    return home / "store.duckdb"
-
-
-def check_database(home: Path) -> StoreCorrupted | None:
-    """Open (and migrate) the database in this process; the service must be stopped."""
-    path = database_file(home)
-    if not path.exists():
-        return None
-    try:
-        Database(path).close()
-    except StoreCorrupted as exc:
-        return exc
-    return None
-
-
-def move_aside(home: Path) -> list[Path]:
-    """Keep a bad database (and its WAL) next to where it was, under a dated name."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    moved = []
-    for path in (database_file(home), home / "store.duckdb.wal"):
-        if path.exists():
-            target = path.with_name(f"{path.name}.corrupt-{stamp}")
-            n = 1
-            while target.exists():
-                target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
-                n += 1
-            os.replace(path, target)
-            moved.append(target)
-    return moved
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -127,7 +91,7 @@ def _scan_run(home: Path, run_path: Path, report: RecoveryReport) -> _RunFiles:
     return _RunFiles(run_path.name, _read_json(run_path / "run.json"), docs)
 
 
-def rebuild(store: Store) -> RecoveryReport:
+def rebuild(store: StorePort) -> RecoveryReport:
     """Import every session, run, step and checkpoint found on disk that the store lacks."""
     home = store.home
     report = RecoveryReport(home=str(home))
@@ -147,31 +111,31 @@ def rebuild(store: Store) -> RecoveryReport:
             report.skipped.append({"path": str(session_path), "reason": "no readable session.json or checkpoint"})
             continue
         try:
-            done = store.call("recovery.import_session", session=session_doc)
+            done = store.import_session(session_doc)
         except StoreError as exc:
             report.skipped.append({"path": str(session_path), "reason": exc.message})
             continue
-        report.sessions += int(done["created"])
+        report.sessions += int(done.created)
         ss = store.session(sid)
         for run in runs:
             _rebuild_run(ss, session_path / "runs" / run.run_id, run, report)
     return report
 
 
-def _rebuild_run(ss: SessionStore, run_path: Path, run: _RunFiles, report: RecoveryReport) -> None:
+def _rebuild_run(ss: SessionPort, run_path: Path, run: _RunFiles, report: RecoveryReport) -> None:
     latest = run.checkpoints[-1][1] if run.checkpoints else None
     run_doc = run.run_doc or (latest or {}).get("run")
     if not isinstance(run_doc, dict) or run_doc.get("id") != run.run_id:
         report.skipped.append({"path": str(run_path), "reason": "no readable run.json or checkpoint"})
         return
     try:
-        done = ss.call("recovery.import_run", run=run_doc)
+        done = ss.import_run(run_doc)
     except StoreError as exc:
         report.skipped.append({"path": str(run_path), "reason": exc.message})
         return
-    if done["created"]:
+    if done.created:
         report.runs += 1
-        if done["status"] != done.get("was"):
+        if done.status != done.was:
             report.interrupted.append(run.run_id)
     if latest is not None and isinstance(latest.get("steps"), list):
         # a step_complete checkpoint proves its step finished, even if the step list in
@@ -181,7 +145,7 @@ def _rebuild_run(ss: SessionStore, run_path: Path, run: _RunFiles, report: Recov
         steps = [{**s, "status": "completed"} if isinstance(s, dict) and s.get("id") in finished else s
                  for s in latest["steps"]]
         try:
-            report.steps += ss.call("recovery.import_steps", run_id=run.run_id, steps=steps)["created"]
+            report.steps += ss.import_steps(run.run_id, steps).count
         except StoreError as exc:
             report.skipped.append({"path": str(run_path), "reason": f"steps: {exc.message}"})
     planned = planned_steps(run_doc.get("config"))
@@ -189,7 +153,7 @@ def _rebuild_run(ss: SessionStore, run_path: Path, run: _RunFiles, report: Recov
         # the plan's steps with the ids the run's config lists (a run snapshotted no step yet, or a
         # snapshot older than its plan): pending until the journal says otherwise; stored ones stay
         try:
-            report.steps += ss.call("recovery.import_steps", run_id=run.run_id, steps=planned)["created"]
+            report.steps += ss.import_steps(run.run_id, planned).count
         except StoreError as exc:
             report.skipped.append({"path": str(run_path), "reason": f"planned steps: {exc.message}"})
     for pkl, doc in run.checkpoints:
@@ -197,15 +161,14 @@ def _rebuild_run(ss: SessionStore, run_path: Path, run: _RunFiles, report: Recov
         context = jsonable(doc.get("context") or {})
         try:
             try:
-                done = ss.call("recovery.import_checkpoint", run_id=run.run_id, checkpoint=meta, context=context)
+                done = ss.import_checkpoint(run.run_id, meta, context)
             except PayloadTooLarge:
                 # the pickle keeps the full context; the store row points at it
-                done = ss.call("recovery.import_checkpoint", run_id=run.run_id, checkpoint=meta,
-                               context={"_stored_in_pickle_only": True})
+                done = ss.import_checkpoint(run.run_id, meta, {"_stored_in_pickle_only": True})
         except StoreError as exc:
             report.skipped.append({"path": str(pkl), "reason": exc.message})
             continue
-        report.checkpoints += int(done["created"])
+        report.checkpoints += int(done.created)
     _replay_journal(ss, run_path, run.run_id, report)
 
 
@@ -227,39 +190,21 @@ def planned_steps(config: Any) -> list[dict[str, Any]]:
     return [{"id": ids[s.key], **s.to_store()} for s in plan.sub_tasks]
 
 
-def _replay_journal(ss: SessionStore, run_path: Path, run_id: str, report: RecoveryReport) -> None:
+def _replay_journal(ss: SessionPort, run_path: Path, run_id: str, report: RecoveryReport) -> None:
     """The step journal's records the store lacks (the snapshots are periodic; the journal has every step)."""
     journal = run_path / "checkpoints" / JOURNAL_NAME
     records, _ = StepJournal.read(journal)
     records = [r for r in records if r.get("run_id") in (None, run_id)]
     for i in range(0, len(records), 128):
         try:
-            done = ss.call("engine.advance_many", run_id=run_id, records=records[i:i + 128], replay=True)
+            done = ss.advance(run_id, records[i:i + 128], replay=True)
         except StoreError as exc:
             report.skipped.append({"path": str(journal), "reason": f"journal: {exc.message}"})
             return
-        report.journal_records += int(done["applied"])
+        report.journal_records += done.applied
 
 
-def recover(home: str | os.PathLike | None = None, *, move_corrupt: bool = True) -> RecoveryReport:
-    """Stop the service, set a database that cannot be opened aside, rebuild from files."""
-    root = ensure_home(home_path(home))
-    stop_service(root)
-    moved: list[Path] = []
-    problem = check_database(root)
-    if problem is not None:
-        if not move_corrupt:
-            raise problem
-        moved = move_aside(root)
-    elif not database_file(root).exists() and (root / "store.duckdb.wal").exists():
-        moved = move_aside(root)  # a WAL without its database would be replayed onto a new, empty one
-    with Store(root) as store:
-        report = rebuild(store)
-    report.moved_aside = [str(p) for p in moved]
-    return report
-
-
-def import_context(session_store: SessionStore, path: str | os.PathLike, task: str | None = None) -> Run:
+def import_context(session_store: SessionPort, path: str | os.PathLike, task: str | None = None) -> Run:
     """A new draft run whose starting context is a CMBAgent context pickle (a dict with
     main_task, final_plan ...): its plan becomes the run's steps and the context its first
     checkpoint (kind manual)."""
@@ -270,6 +215,6 @@ def import_context(session_store: SessionStore, path: str | os.PathLike, task: s
     steps = plan_steps_from_context(context)
     if steps:
         session_store.put_plan(run.id, steps)
-    writer = CheckpointWriter(session_store, session_store.store.home)
+    writer = CheckpointWriter(session_store, session_store.home)
     writer.save(run, kind=CheckpointKind.manual, context=context)
     return session_store.get_run(run.id)

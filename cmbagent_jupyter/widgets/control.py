@@ -21,10 +21,10 @@ def resolve_approval(feed: Any, approval_id: str, decision: str, feedback: str |
         feed.refresh({"approvals"})
         if approval_id not in {a.id for a in feed.approvals}:
             raise InvalidInput(f"approval {approval_id} is not one of run {feed.run_id}'s approvals")
-    row = feed.session.call("approval.resolve", approval_id=approval_id, decision=decision,
-                            feedback=(feedback or "").strip() or None, actor=actor)
+    approval = feed.session.resolve_approval(approval_id, decision, feedback=(feedback or "").strip() or None,
+                                             actor=actor)
     feed.refresh({"approvals", "run"})
-    return ApprovalRequest.model_validate(row)
+    return approval
 
 
 def retry_with_feedback(feed: Any, step_id: str, feedback: str, *, resume: Any = None,
@@ -56,12 +56,12 @@ def retry_with_feedback(feed: Any, step_id: str, feedback: str, *, resume: Any =
     status = feed.run.status.value
     if feed.run.status not in STOPPED_RUN_STATES:
         raise InvalidInput(f"run {feed.run_id} is {status}; pause it first, or wait until it stops")
-    record = feed.session.call("approval.create", run_id=feed.run_id, step_id=step_id, kind=RETRY_FEEDBACK_KIND,
+    record = feed.session.create_approval(feed.run_id, RETRY_FEEDBACK_KIND, step_id=step_id,
                                request={"summary": f"retry step {step.number} with feedback", "source": actor},
                                options=["retry"])
-    feed.session.call("approval.resolve", approval_id=record["id"], decision="retry", feedback=feedback, actor=actor)
+    feed.session.resolve_approval(record.id, "retry", feedback=feedback, actor=actor)
     description = f"{step.description}\n\nFeedback from the user for this attempt (follow it):\n{feedback}"
-    feed.session.call("step.reset_from", step_id=step_id, description=description, actor=actor)
+    feed.session.reset_from(step_id, description=description, actor=actor)
     feed.refresh({"steps", "approvals", "run"})
     if resume is None:
         return (f"feedback saved for step {step.number}; it is pending again: resume run {feed.run_id} to retry it")

@@ -96,7 +96,7 @@ class DagWidget(FeedWidget):
         step = feed.step_by_id(node_id)
         if step is None:
             return None
-        attempts = feed.session.call("attempt.list", step_id=step.id)
+        attempts = [a.model_dump(mode="json") for a in feed.session.list_attempts(step_id=step.id)]
         detail = step_detail(step, feed.run, attempts, feed.costs)
         detail["status"] = status
         # a step the run is waiting on after it failed (an on_error gate) takes feedback too

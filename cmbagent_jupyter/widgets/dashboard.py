@@ -17,7 +17,8 @@ from typing import Any
 import ipywidgets
 
 from cmbagent_jupyter.core import RUNNING_RUN_STATES, Run
-from cmbagent_jupyter.store import Store, StoreError
+from cmbagent_jupyter.core import StoreError
+from cmbagent_jupyter.store import StorePort, open_store
 from cmbagent_jupyter.widgets.approval import ApprovalWidget
 from cmbagent_jupyter.widgets.base import one_line
 from cmbagent_jupyter.widgets.cost import CostWidget
@@ -56,10 +57,10 @@ class Dashboard(ipywidgets.VBox):
     """Sessions, runs (each opens as a live `RunView`), pending approvals, costs and a
     form to start a run, for one `CMBAGENT_HOME`."""
 
-    def __init__(self, session: str | None = None, home: Any = None, *, store: Store | None = None,
+    def __init__(self, session: str | None = None, home: Any = None, *, store: StorePort | None = None,
                  live: bool = True, coalesce_s: float = 0.3) -> None:
         self._owns_store = store is None
-        self.store = store if store is not None else Store(home)
+        self.store = store if store is not None else open_store(home)
         self.home = self.store.home
         self.live = live
         self.coalesce_s = coalesce_s
@@ -142,7 +143,7 @@ class Dashboard(ipywidgets.VBox):
         for r in records:
             if r.run_id:
                 costs[r.run_id] = costs.get(r.run_id, 0.0) + r.cost_usd
-        pending = ss.call("approval.list", pending_only=True)
+        pending = ss.list_approvals(pending_only=True)
         active = sum(1 for r in runs if r.status.value in ACTIVE)
         self.summary.value = (f"<b>{len(runs)}</b> runs · <b>{active}</b> active · "
                               f"<b>{len(pending)}</b> approvals waiting · cost <b>${sum(costs.values()):.4f}</b>")
@@ -159,7 +160,7 @@ class Dashboard(ipywidgets.VBox):
                 self.run_picker.value = current if current in {v for _, v in options} else None
             finally:
                 self._updating_picker = False
-        self._refresh_approvals(sorted({a["run_id"] for a in pending}))
+        self._refresh_approvals(sorted({a.run_id for a in pending}))
         labels = {r.id: r.id for r in runs}
         self.cost.show(records, step_label=lambda r: labels.get(r.run_id or "", "session"))
         self.tabs.set_title(1, f"Approvals ({len(pending)})")

@@ -18,8 +18,8 @@ import time
 from collections import deque
 from typing import Any, Callable, Iterable
 
-from cmbagent_jupyter.core import ApprovalRequest, CostRecord, Run, Step
-from cmbagent_jupyter.store import SessionStore, Store, StoreError
+from cmbagent_jupyter.core import ApprovalRequest, CostRecord, Run, Step, StoreError
+from cmbagent_jupyter.store import SessionPort, StorePort, open_store
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +102,10 @@ class RunFeed:
     parts). `live=False` loads once and never subscribes (`refresh()` updates by hand).
     """
 
-    def __init__(self, run_id: str, session_id: str | None = None, home: Any = None, *, store: Store | None = None,
+    def __init__(self, run_id: str, session_id: str | None = None, home: Any = None, *, store: StorePort | None = None,
                  live: bool = True, coalesce_s: float = 0.15, history: int = 500):
         self._owns_store = store is None
-        self.store = store if store is not None else Store(home)
+        self.store = store if store is not None else open_store(home)
         try:
             if session_id is None:
                 run = self.store.find_run(run_id)
@@ -117,7 +117,7 @@ class RunFeed:
             raise
         self.run: Run = run
         self.run_id = run.id
-        self.session: SessionStore = self.store.session(run.session_id)
+        self.session: SessionPort = self.store.session(run.session_id)
         self.steps: list[Step] = []
         self.approvals: list[ApprovalRequest] = []
         self.costs: list[CostRecord] = []
@@ -146,8 +146,7 @@ class RunFeed:
             if "steps" in parts:
                 self.steps = self.session.list_steps(self.run_id)
             if "approvals" in parts:
-                rows = self.session.call("approval.list", run_id=self.run_id, pending_only=False)
-                self.approvals = [ApprovalRequest.model_validate(r) for r in rows]
+                self.approvals = self.session.list_approvals(self.run_id, pending_only=False)
             if "costs" in parts:
                 self.costs = self.session.cost_records(self.run_id)
             self.version += 1

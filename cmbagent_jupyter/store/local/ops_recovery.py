@@ -26,9 +26,9 @@ from cmbagent_jupyter.core import (
     utcnow,
     validate_name,
 )
-from cmbagent_jupyter.store.database import dumps, to_db_time
+from cmbagent_jupyter.store.local.database import dumps, to_db_time
 from cmbagent_jupyter.core.errors import Conflict, Invalid
-from cmbagent_jupyter.store.ops import (
+from cmbagent_jupyter.store.local.ops import (
     OpContext,
     _arg,
     _history,
@@ -63,7 +63,7 @@ def import_session(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     doc = _object(args, "session")
     sid = _arg(doc, "id", "session")
     if ctx.db.scalar("SELECT count(*) FROM sessions WHERE id = ?", [sid]):
-        return {"session_id": sid, "created": False}
+        return {"id": sid, "created": False}
     try:
         name = validate_name(doc.get("name"), "session name")
         status = SessionStatus(doc.get("status") or SessionStatus.active.value)
@@ -84,7 +84,7 @@ def import_session(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     ctx.emit(EventType.session_created, sid, None, {"name": name, "recovered": True})
     row = _session_row(ctx, sid, allow_deleted=True)
     _write_json(path / "session.json", row)
-    return {"session_id": sid, "created": True, "name": name}
+    return {"id": sid, "created": True, "count": 1, "name": name}
 
 
 @op("recovery.import_run", write=True)
@@ -97,7 +97,7 @@ def import_run(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     rid = _arg(doc, "id", "run")
     owner = ctx.db.scalar("SELECT session_id FROM runs WHERE id = ?", [rid])
     if owner == sid:
-        return {"run_id": rid, "created": False, "status": _run_row(ctx, sid, rid)["status"]}
+        return {"id": rid, "created": False, "status": _run_row(ctx, sid, rid)["status"]}
     if owner is not None:
         raise Conflict(f"run {rid} already exists in another session")
     if doc.get("session_id", sid) != sid:
@@ -134,7 +134,7 @@ def import_run(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
                  {"from": status.value, "to": final.value, "reason": reason})
     out = _run_row(ctx, sid, rid)
     _write_json(path / "run.json", out)
-    return {"run_id": rid, "created": True, "status": final.value, "was": status.value}
+    return {"id": rid, "created": True, "count": 1, "status": final.value, "was": status.value}
 
 
 STEP_COLUMNS = ("id", "session_id", "run_id", "number", "key", "agent", "status", "description", "depends_on",
@@ -175,7 +175,7 @@ def import_steps(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         present.add(step_id)
         keys.add(rows[-1][4])
     ctx.db.insert_rows("steps", STEP_COLUMNS, rows)
-    return {"run_id": rid, "created": len(rows)}
+    return {"id": rid, "created": bool(rows), "count": len(rows)}
 
 
 @op("recovery.import_checkpoint", write=True)
@@ -187,7 +187,7 @@ def import_checkpoint(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     doc = _object(args, "checkpoint")
     cid = _arg(doc, "id", "checkpoint")
     if ctx.db.scalar("SELECT count(*) FROM checkpoints WHERE id = ?", [cid]):
-        return {"checkpoint_id": cid, "created": False}
+        return {"id": cid, "created": False}
     try:
         kind = CheckpointKind(doc.get("kind") or CheckpointKind.step_complete.value)
     except ValueError:
@@ -207,4 +207,4 @@ def import_checkpoint(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         [cid, sid, rid, step_id, kind.value, dumps(context), pickle_path,
          _time(doc.get("created_at"), "created_at") or to_db_time(utcnow())],
     )
-    return {"checkpoint_id": cid, "created": True}
+    return {"id": cid, "created": True, "count": 1}

@@ -27,6 +27,7 @@ from cmbagent_jupyter.core.states import (
     needs_counts,
 )
 from cmbagent_jupyter.core.home import dir_size_mb, run_dir, session_dir
+from cmbagent_jupyter.core.events import check_payload
 from cmbagent_jupyter.core import (
     CheckpointKind,
     EventType,
@@ -42,7 +43,7 @@ from cmbagent_jupyter.core import (
     utcnow,
     validate_name,
 )
-from cmbagent_jupyter.store.database import Database, dumps, from_db_time, loads, to_db_time
+from cmbagent_jupyter.store.local.database import Database, dumps, from_db_time, loads, to_db_time
 from cmbagent_jupyter.core.errors import Conflict, Invalid, NotFound, QuotaExceeded
 
 OpFunc = Callable[["OpContext", dict[str, Any]], Any]
@@ -1115,8 +1116,9 @@ def event_append(ctx: OpContext, args: dict[str, Any]) -> list[dict[str, Any]]:
             raise Invalid(f"event for session {e.get('session_id')} sent in a call for session {sid}")
         try:
             etype = EventType(e.get("type"))
-        except ValueError:
-            raise Invalid(f"unknown event type {e.get('type')!r}") from None
+            check_payload(etype, e.get("payload") or {})
+        except ValueError as exc:
+            raise Invalid(str(exc) if isinstance(exc, InvalidInput) else f"unknown event type {e.get('type')!r}") from None
         rid = e.get("run_id")
         if rid is not None and rid not in known_runs:
             _require_run(ctx, sid, _arg(e, "run_id", "run"))
@@ -1199,7 +1201,8 @@ def checkpoint_put(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         [cid, sid, rid, step_id, kind.value, dumps(args.get("context") or {}), args.get("pickle_path"), to_db_time(now)],
     )
     ctx.emit(EventType.checkpoint_saved, sid, rid, {"checkpoint_id": cid, "kind": kind.value, "step_id": step_id})
-    return {"id": cid, "created_at": now.isoformat()}
+    return {"id": cid, "session_id": sid, "run_id": rid, "step_id": step_id, "kind": kind.value,
+            "context": args.get("context") or {}, "pickle_path": args.get("pickle_path"), "created_at": now.isoformat()}
 
 
 def _checkpoint_row(r: dict[str, Any]) -> dict[str, Any]:
@@ -1354,6 +1357,8 @@ def cost_summary(ctx: OpContext, args: dict[str, Any]) -> list[dict[str, Any]]:
     if not args.get("all_sessions"):
         where.append("session_id = ?")
         params.append(_arg(args, "session_id", "session"))
+    else:
+        where.append("session_id IN (SELECT id FROM sessions WHERE status != 'deleted')")
     if args.get("run_id"):
         where.append("run_id = ?")
         params.append(_arg(args, "run_id", "run"))
@@ -1381,7 +1386,8 @@ def dispatch(ctx: OpContext, name: str, args: dict[str, Any]) -> Any:
     return spec.func(ctx, args)
 
 
-from cmbagent_jupyter.store import ops_control  # noqa: E402,F401
-from cmbagent_jupyter.store import ops_recovery  # noqa: E402,F401
-from cmbagent_jupyter.store import ops_engine  # noqa: E402,F401
-from cmbagent_jupyter.store import ops_server  # noqa: E402,F401
+from cmbagent_jupyter.store.local import ops_control  # noqa: E402,F401
+from cmbagent_jupyter.store.local import ops_recovery  # noqa: E402,F401
+from cmbagent_jupyter.store.local import ops_engine  # noqa: E402,F401
+from cmbagent_jupyter.store.local import ops_server  # noqa: E402,F401
+from cmbagent_jupyter.store.local import ops_files  # noqa: E402,F401

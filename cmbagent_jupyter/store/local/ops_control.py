@@ -15,9 +15,9 @@ import networkx as nx
 
 from cmbagent_jupyter.core import EventType, RunStatus, StepStatus, new_id, utcnow
 from cmbagent_jupyter.core.states import APPROVAL_DECISIONS
-from cmbagent_jupyter.store.database import dumps, to_db_time
+from cmbagent_jupyter.store.local.database import dumps, to_db_time
 from cmbagent_jupyter.core.errors import Conflict, Invalid, NotFound
-from cmbagent_jupyter.store.ops import (
+from cmbagent_jupyter.store.local.ops import (
     STEP_COLUMNS,
     OpContext,
     _arg,
@@ -196,7 +196,7 @@ def attempt_finish(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     )
     if status == "completed" and row["attempt"] > 1:
         ctx.emit(EventType.retry_succeeded, sid, row["run_id"], {"step_id": row["step_id"], "attempt": row["attempt"]})
-    return {"id": aid, "status": status}
+    return _row(ctx.db.fetchone("SELECT * FROM step_attempts WHERE id = ?", [aid]), (), ATTEMPT_TIMES)
 
 
 def _clip(text: Any, limit: int = 200_000) -> str | None:

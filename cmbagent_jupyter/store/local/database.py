@@ -10,7 +10,7 @@ import duckdb
 
 from cmbagent_jupyter.core import codec
 from cmbagent_jupyter.core.errors import StoreCorrupted, StoreUnavailable
-from cmbagent_jupyter.store.schema import LATEST_VERSION, MIGRATIONS
+from cmbagent_jupyter.store.local.schema import LATEST_VERSION, MIGRATIONS
 
 
 def to_db_time(value: datetime | None) -> datetime | None:

@@ -34,7 +34,8 @@ from cmbagent_jupyter.core.errors import (
     StoreUnavailable,
     from_wire,
 )
-from cmbagent_jupyter.store.protocol import HEADER, MAX_FRAME, encode, error_file, read_runtime, runtime_file
+from cmbagent_jupyter.store import port
+from cmbagent_jupyter.store.local.protocol import HEADER, MAX_FRAME, encode, error_file, read_runtime, runtime_file
 from cmbagent_jupyter.core.threads import in_thread
 
 START_TIMEOUT = 60.0
@@ -176,7 +177,7 @@ class _Connection:
         self.pending.clear()
 
 
-class Subscription:
+class Subscription(port.Subscription):
     """Events pushed by the service; iterate, or `get(timeout)`; survives reconnects."""
 
     def __init__(self, client: "StoreClient", params: dict[str, Any], callback: Callable[[dict], None] | None):
@@ -207,12 +208,6 @@ class Subscription:
             return self.queue.get(timeout=timeout)
         except queue.Empty:
             return None
-
-    def __iter__(self) -> Iterator[dict]:
-        while not self.closed:
-            ev = self.get(timeout=0.5)
-            if ev is not None:
-                yield ev
 
     def close(self) -> None:
         self.closed = True
@@ -316,7 +311,7 @@ class StoreClient:
                 except FileNotFoundError:
                     pass
             # -P: the caller's working directory must not put another checkout's code in the service
-            cmd = [sys.executable, "-P", "-m", "cmbagent_jupyter.store.service", "--home", str(self.home)]
+            cmd = [sys.executable, "-P", "-m", "cmbagent_jupyter.store.local.service", "--home", str(self.home)]
             if self.idle_seconds is not None:
                 cmd += ["--idle-seconds", str(self.idle_seconds)]
             env = dict(os.environ)

@@ -7,7 +7,7 @@ whose first try committed is answered from the idempotency ledger instead of bei
 applied twice. Committed events are pushed to subscribers. The service exits after
 a quiet period with no clients.
 
-Run by clients as `python -m cmbagent_jupyter.store.service --home HOME`.
+Run by clients as `python -m cmbagent_jupyter.store.local.service --home HOME`.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from typing import Any
 from cmbagent_jupyter.core import codec
 from cmbagent_jupyter.core.home import ensure_home
 from cmbagent_jupyter.core import utcnow
-from cmbagent_jupyter.store import ops as store_ops
-from cmbagent_jupyter.store.database import Database, dumps, loads, to_db_time
+from cmbagent_jupyter.store.local import ops as store_ops
+from cmbagent_jupyter.store.local.database import Database, dumps, loads, to_db_time
 from cmbagent_jupyter.core.errors import StoreError, Unauthorized
-from cmbagent_jupyter.store.protocol import (
+from cmbagent_jupyter.store.local.protocol import (
     HEADER,
     MAX_FRAME,
     PROTOCOL_VERSION,

@@ -18,9 +18,9 @@ from typing import Any, Callable
 
 from cmbagent_jupyter.core.states import RUNNING_RUN_STATES, IllegalTransition, check_step_transition
 from cmbagent_jupyter.core import CheckpointKind, EventType, RunMode, RunStatus, StepStatus, new_id, utcnow
-from cmbagent_jupyter.store.database import dumps, from_db_time, to_db_time
+from cmbagent_jupyter.store.local.database import dumps, from_db_time, to_db_time
 from cmbagent_jupyter.core.errors import Conflict, Invalid, StoreError
-from cmbagent_jupyter.store.ops import (
+from cmbagent_jupyter.store.local.ops import (
     OpContext,
     StaleSteps,
     _arg,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from cmbagent_jupyter.core.states import ACTIVE_RUN_STATES
-from cmbagent_jupyter.store.ops import (
+from cmbagent_jupyter.store.local.ops import (
     RUN_JSON,
     RUN_TIMES,
     SESSION_JSON,
@@ -23,7 +23,7 @@ from cmbagent_jupyter.store.ops import (
     op,
     step_list,
 )
-from cmbagent_jupyter.store.ops_control import _fix_approval
+from cmbagent_jupyter.store.local.ops_control import _fix_approval
 
 SNAPSHOT_RUN_LIMIT = 500
 TASK_PREVIEW = 300
@@ -92,7 +92,8 @@ def server_snapshot(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     for s in sessions:
         s["cost_usd"] = cost.get(s["id"], 0.0)
     run_cols = ("id, session_id, task, mode, status, model, config, parent_run_id, branch_from_step, created_at, "
-                "started_at, completed_at, last_heartbeat_at, error, coalesce(pause_requested, false) AS pause_requested")
+                "started_at, completed_at, last_heartbeat_at, checkpoint_interval_s, error, owner_pid, "
+                "coalesce(pause_requested, false) AS pause_requested, path")
     runs = [_run_summary(r) for r in ctx.db.fetch(
         f"SELECT {run_cols} FROM (SELECT * FROM runs WHERE {where} ORDER BY created_at DESC, id LIMIT "
         f"{SNAPSHOT_RUN_LIMIT}) ORDER BY created_at, id", params)]
