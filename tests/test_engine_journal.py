@@ -23,15 +23,9 @@ from cmbagent_jupyter.engine.checkpoint_files import JOURNAL_NAME, StepJournal
 from cmbagent_jupyter.engine.ledger import HOLD_FLUSH_ENV
 from cmbagent_jupyter.store import Conflict, NotFound, Store, stop_service
 from cmbagent_jupyter.store.recovery import recover
-from engine_fixtures import (  # noqa: F401 - fixture
-    cli_env,
-    cmbagent,
-    cmbagent_command,
-    control_scenario,
-    engine_home,
-    executions,
-    wait_for,
-)
+from fixtures.cli import cli_env, cmbagent, cmbagent_command
+from fixtures.engine import control_scenario, engine_home, executions  # noqa: F401 - fixture
+from fixtures.waiting import wait_with_deadline as wait_for
 
 STEPS = [{"key": "a", "depends_on": []}, {"key": "b", "depends_on": ["a"]}, {"key": "c", "depends_on": ["b"]}]
 

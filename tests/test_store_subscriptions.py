@@ -9,7 +9,7 @@ import signal
 import threading
 import time
 
-from conftest import client_process
+from fixtures.store import client_process
 
 from cmbagent_jupyter.store import Store
 from cmbagent_jupyter.store.protocol import read_runtime
