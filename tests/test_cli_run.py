@@ -12,16 +12,8 @@ from pathlib import Path
 import pytest
 
 from cmbagent_jupyter.store import StorePort, open_store
-from engine_fixtures import (  # noqa: F401 - fixture
-    cli_env,
-    cmbagent,
-    cmbagent_command,
-    control_scenario,
-    engine_home,
-    executions,
-    run_dir,
-    wait_event,
-)
+from fixtures.cli import cli_env, cmbagent, cmbagent_command
+from fixtures.engine import control_scenario, engine_home, executions, run_dir, wait_event  # noqa: F401 - fixture
 
 
 def _offline_prefix() -> list[str]:
@@ -190,8 +182,8 @@ def test_cost_lists_every_session_and_warns_about_unpriced_models(engine_home: P
 
 
 def _wait_session(store: StorePort, name: str) -> str:
-    from engine_fixtures import wait_for
     from cmbagent_jupyter.core.errors import NotFound
+    from fixtures.waiting import wait_with_deadline as wait_for
 
     def found():
         try:
@@ -202,6 +194,6 @@ def _wait_session(store: StorePort, name: str) -> str:
 
 
 def _wait_run(ss) -> str:
-    from engine_fixtures import wait_for
+    from fixtures.waiting import wait_with_deadline as wait_for
 
     return wait_for(lambda: (ss.list_runs() or [None])[0] and ss.list_runs()[0].id, 60, "the run to be created")

@@ -6,7 +6,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import cmbagent_command, subprocess_env
+from fixtures.cli import cmbagent_command
+from fixtures.processes import subprocess_env
 
 
 def test_create_list_archive_restore_delete_from_the_command_line(cli, cmb_home):

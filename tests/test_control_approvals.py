@@ -12,19 +12,17 @@ import psutil
 
 from cmbagent_jupyter import open_session
 from cmbagent_jupyter.core import ApprovalRequest, RunStatus
-from engine_fixtures import (  # noqa: F401 - fixture
-    cli_env,
-    cmbagent,
-    cmbagent_command,
+from fixtures.cli import cli_env, cmbagent, cmbagent_command
+from fixtures.engine import (  # noqa: F401 - fixture
     control_scenario,
     counting_code,
     engine_home,
     executions,
     plan_json,
     wait_event,
-    wait_for,
     write_scenario,
 )
+from fixtures.waiting import wait_with_deadline as wait_for
 
 
 def _approval(handle, kind: str, seen: set[str] = frozenset()) -> ApprovalRequest:

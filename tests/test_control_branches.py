@@ -12,13 +12,9 @@ import pytest
 from cmbagent_jupyter import open_session
 from cmbagent_jupyter.llm.transcript import read_transcript
 from cmbagent_jupyter.core import InvalidInput, RunStatus
-from engine_fixtures import (  # noqa: F401 - fixture
-    cmbagent,
-    control_scenario,
-    engine_home,
-    executions,
-    wait_for,
-)
+from fixtures.cli import cmbagent
+from fixtures.engine import control_scenario, engine_home, executions  # noqa: F401 - fixture
+from fixtures.waiting import wait_with_deadline as wait_for
 
 
 def _engineer_calls(run_path: str) -> list[dict]:

@@ -11,12 +11,8 @@ import yaml
 from cmbagent_jupyter import open_session
 from cmbagent_jupyter.llm.transcript import read_transcript
 from cmbagent_jupyter.core import RunStatus, StepAttempt
-from engine_fixtures import (  # noqa: F401 - fixture
-    cmbagent,
-    counting_code,
-    engine_home,
-    executions,
-)
+from fixtures.cli import cmbagent
+from fixtures.engine import counting_code, engine_home, executions  # noqa: F401 - fixture
 
 PRICED = {"input_per_mtok": 1000.0, "output_per_mtok": 2000.0}
 EXECUTOR = {"executor": [{"tool_calls": [{"name": "run_python", "arguments": {"filename": "{code_file}"}}]},

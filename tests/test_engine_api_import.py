@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from engine_fixtures import REPO
+from fixtures.processes import REPO_ROOT as REPO
 
 
 def test_package_import_loads_no_heavy_module_until_the_api_is_used():

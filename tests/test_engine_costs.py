@@ -14,7 +14,7 @@ from cmbagent_jupyter.cost.recorder import CallUsage, CostRecorder
 from cmbagent_jupyter.llm.providers import Price
 from cmbagent_jupyter.llm.scope import ModelScope
 from cmbagent_jupyter.store import open_store
-from engine_fixtures import engine_home  # noqa: F401 - fixture
+from fixtures.engine import engine_home  # noqa: F401 - fixture
 
 
 def test_known_models_are_priced_from_genai_prices():

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from cmbagent_jupyter import open_session
 from cmbagent_jupyter.core import ApprovalRequest, RunStatus
-from engine_fixtures import (  # noqa: F401 - fixture
-    cmbagent,
+from fixtures.cli import cmbagent
+from fixtures.engine import (  # noqa: F401 - fixture
     control_scenario,
     counting_code,
     engine_home,

@@ -25,15 +25,9 @@ from cmbagent_jupyter.core.errors import Conflict, NotFound
 from cmbagent_jupyter.store.local import stop_service
 from cmbagent_jupyter.store import StorePort, open_store
 from cmbagent_jupyter.store.local.recover import recover
-from engine_fixtures import (  # noqa: F401 - fixture
-    cli_env,
-    cmbagent,
-    cmbagent_command,
-    control_scenario,
-    engine_home,
-    executions,
-    wait_for,
-)
+from fixtures.cli import cli_env, cmbagent, cmbagent_command
+from fixtures.engine import control_scenario, engine_home, executions  # noqa: F401 - fixture
+from fixtures.waiting import wait_with_deadline as wait_for
 
 STEPS = [{"key": "a", "depends_on": []}, {"key": "b", "depends_on": ["a"]}, {"key": "c", "depends_on": ["b"]}]
 

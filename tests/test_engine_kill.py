@@ -21,16 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cmbagent_jupyter.store import StorePort, open_store
-from engine_fixtures import (  # noqa: F401 - fixture
-    cli_env,
-    cmbagent,
-    cmbagent_command,
-    control_scenario,
-    engine_home,
-    executions,
-    run_dir,
-    wait_for,
-)
+from fixtures.cli import cli_env, cmbagent, cmbagent_command
+from fixtures.engine import control_scenario, engine_home, executions, run_dir  # noqa: F401 - fixture
+from fixtures.waiting import wait_with_deadline as wait_for
 
 TRIALS = int(os.environ.get("CMBAGENT_KILL_TRIALS", "20"))
 LANES = 2

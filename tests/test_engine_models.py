@@ -13,7 +13,7 @@ import pytest
 from cmbagent_jupyter import open_session
 from cmbagent_jupyter.llm.providers import resolve_model
 from cmbagent_jupyter.core import InvalidInput, RunStatus
-from engine_fixtures import engine_home  # noqa: F401 - fixture
+from fixtures.engine import engine_home  # noqa: F401 - fixture
 
 
 def test_without_any_key_the_scripted_model_is_chosen_and_says_so(engine_home: Path):

@@ -12,7 +12,7 @@ from cmbagent_jupyter import open_session
 from cmbagent_jupyter.engine.liveness import liveness, owner_alive
 from cmbagent_jupyter.llm.scenario import load_scenario
 from cmbagent_jupyter.core import RunStatus, utcnow
-from engine_fixtures import counting_code, engine_home, plan_json, write_scenario  # noqa: F401 - fixture
+from fixtures.engine import counting_code, engine_home, plan_json, write_scenario  # noqa: F401 - fixture
 
 
 def test_a_recorded_run_replays_offline_with_the_same_outputs(engine_home: Path, tmp_path: Path):

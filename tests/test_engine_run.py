@@ -12,8 +12,8 @@ from cmbagent_jupyter import open_session
 from cmbagent_jupyter.llm.transcript import read_transcript
 from cmbagent_jupyter.core import InvalidInput, RunStatus
 from cmbagent_jupyter.store.checkpoints import read_checkpoint_file, read_cmbagent_context
-from engine_fixtures import (  # noqa: F401 - fixture
-    cmbagent,
+from fixtures.cli import cmbagent
+from fixtures.engine import (  # noqa: F401 - fixture
     control_scenario,
     counting_code,
     engine_home,

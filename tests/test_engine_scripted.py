@@ -13,7 +13,7 @@ from cmbagent_jupyter.llm.recording import RecordingModelConfig
 from cmbagent_jupyter.llm.scenario import ScenarioError, load_scenario
 from cmbagent_jupyter.llm.scope import SCOPE_KEY, ModelScope
 from cmbagent_jupyter.llm.scripted import ScriptedModelConfig
-from engine_fixtures import write_scenario
+from fixtures.engine import write_scenario
 
 
 def ask(agent: Agent, text: str, scope: ModelScope):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import planned_run
+from fixtures.store import planned_run
 
 from cmbagent_jupyter.magics import register
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import planned_run
+from fixtures.store import planned_run
 
 LONG = 180_000  # ms: a cold Voila kernel on 2 cores
 

@@ -14,7 +14,7 @@ import time
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from conftest import until
+from fixtures.waiting import until
 
 UNKNOWN_SESSION = "ses_" + "0" * 20
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import python_kernel, run_cell
+from fixtures.kernels import python_kernel, run_cell
 
 START_RUN = """
 from cmbagent_jupyter.api import open_session

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from conftest import wait_for
+from fixtures.waiting import wait_for
 
 UNKNOWN = {
     "session": "ses_" + "0" * 20,

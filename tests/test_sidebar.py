@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from conftest import blocking_python_kernel, submit_cell, wait_cell, wait_for
+from fixtures.kernels import blocking_python_kernel, submit_cell, wait_cell
+from fixtures.waiting import wait_for
 
 WAIT_FOR_APPROVAL = """
 import pathlib

@@ -17,7 +17,7 @@ from cmbagent_jupyter.core.states import (
 )
 from cmbagent_jupyter.core import Run, RunStatus, StepStatus
 from cmbagent_jupyter.core.errors import Invalid
-from conftest import wait_for
+from fixtures.waiting import wait_for
 
 
 def test_every_state_has_a_row_and_terminal_states_lead_nowhere():

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import store_service_pids
+from fixtures.store import store_service_pids
 
 from cmbagent_jupyter.core.home import HomeError
 from cmbagent_jupyter.core import InvalidInput

@@ -10,7 +10,8 @@ from collections import Counter, defaultdict
 from contextlib import ExitStack
 from pathlib import Path
 
-from conftest import client_process, wait_for
+from fixtures.store import client_process
+from fixtures.waiting import wait_for
 
 from cmbagent_jupyter.store.local.protocol import read_runtime
 

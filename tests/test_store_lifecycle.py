@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 
-from conftest import client_process, store_service_pids, wait_for
+from fixtures.store import client_process, store_service_pids
+from fixtures.waiting import wait_for
 
 from cmbagent_jupyter.store.local import StoreClient, service_pid, stop_service
 from cmbagent_jupyter.store import open_store

@@ -9,7 +9,7 @@ import signal
 import threading
 import time
 
-from conftest import client_process
+from fixtures.store import client_process
 
 from cmbagent_jupyter.store import open_store
 from cmbagent_jupyter.store.local.protocol import read_runtime

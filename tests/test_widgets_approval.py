@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from conftest import planned_run, wait_for
+from fixtures.store import planned_run
+from fixtures.waiting import wait_for
 
 from cmbagent_jupyter.widgets import ApprovalWidget
 

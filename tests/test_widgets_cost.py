@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from conftest import planned_run, wait_for
+from fixtures.store import planned_run
+from fixtures.waiting import wait_for
 
 from cmbagent_jupyter.core import CostRecord
 from cmbagent_jupyter.widgets import CostWidget

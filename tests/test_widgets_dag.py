@@ -9,7 +9,8 @@ import time
 import zlib
 from pathlib import Path
 
-from conftest import planned_run, wait_for
+from fixtures.store import planned_run
+from fixtures.waiting import wait_for
 
 from cmbagent_jupyter.core import graph
 from cmbagent_jupyter.widgets import DagWidget

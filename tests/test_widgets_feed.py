@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from conftest import planned_run, wait_for
+from fixtures.store import planned_run
+from fixtures.waiting import wait_for
 
 from cmbagent_jupyter.widgets.feed import RunFeed, parts_for, summarize_event
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from conftest import completed_scripted_run, planned_run, wait_for
+from fixtures.store import completed_scripted_run, planned_run
+from fixtures.waiting import wait_for
 
 from cmbagent_jupyter.widgets import RunView, display_run
 
