@@ -1,9 +1,10 @@
-"""The front ends' JSON Schema: committed as generated, pure and complete."""
+"""The front ends' JSON Schema: committed as generated, pure, complete, and turned into TypeScript."""
 
 from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
 
 import jsonschema
@@ -14,6 +15,7 @@ from cmbagent_jupyter.core.states import APPROVAL_DECISIONS, RunStatus, state_se
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_FILE = ROOT / "packages" / "core" / "schema" / "cmbagent.schema.json"
+GENERATED_TS = ROOT / "packages" / "core" / "src" / "schema.ts"
 SCHEMA_MODULE = ROOT / "cmbagent_jupyter" / "core" / "schema.py"
 REGENERATE = f"cmbagent schema frontend --out {SCHEMA_FILE.relative_to(ROOT)}"
 
@@ -76,3 +78,16 @@ def test_the_cli_prints_and_writes_the_schema(cli, tmp_path):
     assert json.loads(printed.stdout) == frontend_schema()
     assert out.read_text() == printed.stdout == SCHEMA_FILE.read_text()
 
+
+def test_the_build_generates_types_and_state_set_constants_from_the_schema():
+    """`npm run build` (run by `pip install -e .`) writes the TypeScript the front ends import."""
+    assert GENERATED_TS.exists(), "packages/core/src/schema.ts is missing: run `npm run build`"
+    ts = GENERATED_TS.read_text()
+    for name, values in state_sets().items():
+        type_name, constant = STATE_SET_NAMES[name]
+        found = re.search(rf"export const {constant}: readonly {type_name}\[\] = (\[.*?\]);", ts)
+        assert found and json.loads(found.group(1)) == values, constant
+    union = re.search(r"export type Event =(.*?);", ts, re.S).group(1)
+    assert len(re.findall(r"\|\s*\w+Event\b", union)) == len(EventType)
+    assert re.search(r'export interface ApprovalRequestedEvent \{[^}]*type: "approval\.requested";', ts)
+    assert re.search(r'kind: "planning" \| "agent" \| "terminator";', ts)
