@@ -41,7 +41,8 @@ def test_the_schema_bundles_events_records_and_state_sets():
     # every definition is reachable from the top, by its own name
     assert set(schema["properties"]) == set(defs)
     assert {"Session", "SessionSummary", "Run", "RunSummary", "Step", "ApprovalRequest", "CostRecord", "CostRow",
-            "Usage", "RunGraph", "GraphNode", "GraphEdge", "Snapshot", "RunStatusReply"} <= set(defs)
+            "Usage", "RunGraph", "GraphNode", "GraphEdge", "Snapshot", "RunStatusReply", "ApprovalCard", "PlanItem",
+            "CostBar", "RunHeader"} <= set(defs)
     variants = {ref["$ref"].rsplit("/", 1)[-1] for ref in defs["Event"]["oneOf"]}
     types = {defs[v]["properties"]["type"]["const"] for v in variants}
     assert types == {t.value for t in EventType}

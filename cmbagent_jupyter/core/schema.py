@@ -20,6 +20,7 @@ from cmbagent_jupyter.core.events import event_json_schema
 from cmbagent_jupyter.core.graph import GraphEdge, GraphNode, RunGraph
 from cmbagent_jupyter.core.records import ApprovalRequest, CostRecord, CostRow, Run, Session, Step, Usage
 from cmbagent_jupyter.core.states import APPROVAL_DECISIONS, state_sets
+from cmbagent_jupyter.core.views import ApprovalCard, CostBar, PlanItem, RunHeader
 
 FRONTEND_SCHEMA_ID = "https://cmbagent-jupyter/schemas/frontend.json"
 
@@ -62,7 +63,8 @@ class RunStatusReply(BaseModel):
 
 RECORDS: tuple[type[BaseModel], ...] = (
     Session, SessionSummary, Run, RunSummary, Step, ApprovalRequest, CostRecord, CostRow, Usage,
-    GraphNode, GraphEdge, RunGraph, Snapshot, RunStatusReply,
+    GraphNode, GraphEdge, RunGraph, Snapshot, RunStatusReply, ApprovalCard, PlanItem, CostBar,
+    RunHeader,
 )
 
 # enums whose values the front ends test against, with the name of their array constant
