@@ -13,6 +13,7 @@ import signal
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -175,6 +176,31 @@ async def test_status_shows_run_steps_approvals_and_dag(api_call, world):
     assert nodes == {"planning": "completed", "step_1": "completed", "step_2": "waiting_approval", "end": "pending"}
     edges = {(key[e["source"]], key[e["target"]]) for e in reply.body["dag"]["edges"]}
     assert edges == {("planning", "step_1"), ("step_1", "step_2"), ("step_2", "end")}
+
+
+def frontend_validator(definition: str):
+    """A validator of one definition of the committed schema the front ends' types come from."""
+    import jsonschema
+
+    schema = json.loads((Path(__file__).resolve().parents[1] / "packages/core/schema/cmbagent.schema.json").read_text())
+    return jsonschema.Draft202012Validator({"$ref": f"#/$defs/{definition}", "$defs": schema["$defs"]})
+
+
+async def test_what_the_front_ends_read_matches_their_generated_types(api_call, server_api, world):
+    sessions = await api_call("GET", "sessions")
+    status = await api_call("GET", "workflows", world.run, "status", params={"session_id": world.a})
+    # the event socket sends these as JSON, dates as strings
+    snapshot = json.loads(json.dumps(server_api.snapshot(None, world.run), default=str))
+    events = json.loads(json.dumps(server_api.events(0, world.a, None, 1000), default=str))
+
+    for session in sessions.body["sessions"]:
+        frontend_validator("SessionSummary").validate(session)
+    frontend_validator("RunStatusReply").validate(status.body)
+    frontend_validator("Snapshot").validate(snapshot)
+    assert {e["type"] for e in events} >= {"session.created", "workflow.created", "approval.requested", "cost.update"}
+    for event in events:
+        frontend_validator("Event").validate(event)
+    assert not frontend_validator("RunStatusReply").is_valid(status.body | {"dag": {"nodes": [{"id": "x"}]}})
 
 
 RUN_ENDPOINTS = [("POST", "pause"), ("POST", "resume"), ("GET", "status"), ("POST", "branch")]

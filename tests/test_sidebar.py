@@ -94,6 +94,8 @@ def answer_dialog(page, text: str) -> None:
 @pytest.mark.browser
 def test_palette_creates_a_session_and_opens_a_live_run_dag(
         cmb_home, store, jupyter_lab_server, chromium_browser, artifacts_dir):
+    from playwright.sync_api import expect
+
     alpha = store.session(store.create_session("alpha").id)
     run = alpha.create_run("Fit a toy CMB power spectrum")
     steps = alpha.put_plan(run.id, [
@@ -113,15 +115,36 @@ def test_palette_creates_a_session_and_opens_a_live_run_dag(
     run_command(page, "CMBAgent: open run")
     answer_dialog(page, run.id)
     dag = page.locator(".cmbagent-dag-panel")
-    dag.locator('[data-node="step_1"][data-status="completed"]').wait_for(timeout=30_000)
+    dag.locator(f'[data-node="{steps[0].id}"][data-status="completed"]').wait_for(timeout=30_000)
     alpha.transition_step(steps[1].id, "running")
-    dag.locator('[data-node="step_2"][data-status="running"]').wait_for(timeout=30_000)
+    dag.locator(f'[data-node="{steps[1].id}"][data-status="running"]').wait_for(timeout=30_000)
     page.screenshot(path=str(artifacts_dir / "sidebar_run_dag.png"))
 
     assert [s.name for s in store.list_sessions()] == ["alpha", "gamma"]
     assert dag.locator(".cmbagent-dag-node").count() == 5  # plan, three steps, done
-    assert dag.locator('[data-node="step_3"]').get_attribute("data-status") == "pending"
+    assert dag.locator(f'[data-node="{steps[2].id}"]').get_attribute("data-status") == "pending"
+    assert dag.locator('[data-node="step_3"]').count() == 0  # nodes are named by step id, not key
+    assert dag.locator('[data-key="step_3"]').get_attribute("data-node") == steps[2].id
     assert "executing" in dag.locator(".cmbagent-dag-header").inner_text()
+    # the edge out of a completed step is drawn as met, the others not
+    assert dag.locator(f'.cmbagent-dag-edge[data-source="{steps[0].id}"]').get_attribute("data-met") == "true"
+    assert dag.locator(f'.cmbagent-dag-edge[data-source="{steps[1].id}"]').get_attribute("data-met") == "false"
+
+    dag.locator(f'[data-node="{steps[1].id}"]').click()
+    detail = dag.locator(".cmbagent-dag-panel-detail")
+    expect(detail).to_have_attribute("data-selected", steps[1].id)
+    expect(detail).to_contain_text("2. step_2 (engineer): running")
+    expect(detail).to_contain_text("simulate")
+
+    # the run's buttons follow the state sets Python defines: pause while running, resume once stopped
+    item = page.locator(f'#cmbagent-sidebar .cmbagent-run[data-run-id="{run.id}"]')
+    expect(item.locator(".cmbagent-pause")).to_have_count(1)
+    expect(item.locator(".cmbagent-resume")).to_have_count(0)
+    alpha.transition_run(run.id, "paused")
+    expect(item).to_have_attribute("data-status", "paused", timeout=30_000)
+    expect(item.locator(".cmbagent-resume")).to_have_count(1)
+    expect(item.locator(".cmbagent-pause")).to_have_count(0)
+    expect(dag.locator(".cmbagent-dag-header")).to_contain_text("paused", timeout=30_000)
 
 
 @pytest.mark.browser

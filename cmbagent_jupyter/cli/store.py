@@ -14,6 +14,7 @@ from cmbagent_jupyter.cli.common import JSON_OPTION, console, fail_cleanly, open
 from cmbagent_jupyter.core.states import RUN_GUARDS, transition_table
 from cmbagent_jupyter.core.home import home_path
 from cmbagent_jupyter.core import EVENT_SCHEMA_VERSION, event_json_schema
+from cmbagent_jupyter.core.schema import frontend_schema
 from cmbagent_jupyter.core import StoreUnavailable
 from cmbagent_jupyter.store.local import StoreClient, service_pid, stop_service
 from cmbagent_jupyter.store.local.protocol import read_runtime
@@ -31,6 +32,23 @@ def schema_events(out: Optional[Path] = typer.Option(None, "--out", "-o", help="
         return
     out.write_text(text)
     console.print(f"wrote the event schema v{EVENT_SCHEMA_VERSION} to {out}", highlight=False)
+
+
+def frontend_schema_text() -> str:
+    """The front-end schema as committed in packages/core/schema/."""
+    return json.dumps(frontend_schema(), indent=2) + "\n"
+
+
+@schema_app.command("frontend")
+def schema_frontend(out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write to FILE instead of stdout.")) -> None:
+    """The JSON Schema the front ends' TypeScript types are generated from: events, records, state sets.
+    Example: cmbagent schema frontend --out packages/core/schema/cmbagent.schema.json"""
+    text = frontend_schema_text()
+    if out is None:
+        sys.stdout.write(text)
+        return
+    out.write_text(text)
+    console.print(f"wrote the front-end schema to {out}", highlight=False)
 
 
 def guards() -> list[dict[str, Optional[str]]]:

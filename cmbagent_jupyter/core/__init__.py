@@ -1,6 +1,6 @@
 """The pure core: records and ids, states, events and their payloads, the journal record,
-the run graph, the errors. It imports nothing else of the package; everything else
-imports it (an import contract checks both).
+the run graph, the widgets' views, the front ends' JSON Schema, the errors. It imports
+nothing else of the package; everything else imports it (an import contract checks both).
 """
 
 from cmbagent_jupyter.core.errors import (

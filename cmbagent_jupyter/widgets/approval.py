@@ -8,6 +8,7 @@ from typing import Any
 import traitlets
 
 from cmbagent_jupyter.core import ApprovalRequest, Step
+from cmbagent_jupyter.core.views import ApprovalCard
 from cmbagent_jupyter.widgets.base import FeedWidget, bundle_path
 from cmbagent_jupyter.widgets.control import resolve_approval
 from cmbagent_jupyter.widgets.details import plan_items
@@ -26,7 +27,7 @@ MAX_RESOLVED = 5
 
 
 def approval_card(a: ApprovalRequest, steps: list[Step]) -> dict[str, Any]:
-    """The small, typed form of an approval that the card shows."""
+    """The small, typed form of an approval that the card shows (the front end's ApprovalCard type)."""
     request = a.request or {}
     step = next((s for s in steps if s.id == a.step_id), None)
     plan = request.get("plan") or request.get("final_plan") or request.get("sub_tasks")
@@ -39,14 +40,12 @@ def approval_card(a: ApprovalRequest, steps: list[Step]) -> dict[str, Any]:
     if items and ": " in summary:
         summary = summary.split(": ", 1)[0]  # the plan itself is listed on the card
     title = request.get("title") or KIND_TITLES.get(a.kind, a.kind.replace("_", " ").capitalize())
-    return {
-        "id": a.id, "kind": a.kind, "title": str(title)[:200],
-        "status": a.status.value, "options": list(a.options), "summary": summary[:2000],
-        "plan": items[:100], "details": details[:4000],
-        "step_label": f"step {step.number} ({step.agent}): {step.key}" if step else None,
-        "created_at": a.created_at.isoformat(), "decision": a.decision, "feedback": a.feedback,
-        "resolved_by": a.resolved_by,
-    }
+    return ApprovalCard(
+        id=a.id, kind=a.kind, title=str(title)[:200], status=a.status, options=list(a.options),
+        summary=summary[:2000], plan=items[:100], details=details[:4000],
+        step_label=f"step {step.number} ({step.agent}): {step.key}" if step else None,
+        created_at=a.created_at.isoformat(), decision=a.decision, feedback=a.feedback, resolved_by=a.resolved_by,
+    ).model_dump(mode="json")
 
 
 class ApprovalWidget(FeedWidget):

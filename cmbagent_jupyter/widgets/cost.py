@@ -8,12 +8,14 @@ from typing import Any
 import traitlets
 
 from cmbagent_jupyter.core import CostRecord, Step
+from cmbagent_jupyter.core.views import CostBar
 from cmbagent_jupyter.widgets.base import FeedWidget, bundle_path
 
 MAX_POINTS = 200
 
 
 def group_costs(records: Iterable[CostRecord], key: Any) -> list[dict[str, Any]]:
+    """The records summed by `key`, dearest first, as the chart's bars (the front end's CostBar type)."""
     rows: dict[str, dict[str, Any]] = {}
     for r in records:
         label = key(r)
@@ -21,7 +23,8 @@ def group_costs(records: Iterable[CostRecord], key: Any) -> list[dict[str, Any]]
         row["cost_usd"] += r.cost_usd
         row["tokens"] += r.total_tokens
         row["calls"] += 1
-    return sorted(rows.values(), key=lambda row: (-row["cost_usd"], -row["tokens"], row["label"]))
+    ordered = sorted(rows.values(), key=lambda row: (-row["cost_usd"], -row["tokens"], row["label"]))
+    return [CostBar(**row).model_dump() for row in ordered]
 
 
 def timeline(records: list[CostRecord], max_points: int = MAX_POINTS) -> list[list[float]]:

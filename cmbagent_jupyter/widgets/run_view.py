@@ -10,6 +10,7 @@ import traitlets
 from cmbagent_jupyter.widgets.approval import ApprovalWidget
 from cmbagent_jupyter.widgets.base import FeedWidget, bundle_path
 from cmbagent_jupyter.core.states import run_controls
+from cmbagent_jupyter.core.views import RunHeader
 from cmbagent_jupyter.widgets.control import retry_with_feedback
 from cmbagent_jupyter.widgets.cost import CostWidget
 from cmbagent_jupyter.widgets.dag import DagWidget
@@ -18,18 +19,19 @@ from cmbagent_jupyter.widgets.feed import RunFeed
 
 
 def run_summary(feed: RunFeed) -> dict[str, Any]:
+    """The header's `run` trait (the front end's RunHeader type)."""
     run = feed.run
     steps = feed.steps
-    return {
-        "id": run.id, "task": run.task, "status": run.status.value, "mode": run.mode.value, "model": run.model,
-        "session": run.session_id, "steps_total": len(steps),
-        "steps_done": sum(1 for s in steps if s.status.value in ("completed", "skipped")),
-        "steps_failed": sum(1 for s in steps if s.status.value == "failed"),
-        "cost_usd": round(sum(c.cost_usd for c in feed.costs), 6),
-        "started_at": run.started_at.isoformat() if run.started_at else None,
-        "completed_at": run.completed_at.isoformat() if run.completed_at else None,
-        "error": run.error, "parent_run_id": run.parent_run_id,
-    }
+    return RunHeader(
+        id=run.id, task=run.task, status=run.status, mode=run.mode, model=run.model,
+        session=run.session_id, steps_total=len(steps),
+        steps_done=sum(1 for s in steps if s.status.value in ("completed", "skipped")),
+        steps_failed=sum(1 for s in steps if s.status.value == "failed"),
+        cost_usd=round(sum(c.cost_usd for c in feed.costs), 6),
+        started_at=run.started_at.isoformat() if run.started_at else None,
+        completed_at=run.completed_at.isoformat() if run.completed_at else None,
+        error=run.error, parent_run_id=run.parent_run_id,
+    ).model_dump(mode="json")
 
 
 class RunHeaderWidget(FeedWidget):

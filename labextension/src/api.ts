@@ -3,92 +3,23 @@
 // to be (the sidebar stays quiet when the extension is missing, e.g. in Voila).
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
+import type { ApprovalRequest, Run, RunStatusReply, Session, SessionSummary } from '@cmbagent-jupyter/core';
 
 export const API_PATH = 'cmbagent/api';
 
-export interface Session {
-  id: string;
-  name: string;
-  status: string;
-  cost_usd?: number;
-  runs_by_status?: Record<string, number>;
-}
-
-export interface Run {
-  id: string;
-  session_id: string;
-  task: string;
-  mode: string;
-  status: string;
-  created_at: string;
-  pause_requested?: boolean;
-  cost_usd?: number;
-}
-
-export interface Step {
-  id: string;
-  key: string;
-  number: number;
-  agent: string;
-  status: string;
-  description: string;
-  depends_on: string[];
-}
-
-export interface Approval {
-  id: string;
-  session_id: string;
-  run_id: string;
-  step_id: string | null;
-  kind: string;
-  status: string;
-  request: Record<string, unknown>;
-  options: string[];
-  created_at: string;
-}
-
-export interface DagNode {
-  id: string;
-  label: string;
-  status?: string;
-  kind?: string;
-  description?: string;
-}
-
-export interface Dag {
-  nodes: DagNode[];
-  edges: { source: string; target: string }[];
-}
-
-export interface RunStatus {
-  run: Run;
-  steps: Step[];
-  approvals: Approval[];
-  dag: Dag;
-}
-
-/** What the event socket sends on connect (and on request_state). */
-export interface StreamState {
-  sessions: Session[];
-  runs: Run[];
-  approvals: Approval[];
-  gseq: number;
-  run?: Run;
-  steps?: Step[];
-  dag?: Dag;
-}
-
-/** The shared event envelope (see cmbagent_jupyter.models.Event). */
-export interface StoreEvent {
-  id: string;
-  type: string;
-  session_id: string;
-  run_id: string | null;
-  seq: number;
-  gseq: number;
-  ts: string;
-  payload: Record<string, any>;
-}
+// The shapes are generated from the Python models (see @cmbagent-jupyter/core).
+export type {
+  ApprovalRequest,
+  Event,
+  Run,
+  RunGraph,
+  RunStatusReply,
+  RunSummary,
+  Session,
+  SessionSummary,
+  Snapshot,
+  Step,
+} from '@cmbagent-jupyter/core';
 
 export class ApiError extends Error {
   constructor(
@@ -135,22 +66,22 @@ function post<T>(path: string, body: object): Promise<T> {
 }
 
 export const api = {
-  sessions: () => requestAPI<{ sessions: Session[] }>('sessions'),
+  sessions: () => requestAPI<{ sessions: SessionSummary[] }>('sessions'),
   createSession: (name: string) => post<Session>('sessions', { name }),
   runStatus: (sessionId: string, runId: string) =>
-    requestAPI<RunStatus>(`workflows/${runId}/status`, {}, { session_id: sessionId }),
+    requestAPI<RunStatusReply>(`workflows/${runId}/status`, {}, { session_id: sessionId }),
   pause: (sessionId: string, runId: string) =>
     post<Run>(`workflows/${runId}/pause`, { session_id: sessionId }),
   resume: (sessionId: string, runId: string) =>
     post<{ status: string }>(`workflows/${runId}/resume`, { session_id: sessionId }),
   /** approve and reject have their own endpoints; other options (retry, skip...) go to resolve. */
-  decide: (approval: Approval, decision: string, feedback: string) =>
+  decide: (approval: Pick<ApprovalRequest, 'id' | 'session_id'>, decision: string, feedback: string) =>
     decision === 'approve' || decision === 'reject'
-      ? post<Approval>(`approvals/${approval.id}/${decision}`, {
+      ? post<ApprovalRequest>(`approvals/${approval.id}/${decision}`, {
           session_id: approval.session_id,
           feedback: feedback || null,
         })
-      : post<Approval>(`approvals/${approval.id}/resolve`, {
+      : post<ApprovalRequest>(`approvals/${approval.id}/resolve`, {
           session_id: approval.session_id,
           decision,
           feedback: feedback || null,

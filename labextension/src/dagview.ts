@@ -1,107 +1,12 @@
-// A run's DAG in the main area: laid out with dagre, drawn as SVG coloured by
-// step status, kept current by its own event stream (filtered to the run).
+// A run's DAG in the main area, drawn by the GraphRenderer of @cmbagent-jupyter/core
+// (the notebook's DAG widget uses the same one) and kept current by its own event
+// stream, filtered to the run. A click on a node shows what the run's status says
+// about it below the graph.
 import { MainAreaWidget } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
-import dagre from '@dagrejs/dagre';
-import { api, Dag, RunStatus, StoreEvent, StreamState } from './api';
+import { GraphRenderer } from '@cmbagent-jupyter/core';
+import { api, Event, RunStatusReply, Snapshot } from './api';
 import { EventConnection } from './events';
-
-const SVG_NS = 'http://www.w3.org/2000/svg';
-const NODE_WIDTH = 190;
-const NODE_HEIGHT = 40;
-const LABEL_CHARS = 28;
-
-export const STATUS_COLORS: Record<string, string> = {
-  pending: '#9e9e9e',
-  running: '#1e88e5',
-  completed: '#43a047',
-  failed: '#e53935',
-  paused: '#ffb300',
-  waiting_approval: '#8e24aa',
-  skipped: '#bdbdbd',
-  cancelled: '#757575',
-};
-
-function svg<K extends keyof SVGElementTagNameMap>(
-  tag: K,
-  attrs: Record<string, string | number> = {}
-): SVGElementTagNameMap[K] {
-  const node = document.createElementNS(SVG_NS, tag);
-  for (const [name, value] of Object.entries(attrs)) {
-    node.setAttribute(name, String(value));
-  }
-  return node;
-}
-
-function truncate(text: string, n: number): string {
-  return text.length > n ? `${text.slice(0, n - 1)}…` : text;
-}
-
-/** Draw `dag` into `host` (replacing what was there). */
-export function renderDag(host: HTMLElement, dag: Dag): void {
-  host.replaceChildren();
-  if (!dag.nodes.length) {
-    host.textContent = 'No plan yet.';
-    return;
-  }
-  const g = new dagre.graphlib.Graph();
-  g.setGraph({ rankdir: 'TB', nodesep: 20, ranksep: 36, marginx: 12, marginy: 12 });
-  g.setDefaultEdgeLabel(() => ({}));
-  for (const node of dag.nodes) {
-    g.setNode(node.id, { width: NODE_WIDTH, height: NODE_HEIGHT });
-  }
-  for (const edge of dag.edges) {
-    if (g.hasNode(edge.source) && g.hasNode(edge.target)) {
-      g.setEdge(edge.source, edge.target);
-    }
-  }
-  dagre.layout(g);
-  const { width = 0, height = 0 } = g.graph();
-  const root = svg('svg', { width, height, viewBox: `0 0 ${width} ${height}`, class: 'cmbagent-dag' });
-  const marker = svg('marker', {
-    id: 'cmbagent-arrow',
-    viewBox: '0 0 10 10',
-    refX: 10,
-    refY: 5,
-    markerWidth: 6,
-    markerHeight: 6,
-    orient: 'auto-start-reverse',
-  });
-  marker.appendChild(svg('path', { d: 'M 0 0 L 10 5 L 0 10 z', fill: '#888' }));
-  const defs = svg('defs');
-  defs.appendChild(marker);
-  root.appendChild(defs);
-  for (const e of g.edges()) {
-    const points = g.edge(e).points ?? [];
-    const d = points.map((p: { x: number; y: number }, i: number) => `${i ? 'L' : 'M'} ${p.x} ${p.y}`).join(' ');
-    root.appendChild(svg('path', { d, class: 'cmbagent-dag-edge', 'marker-end': 'url(#cmbagent-arrow)' }));
-  }
-  for (const node of dag.nodes) {
-    const box = g.node(node.id);
-    const status = node.status ?? 'pending';
-    const group = svg('g', {
-      class: 'cmbagent-dag-node',
-      'data-node': node.id,
-      'data-status': status,
-      transform: `translate(${box.x - NODE_WIDTH / 2}, ${box.y - NODE_HEIGHT / 2})`,
-    });
-    group.appendChild(
-      svg('rect', {
-        width: NODE_WIDTH,
-        height: NODE_HEIGHT,
-        rx: node.kind === 'agent' ? 6 : 20,
-        fill: STATUS_COLORS[status] ?? STATUS_COLORS.pending,
-      })
-    );
-    const label = svg('text', { x: NODE_WIDTH / 2, y: NODE_HEIGHT / 2 + 4, 'text-anchor': 'middle' });
-    label.textContent = truncate(node.label, LABEL_CHARS);
-    const title = svg('title');
-    title.textContent = `${node.label} (${status})${node.description ? `\n${node.description}` : ''}`;
-    group.append(title, label);
-    root.appendChild(group);
-  }
-  host.appendChild(root);
-}
 
 const REFRESH_ON = /^(step\.|dag\.|workflow\.|approval\.)/;
 
@@ -109,8 +14,12 @@ const REFRESH_ON = /^(step\.|dag\.|workflow\.|approval\.)/;
 export class RunDagPanel extends Widget {
   private readonly header: HTMLElement;
   private readonly graph: HTMLElement;
+  private readonly detail: HTMLElement;
+  private readonly renderer = new GraphRenderer({ naturalSize: true, onNodeClick: id => this.choose(id) });
   private readonly stream: EventConnection;
   private sessionId: string | null = null;
+  private shown: RunStatusReply | null = null;
+  private selected: string | null = null;
   private refreshing: Promise<void> | null = null;
   private stale = false;
 
@@ -122,7 +31,9 @@ export class RunDagPanel extends Widget {
     this.header.textContent = `Run ${runId}: connecting...`;
     this.graph = document.createElement('div');
     this.graph.className = 'cmbagent-dag-graph';
-    this.node.append(this.header, this.graph);
+    this.detail = document.createElement('div');
+    this.detail.className = 'cmbagent-dag-panel-detail';
+    this.node.append(this.header, this.graph, this.detail);
     this.stream = new EventConnection({ runId });
     this.stream.stateReceived.connect((_, state) => this.onState(state));
     this.stream.eventReceived.connect((_, ev) => this.onEvent(ev));
@@ -134,14 +45,14 @@ export class RunDagPanel extends Widget {
     super.dispose();
   }
 
-  private onState(state: StreamState): void {
+  private onState(state: Snapshot): void {
     if (state.run && state.dag) {
       this.sessionId = state.run.session_id;
       this.display({ run: state.run, steps: state.steps ?? [], approvals: [], dag: state.dag });
     }
   }
 
-  private onEvent(ev: StoreEvent): void {
+  private onEvent(ev: Event): void {
     if (ev.run_id === this.runId && REFRESH_ON.test(ev.type)) {
       void this.refresh();
     }
@@ -168,10 +79,53 @@ export class RunDagPanel extends Widget {
     }
   }
 
-  private display(status: RunStatus): void {
-    this.node.dataset.status = status.run.status;
-    this.header.textContent = `${status.run.task} — ${status.run.status.replace('_', ' ')}`;
-    renderDag(this.graph, status.dag);
+  private display(status: RunStatusReply): void {
+    const state = status.run.status ?? 'draft';
+    this.shown = status;
+    this.node.dataset.status = state;
+    this.header.textContent = `${status.run.task} — ${state.replace('_', ' ')}`;
+    if (!status.dag.nodes?.length) {
+      this.graph.replaceChildren('No plan yet.');
+      return;
+    }
+    this.renderer.render(status.dag);
+    if (this.renderer.svg.parentNode !== this.graph) {
+      this.graph.replaceChildren(this.renderer.svg);
+    }
+    this.showDetail();
+  }
+
+  /** A second click on the same node hides its detail. */
+  private choose(id: string): void {
+    this.selected = this.selected === id ? null : id;
+    this.renderer.select(this.selected);
+    this.showDetail();
+  }
+
+  private showDetail(): void {
+    const node = this.shown?.dag.nodes?.find(n => n.id === this.selected);
+    if (!node) {
+      this.detail.replaceChildren();
+      delete this.detail.dataset.selected;
+      return;
+    }
+    const step = this.shown?.steps.find(s => s.id === node.id);
+    const line = (cls: string, text: string) => {
+      const el = document.createElement('div');
+      el.className = cls;
+      el.textContent = text;
+      return el;
+    };
+    this.detail.dataset.selected = node.id;
+    const head = step ? `${step.number}. ${step.key} (${step.agent})` : node.label;
+    const parts = [line('cmbagent-dag-panel-detail-title', `${head}: ${(node.status || 'pending').replace(/_/g, ' ')}`)];
+    if (step?.description) {
+      parts.push(line('cmbagent-dag-panel-detail-description', step.description));
+    }
+    if (step?.error) {
+      parts.push(line('cmbagent-dag-panel-detail-error', step.error));
+    }
+    this.detail.replaceChildren(...parts);
   }
 }
 

@@ -5,7 +5,7 @@ import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 import { IDisposable } from '@lumino/disposable';
 import { Signal } from '@lumino/signaling';
-import { API_PATH, StoreEvent, StreamState } from './api';
+import { API_PATH, Event, Snapshot } from './api';
 
 export type ConnectionStatus = 'connecting' | 'open' | 'waiting' | 'closed';
 
@@ -25,8 +25,8 @@ export function nextDelay(delay: number): number {
 }
 
 export class EventConnection implements IDisposable {
-  readonly stateReceived = new Signal<this, StreamState>(this);
-  readonly eventReceived = new Signal<this, StoreEvent>(this);
+  readonly stateReceived = new Signal<this, Snapshot>(this);
+  readonly eventReceived = new Signal<this, Event>(this);
   readonly statusChanged = new Signal<this, ConnectionStatus>(this);
 
   /** The store-wide position this client is at; sent as `since` on reconnect. */
@@ -149,7 +149,7 @@ export class EventConnection implements IDisposable {
         // current up to frame.gseq; replayed events up to there are already in it.
         this.delay = FIRST_RETRY_MS;
         this.lastGseq = Math.max(this.lastGseq ?? 0, frame.gseq ?? 0);
-        this.stateReceived.emit(frame.state as StreamState);
+        this.stateReceived.emit(frame.state as Snapshot);
         return;
       case 'replay_required':
         this.lastGseq = frame.since ?? this.lastGseq;
@@ -168,7 +168,7 @@ export class EventConnection implements IDisposable {
         return;
       }
       this.lastGseq = frame.gseq;
-      this.eventReceived.emit(frame as StoreEvent);
+      this.eventReceived.emit(frame as Event);
     }
   }
 

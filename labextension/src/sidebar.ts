@@ -2,15 +2,13 @@
 // pending approvals with Approve / Reject and a feedback box, all kept live by
 // the event stream. Nothing here shouts when the server extension is missing.
 import { Widget } from '@lumino/widgets';
-import { api, ApiError, Approval, Run, Session } from './api';
+import { inSet, RUNNING_RUN_STATES, STOPPED_RUN_STATES } from '@cmbagent-jupyter/core';
+import { api, ApiError } from './api';
 import { ConnectionStatus, EventConnection } from './events';
 import { fetchHealth, Health } from './health';
-import { SidebarModel } from './model';
+import { ApprovalRow, RunRow, SessionRow, SidebarModel } from './model';
 
 export const SIDEBAR_ID = 'cmbagent-sidebar';
-
-const ACTIVE = new Set(['planning', 'executing', 'waiting_approval']);
-const RESUMABLE = new Set(['paused', 'interrupted', 'failed']);
 
 function el<K extends keyof HTMLElementTagNameMap>(
   tag: K,
@@ -178,7 +176,7 @@ export class CMBAgentSidebar extends Widget {
     }
   }
 
-  private approvalItem(approval: Approval): HTMLElement {
+  private approvalItem(approval: ApprovalRow): HTMLElement {
     const item = el('div', 'cmbagent-approval');
     item.dataset.approvalId = approval.id;
     item.dataset.runId = approval.run_id;
@@ -228,7 +226,7 @@ export class CMBAgentSidebar extends Widget {
     this.sessionsNode.appendChild(list);
   }
 
-  private sessionItem(session: Session): HTMLElement {
+  private sessionItem(session: SessionRow): HTMLElement {
     const item = el('li', 'cmbagent-session');
     item.dataset.sessionId = session.id;
     const head = el('div', 'cmbagent-session-head');
@@ -246,7 +244,7 @@ export class CMBAgentSidebar extends Widget {
     return item;
   }
 
-  private runItem(run: Run): HTMLElement {
+  private runItem(run: RunRow): HTMLElement {
     const item = el('li', 'cmbagent-run');
     item.dataset.runId = run.id;
     item.dataset.status = run.status;
@@ -259,10 +257,12 @@ export class CMBAgentSidebar extends Widget {
     if (this.actions) {
       row.append(button('DAG', 'cmbagent-open-run', () => this.actions!.openRun(run.id)));
     }
-    if (ACTIVE.has(run.status) && !run.pause_requested) {
+    // Pause while a process runs it; resume once it stopped with steps left (a run
+    // waiting on an approval goes on when the approval is answered, not resumed).
+    if (inSet(RUNNING_RUN_STATES, run.status) && !run.pause_requested) {
       row.append(button('Pause', 'cmbagent-pause', () => void this.act(item, () => api.pause(run.session_id, run.id))));
     }
-    if (RESUMABLE.has(run.status)) {
+    if (inSet(STOPPED_RUN_STATES, run.status)) {
       row.append(button('Resume', 'cmbagent-resume', () => void this.act(item, () => api.resume(run.session_id, run.id))));
     }
     item.append(status, task, row);

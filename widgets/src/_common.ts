@@ -1,49 +1,18 @@
-// Helpers shared by the widget bundles: status colours, SVG and DOM builders,
-// number formatting, and a style sheet injected once per widget view.
+// Helpers shared by the widget bundles: DOM builders, number formatting, a style
+// sheet injected once per widget view, and (from @cmbagent-jupyter/core) the status
+// colours and the SVG builder.
 // (Files starting with "_" are shared modules, not bundle entries.)
+import { statusColor, statusTextColor } from '@cmbagent-jupyter/core';
 import { element } from './_anywidget';
 
-export const SVG_NS = 'http://www.w3.org/2000/svg';
-
-/** One colour per run/step state, used by every widget so the legend reads the same. */
-export const STATUS_COLORS: Record<string, string> = {
-  pending: '#9e9e9e',
-  draft: '#9e9e9e',
-  planning: '#00897b',
-  running: '#1e88e5',
-  executing: '#1e88e5',
-  completed: '#43a047',
-  failed: '#e53935',
-  paused: '#ffb300',
-  interrupted: '#ff7043',
-  waiting_approval: '#8e24aa',
-  skipped: '#bdbdbd',
-  cancelled: '#616161',
-  approved: '#43a047',
-  modified: '#fb8c00',
-  rejected: '#e53935',
-  expired: '#757575',
-};
-
-export function statusColor(status: string | null | undefined): string {
-  return STATUS_COLORS[status ?? 'pending'] ?? STATUS_COLORS.pending;
-}
-
-/** Readable text colour on a status fill. */
-export function statusTextColor(status: string | null | undefined): string {
-  return ['pending', 'draft', 'skipped', 'paused'].includes(status ?? 'pending') ? '#212121' : '#ffffff';
-}
-
-export function svg<K extends keyof SVGElementTagNameMap>(
-  tag: K,
-  attrs: Record<string, string | number> = {}
-): SVGElementTagNameMap[K] {
-  const node = document.createElementNS(SVG_NS, tag);
-  for (const [name, value] of Object.entries(attrs)) {
-    node.setAttribute(name, String(value));
-  }
-  return node;
-}
+export {
+  SVG_NS,
+  STATUS_COLORS,
+  statusColor,
+  statusTextColor,
+  svgElement as svg,
+  truncate,
+} from '@cmbagent-jupyter/core';
 
 export function button(label: string, className: string, onClick: () => void): HTMLButtonElement {
   const b = element('button', `cmbagent-btn ${className}`, label);
@@ -75,9 +44,6 @@ export function formatTime(ts: string | number | null | undefined): string {
   return Number.isNaN(date.getTime()) ? String(ts) : date.toLocaleTimeString();
 }
 
-export function truncate(text: string, limit: number): string {
-  return text.length > limit ? `${text.slice(0, limit - 1)}…` : text;
-}
 
 /** A status pill: coloured background, the state name as text. */
 export function badge(status: string): HTMLSpanElement {

@@ -2,33 +2,12 @@
 // Approve / Modify / Reject and a feedback box, plus the latest decisions.
 // A click sends {type: "resolve", approval_id, decision, feedback}; Python writes
 // it to the store (op approval.resolve) and answers with a notice.
+import type { ApprovalCard } from '@cmbagent-jupyter/core';
 import { Cleanup, RenderProps, element } from './_anywidget';
 import { Notice, badge, button, formatTime, isMessage, showNotice, styleElement } from './_common';
 
-export interface PlanItem {
-  number: number;
-  agent: string;
-  text: string;
-}
-
-export interface Approval {
-  id: string;
-  kind: string;
-  title: string;
-  status: string;
-  options: string[];
-  summary?: string;
-  plan?: PlanItem[];
-  details?: string;
-  step_label?: string | null;
-  created_at?: string;
-  decision?: string | null;
-  feedback?: string | null;
-  resolved_by?: string | null;
-}
-
 interface ApprovalState {
-  approvals: Approval[];
+  approvals: ApprovalCard[];
   show_empty: boolean;
 }
 
@@ -54,7 +33,7 @@ const LABELS: Record<string, [string, string]> = {
 /** Decisions that need feedback saying what to change (the store refuses them without). */
 const NEEDS_FEEDBACK = new Set(['reject', 'modify']);
 
-function renderCard(approval: Approval, send: (decision: string, feedback: string) => void): HTMLElement {
+function renderCard(approval: ApprovalCard, send: (decision: string, feedback: string) => void): HTMLElement {
   const card = element('div', 'cmbagent-approval-card');
   card.dataset.id = approval.id;
   card.dataset.kind = approval.kind;

@@ -1,23 +1,17 @@
 // Cost chart: totals, bars by agent / model / step, and cumulative cost over
 // time, drawn as plain SVG from small aggregated traits computed in Python.
+import type { CostBar } from '@cmbagent-jupyter/core';
 import { Cleanup, RenderProps, element } from './_anywidget';
 import { formatInt, formatUsd, styleElement, svg, truncate } from './_common';
-
-export interface CostRow {
-  label: string;
-  cost_usd: number;
-  tokens: number;
-  calls: number;
-}
 
 interface CostState {
   total_usd: number;
   total_tokens: number;
   calls: number;
   priced: boolean;
-  by_agent: CostRow[];
-  by_model: CostRow[];
-  by_step: CostRow[];
+  by_agent: CostBar[];
+  by_model: CostBar[];
+  by_step: CostBar[];
   timeline: [number, number, number][];
   group: string;
 }
@@ -41,7 +35,7 @@ function metricText(metric: Metric, value: number): string {
   return metric === 'cost_usd' ? formatUsd(value) : formatInt(value);
 }
 
-export function barChart(rows: CostRow[], metric: Metric, width = 420): SVGSVGElement {
+export function barChart(rows: CostBar[], metric: Metric, width = 420): SVGSVGElement {
   const shown = [...rows].sort((a, b) => b[metric] - a[metric]).slice(0, MAX_BARS);
   const rowH = 20;
   const labelW = 130;

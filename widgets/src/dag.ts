@@ -1,16 +1,11 @@
-// DAG widget: the run's plan graph (trait `graph`) laid out with dagre and drawn
-// as SVG, nodes coloured by state and edges by whether their dependency is met.
-// Pan by dragging, zoom with the buttons or Ctrl+wheel, "Fit" shows everything.
+// DAG widget: the run's graph (trait `graph`, what run_graph sends) drawn by the
+// GraphRenderer of @cmbagent-jupyter/core, the one the sidebar's run view uses too.
+// Around it: pan by dragging, zoom with the buttons or Ctrl+wheel, "Fit" shows everything.
 // A click sends {type: "node_click", id}; Python answers with the node's detail
 // ({type: "detail", id, detail}: output, attempts, code, figures as data URLs,
 // cost), shown below the graph. A failed step's detail has a feedback box that
 // sends {type: "retry", step_id, feedback}.
-import dagre, {
-  type EdgeLabel,
-  type Graph as LayoutGraph,
-  type GraphLabel,
-  type NodeLabel,
-} from '@dagrejs/dagre';
+import { GraphRenderer, type RunGraph } from '@cmbagent-jupyter/core';
 import { Cleanup, RenderProps, element } from './_anywidget';
 import {
   Notice,
@@ -22,33 +17,13 @@ import {
   isMessage,
   showNotice,
   statusColor,
-  statusTextColor,
   styleElement,
-  svg,
   truncate,
 } from './_common';
 
-export interface GraphNode {
-  id: string;
-  label?: string;
-  status?: string | null;
-  kind?: string;
-  agent?: string;
-  number?: number;
-}
-
-export interface GraphEdge {
-  source: string;
-  target: string;
-}
-
-export interface Graph {
-  nodes?: GraphNode[];
-  edges?: GraphEdge[];
-}
-
 interface DagState {
-  graph: Graph;
+  /** `run_graph(...)` as JSON; `{}` before the run has one. */
+  graph: RunGraph;
   selected: string;
   height: number;
 }
@@ -103,10 +78,6 @@ interface DetailMessage {
   detail: NodeDetail | null;
 }
 
-const NODE_WIDTH = 190;
-const NODE_HEIGHT = 40;
-const MARGIN = 16;
-const LABEL_CHARS = 26;
 const MIN_SCALE = 0.01;
 const MAX_SCALE = 3;
 const READABLE_SCALE = 0.6;
@@ -121,8 +92,6 @@ const STYLE = `
   border-radius: 4px; background: var(--jp-layout-color0, #fff); cursor: grab; user-select: none; }
 .cmbagent-dag-viewport.dragging { cursor: grabbing; }
 .cmbagent-dag-viewport svg { display: block; width: 100%; height: 100%; }
-.cmbagent-dag-node { cursor: pointer; }
-.cmbagent-dag-node.selected rect { stroke: var(--jp-brand-color1, #1976d2); stroke-width: 3; }
 .cmbagent-dag-empty { padding: 12px; }
 .cmbagent-dag-detail { margin-top: 6px; border: 1px solid var(--jp-border-color2, #ddd); border-radius: 4px;
   padding: 6px 10px; }
@@ -142,37 +111,6 @@ const STYLE = `
 
 const LEGEND = ['pending', 'running', 'waiting_approval', 'completed', 'failed', 'paused', 'skipped'];
 
-export type Layout = LayoutGraph<GraphLabel, NodeLabel, EdgeLabel>;
-
-export function nodeText(node: GraphNode): string {
-  const base = node.label ?? node.id;
-  const prefix = node.number ? `${node.number}. ` : '';
-  return truncate(prefix + base.replace(/\s+/g, ' '), LABEL_CHARS);
-}
-
-export function layout(graph: Graph): Layout {
-  const g: Layout = new dagre.graphlib.Graph();
-  g.setGraph({ rankdir: 'TB', nodesep: 20, ranksep: 34, marginx: MARGIN, marginy: MARGIN });
-  g.setDefaultEdgeLabel(() => ({}));
-  for (const node of graph.nodes ?? []) {
-    g.setNode(node.id, { width: NODE_WIDTH, height: NODE_HEIGHT });
-  }
-  for (const edge of graph.edges ?? []) {
-    if (g.hasNode(edge.source) && g.hasNode(edge.target)) {
-      g.setEdge(edge.source, edge.target);
-    }
-  }
-  dagre.layout(g);
-  return g;
-}
-
-/** What decides the layout: node ids and edges (not states, which only recolour). */
-function structureKey(graph: Graph): string {
-  const nodes = (graph.nodes ?? []).map((n) => n.id).join('\u0001');
-  const edges = (graph.edges ?? []).map((e) => `${e.source}>${e.target}`).join('\u0001');
-  return `${nodes}\u0002${edges}`;
-}
-
 interface View {
   k: number;
   x: number;
@@ -185,17 +123,10 @@ class DagView {
   private readonly legend: HTMLElement;
   private readonly viewport: HTMLElement;
   private readonly detailHost: HTMLElement;
-  private svgRoot: SVGSVGElement | null = null;
-  private scene: SVGGElement | null = null;
-  private structure = '';
-  private size = { width: 0, height: 0 };
+  private readonly renderer = new GraphRenderer({ onNodeClick: (id) => this.select(id) });
   private view: View = { k: 1, x: 0, y: 0 };
-  private nodeEls = new Map<string, SVGGElement>();
-  private positions = new Map<string, { x: number; y: number }>();
-  private edgeEls: { el: SVGPathElement; source: string }[] = [];
   private detail: NodeDetail | null = null;
   private noticeHost: HTMLElement | null = null;
-  private labelsShown = true;
 
   constructor(
     el: HTMLElement,
@@ -218,31 +149,41 @@ class DagView {
     this.bindPanZoom();
   }
 
-  private graph(): Graph {
+  private graph(): RunGraph {
     return this.model.get('graph') ?? {};
+  }
+
+  private get size(): { width: number; height: number } {
+    return { width: this.renderer.width, height: this.renderer.height };
   }
 
   update(): void {
     const graph = this.graph();
-    const key = structureKey(graph);
-    if (key !== this.structure || !this.svgRoot) {
-      this.structure = key;
-      this.draw(graph);
-      this.initialView();
+    const nodes = graph.nodes ?? [];
+    if (nodes.length === 0) {
+      this.viewport.style.height = 'auto';
+      this.viewport.replaceChildren(element('div', 'cmbagent-dag-empty cmbagent-muted', 'No plan yet.'));
+      this.renderer.render(graph);
     } else {
-      this.recolour(graph);
+      const relaid = this.renderer.render(graph);
+      if (relaid || this.renderer.svg.parentNode !== this.viewport) {
+        const fitted = Math.max(160, Math.min(Number(this.model.get('height')) || 460, this.renderer.height + 8));
+        this.viewport.style.height = `${fitted}px`;
+        this.viewport.replaceChildren(this.renderer.svg);
+        this.initialView();
+      }
     }
     this.drawLegend(graph);
     this.markSelected();
   }
 
-  private drawLegend(graph: Graph): void {
+  private drawLegend(graph: RunGraph): void {
     const counts = new Map<string, number>();
     for (const n of graph.nodes ?? []) {
       if (n.kind === 'planning' || n.kind === 'terminator') {
         continue;
       }
-      const s = n.status ?? 'pending';
+      const s = n.status || 'pending';
       counts.set(s, (counts.get(s) ?? 0) + 1);
     }
     this.legend.replaceChildren();
@@ -256,166 +197,20 @@ class DagView {
     }
   }
 
-  private draw(graph: Graph): void {
-    this.viewport.replaceChildren();
-    this.nodeEls.clear();
-    this.positions.clear();
-    this.edgeEls = [];
-    this.svgRoot = null;
-    this.scene = null;
-    const nodes = graph.nodes ?? [];
-    if (nodes.length === 0) {
-      this.viewport.style.height = 'auto';
-      this.viewport.appendChild(element('div', 'cmbagent-dag-empty cmbagent-muted', 'No plan yet.'));
-      return;
-    }
-    const g = layout(graph);
-    const { width = 0, height = 0 } = g.graph();
-    this.size = { width, height };
-    const viewportHeight = Math.max(160, Math.min(Number(this.model.get('height')) || 460, height + 8));
-    this.viewport.style.height = `${viewportHeight}px`;
-
-    const root = svg('svg', { class: 'cmbagent-dag', 'data-nodes': nodes.length });
-    const defs = svg('defs');
-    for (const [id, colour] of [
-      ['cmbagent-arrow-met', '#2e7d32'],
-      ['cmbagent-arrow', '#9e9e9e'],
-    ]) {
-      const marker = svg('marker', {
-        id,
-        viewBox: '0 0 10 10',
-        refX: 10,
-        refY: 5,
-        markerWidth: 6,
-        markerHeight: 6,
-        orient: 'auto-start-reverse',
-      });
-      marker.appendChild(svg('path', { d: 'M 0 0 L 10 5 L 0 10 z', fill: colour }));
-      defs.appendChild(marker);
-    }
-    root.appendChild(defs);
-    const scene = svg('g', { class: 'cmbagent-dag-scene' });
-    root.appendChild(scene);
-
-    for (const e of g.edges()) {
-      const points = g.edge(e).points ?? [];
-      const d = points.map((p, i) => `${i === 0 ? 'M' : 'L'} ${p.x} ${p.y}`).join(' ');
-      const path = svg('path', { d, fill: 'none', class: 'cmbagent-dag-edge', 'data-source': e.v, 'data-target': e.w });
-      scene.appendChild(path);
-      this.edgeEls.push({ el: path, source: e.v });
-    }
-    for (const node of nodes) {
-      const placed = g.node(node.id);
-      if (!placed) {
-        continue;
-      }
-      const x = (placed.x ?? 0) - placed.width / 2;
-      const y = (placed.y ?? 0) - placed.height / 2;
-      this.positions.set(node.id, { x: placed.x ?? 0, y: placed.y ?? 0 });
-      const group = svg('g', { class: 'cmbagent-dag-node', transform: `translate(${x}, ${y})`, 'data-id': node.id });
-      const terminal = node.kind === 'planning' || node.kind === 'terminator';
-      group.appendChild(
-        svg('rect', {
-          width: placed.width,
-          height: placed.height,
-          rx: terminal ? placed.height / 2 : 6,
-          ry: terminal ? placed.height / 2 : 6,
-          stroke: '#424242',
-          'stroke-width': 1,
-        })
-      );
-      const text = svg('text', {
-        x: placed.width / 2,
-        y: node.agent ? placed.height / 2 - 6 : placed.height / 2,
-        'text-anchor': 'middle',
-        'dominant-baseline': 'central',
-        'font-size': 12,
-        'font-family': 'sans-serif',
-        class: 'cmbagent-dag-label',
-      });
-      text.textContent = nodeText(node);
-      group.appendChild(text);
-      if (node.agent) {
-        const agent = svg('text', {
-          x: placed.width / 2,
-          y: placed.height / 2 + 9,
-          'text-anchor': 'middle',
-          'dominant-baseline': 'central',
-          'font-size': 10,
-          'font-family': 'sans-serif',
-          class: 'cmbagent-dag-agent',
-        });
-        agent.textContent = node.agent;
-        group.appendChild(agent);
-      }
-      group.appendChild(svg('title'));
-      group.addEventListener('click', (ev) => {
-        ev.stopPropagation();
-        this.select(node.id);
-      });
-      scene.appendChild(group);
-      this.nodeEls.set(node.id, group);
-    }
-    this.viewport.appendChild(root);
-    this.svgRoot = root;
-    this.scene = scene;
-    this.recolour(graph);
-  }
-
-  private recolour(graph: Graph): void {
-    const status = new Map<string, string>();
-    for (const node of graph.nodes ?? []) {
-      const s = node.status ?? 'pending';
-      status.set(node.id, s);
-      const group = this.nodeEls.get(node.id);
-      if (!group) {
-        continue;
-      }
-      group.dataset.status = s;
-      group.querySelector('rect')?.setAttribute('fill', statusColor(s));
-      for (const t of Array.from(group.querySelectorAll('text'))) {
-        t.setAttribute('fill', statusTextColor(s));
-      }
-      const title = group.querySelector('title');
-      if (title) {
-        const who = node.agent ? ` (${node.agent})` : '';
-        title.textContent = `${node.number ? `${node.number}. ` : ''}${node.label ?? node.id}${who}: ${s.replace('_', ' ')}`;
-      }
-    }
-    for (const { el, source } of this.edgeEls) {
-      const met = status.get(source) === 'completed';
-      el.setAttribute('stroke', met ? '#2e7d32' : '#9e9e9e');
-      el.setAttribute('stroke-width', met ? '1.8' : '1.3');
-      el.setAttribute('stroke-dasharray', met ? '' : '4 3');
-      el.setAttribute('marker-end', `url(#${met ? 'cmbagent-arrow-met' : 'cmbagent-arrow'})`);
-      el.dataset.met = String(met);
-    }
-  }
-
   private markSelected(): void {
-    const selected = this.model.get('selected');
-    for (const [id, group] of this.nodeEls) {
-      group.classList.toggle('selected', id === selected);
-    }
+    this.renderer.select(this.model.get('selected') || null);
   }
 
   // -- pan and zoom --------------------------------------------------------------
 
   private applyView(): void {
-    if (!this.scene) {
+    if (!this.renderer.nodeCount) {
       return;
     }
     const { k, x, y } = this.view;
-    this.scene.setAttribute('transform', `translate(${x}, ${y}) scale(${k})`);
-    this.svgRoot?.setAttribute('data-scale', k.toFixed(3));
-    const showLabels = k >= 0.35;
-    if (showLabels !== this.labelsShown) {
-      this.labelsShown = showLabels;
-      this.scene.classList.toggle('cmbagent-dag-compact', !showLabels);
-      for (const t of Array.from(this.scene.querySelectorAll('text'))) {
-        (t as SVGTextElement).style.display = showLabels ? '' : 'none';
-      }
-    }
+    this.renderer.scene.setAttribute('transform', `translate(${x}, ${y}) scale(${k})`);
+    this.renderer.svg.setAttribute('data-scale', k.toFixed(3));
+    this.renderer.setLabelsShown(k >= 0.35);
   }
 
   fit(): void {
@@ -448,7 +243,7 @@ class DagView {
     }
     const graph = this.graph();
     const focus = (graph.nodes ?? []).find((n) => ATTENTION.includes(n.status ?? ''));
-    const at = focus ? this.positions.get(focus.id) : undefined;
+    const at = focus ? this.renderer.position(focus.id) : undefined;
     const x = gw * k <= width ? (width - gw * k) / 2 : at ? width / 2 - at.x * k : 0;
     const y = at ? Math.min(0, Math.max(height - gh * k, height / 3 - at.y * k)) : 0;
     this.view = { k, x, y };
@@ -478,7 +273,7 @@ class DagView {
   }
 
   focusNode(id: string): void {
-    const at = this.positions.get(id);
+    const at = this.renderer.position(id);
     if (!at) {
       return;
     }

@@ -1,28 +1,13 @@
 // Run header: the run's task, state, progress and cost, with the controls that
 // apply in its state (pause, resume, cancel). A click sends {type: "control",
 // action}; Python acts through the engine (or the store) and answers with a notice.
+import type { RunHeader } from '@cmbagent-jupyter/core';
 import { Cleanup, RenderProps, element } from './_anywidget';
 import { Notice, badge, button, formatTime, formatUsd, isMessage, showNotice, statusColor, styleElement, truncate } from './_common';
 
-export interface RunSummary {
-  id?: string;
-  task?: string;
-  status?: string;
-  mode?: string;
-  model?: string | null;
-  session?: string;
-  steps_total?: number;
-  steps_done?: number;
-  steps_failed?: number;
-  cost_usd?: number;
-  started_at?: string | null;
-  completed_at?: string | null;
-  error?: string | null;
-  parent_run_id?: string | null;
-}
-
 interface HeaderState {
-  run: RunSummary;
+  /** Empty until the view has a run. */
+  run: Partial<RunHeader>;
   controls: string[];
 }
 
