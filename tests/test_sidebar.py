@@ -13,7 +13,7 @@ from fixtures.waiting import wait_for
 
 WAIT_FOR_APPROVAL = """
 import pathlib
-from cmbagent_jupyter.engine.approvals import ApprovalGate
+import time
 from cmbagent_jupyter.store import open_store
 
 ss = open_store().session({session_id!r})
@@ -24,9 +24,12 @@ steps = ss.put_plan(run.id, [
 ])
 ss.transition_run(run.id, "planning")
 ss.transition_run(run.id, "executing")
-gate = ApprovalGate(ss, run.id)
-approval = gate.request("after_planning", {{"question": "Carry out the 2-step plan?"}})
-decision = gate.wait(approval, timeout=300)
+decided = ss.subscribe(run_id=run.id, types=["approval.received"])
+approval = ss.create_approval(run.id, "after_planning", request={{"question": "Carry out the 2-step plan?"}})
+deadline = time.monotonic() + 300
+while ss.get_approval(approval.id).status.value == "pending" and time.monotonic() < deadline:
+    decided.get(timeout=5)
+decision = ss.get_approval(approval.id)
 ss.transition_run(run.id, "executing", reason="approved")
 for step in steps:
     ss.transition_step(step.id, "running")
@@ -215,7 +218,7 @@ def test_engine_run_gated_after_planning_continues_when_approved_in_the_sidebar(
     page.locator(f'#cmbagent-sidebar .cmbagent-run[data-run-id="{run_id}"][data-status="completed"]').wait_for(
         timeout=30_000)
     session = store.find_run(run_id).session_id
-    spent = sum(r["cost_usd"] for r in store.session(session).cost_summary())
+    spent = sum(r.cost_usd for r in store.session(session).cost_summary())
     head = page.locator(f'#cmbagent-sidebar .cmbagent-session[data-session-id="{session}"] .cmbagent-session-head')
     wait_for(lambda: head.locator(".cmbagent-cost").inner_text() == f"${spent:.4f}", 30, "the session's cost")
     decision = store.session(session).list_approvals(run_id=run_id, pending_only=False)[0]

@@ -20,45 +20,18 @@ from cmbagent_jupyter.core.events import event_json_schema
 from cmbagent_jupyter.core.graph import GraphEdge, GraphNode, RunGraph
 from cmbagent_jupyter.core.records import ApprovalRequest, CostRecord, CostRow, Run, Session, Step, Usage
 from cmbagent_jupyter.core.states import APPROVAL_DECISIONS, state_sets
-from cmbagent_jupyter.core.views import ApprovalCard, CostBar, PlanItem, RunHeader
+from cmbagent_jupyter.core.views import (
+    ApprovalCard,
+    CostBar,
+    PlanItem,
+    RunHeader,
+    RunStatusReply,
+    RunSummary,
+    SessionSummary,
+    Snapshot,
+)
 
 FRONTEND_SCHEMA_ID = "https://cmbagent-jupyter/schemas/frontend.json"
-
-
-class SessionSummary(Session):
-    """A session as the server lists it (GET sessions, the event socket's snapshot): with what it spent."""
-
-    cost_usd: float = 0.0
-    runs_by_status: dict[str, int] | None = None
-
-
-class RunSummary(Run):
-    """A run as the event socket's snapshot lists it: its task cut to a preview, its cost, no path or owner."""
-
-    path: str | None = None
-    checkpoint_interval_s: float | None = None
-    cost_usd: float = 0.0
-
-
-class Snapshot(BaseModel):
-    """What the event socket sends on connect and on request_state; a run-scoped socket adds the run."""
-
-    sessions: list[SessionSummary]
-    runs: list[RunSummary]
-    approvals: list[ApprovalRequest]
-    gseq: int
-    run: Run | None = None
-    steps: list[Step] | None = None
-    dag: RunGraph | None = None
-
-
-class RunStatusReply(BaseModel):
-    """GET workflows/RUN/status: the run, its steps, its pending approvals and its graph."""
-
-    run: Run
-    steps: list[Step]
-    approvals: list[ApprovalRequest]
-    dag: RunGraph
 
 
 RECORDS: tuple[type[BaseModel], ...] = (

@@ -51,7 +51,7 @@ class ServerAPI:
     # ------------------------------------------------------------ sessions
 
     def list_sessions(self) -> dict[str, Any]:
-        summaries = {m.session_id: m for m in self.store.session_summaries()}
+        summaries = {m.session_id: m for m in self.store.session_metrics()}
         sessions = []
         for s in self.store.list_sessions():
             m = summaries.get(s.id)
@@ -142,7 +142,7 @@ class ServerAPI:
         return {"rows": rows, "total_usd": sum(r["cost_usd"] for r in rows)}
 
     def workflow_metrics(self, session_id: str | None) -> dict[str, Any]:
-        return {"sessions": _json(self.store.session_summaries(session_id))}
+        return {"sessions": _json(self.store.session_metrics(session_id))}
 
     # ------------------------------------------------------------ agents
 

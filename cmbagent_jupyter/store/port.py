@@ -48,6 +48,7 @@ from cmbagent_jupyter.core import (
     Usage,
 )
 from cmbagent_jupyter.core.threads import in_thread
+from cmbagent_jupyter.core.views import Snapshot
 
 
 class Model(BaseModel):
@@ -190,7 +191,7 @@ class BranchCreated(Model):
     incomplete_before_fork: list[int]
 
 
-class SessionSummary(Model):
+class SessionMetrics(Model):
     session_id: str
     name: str
     status: str
@@ -200,25 +201,6 @@ class SessionSummary(Model):
     finished_runs: int = 0
     mean_duration_s: float | None = None
     total_cost_usd: float = 0.0
-
-
-class SessionWithCost(Session):
-    cost_usd: float = 0.0
-
-
-class RunWithCost(Run):
-    cost_usd: float = 0.0
-
-
-class Snapshot(Model):
-    """What a client shows on connect, consistent with the store-wide `gseq`."""
-
-    sessions: list[SessionWithCost]
-    runs: list[RunWithCost]
-    approvals: list[ApprovalRequest]
-    gseq: int
-    run: Run | None = None
-    steps: list[Step] | None = None
 
 
 class FileRecord(Model):
@@ -596,7 +578,8 @@ class StorePort(abc.ABC):
         """Runs (newest first) with their session's name, step counts and cost."""
 
     @abc.abstractmethod
-    def session_summaries(self, session_id: str | None = None) -> list[SessionSummary]: ...
+    def session_metrics(self, session_id: str | None = None) -> list[SessionMetrics]:
+        """Per session: its runs by status, the mean duration of its finished runs, what it spent."""
 
     @abc.abstractmethod
     def cost_summary(self, group_by: list[str] | None = None) -> list[CostRow]:

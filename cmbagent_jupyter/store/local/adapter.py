@@ -31,6 +31,7 @@ from cmbagent_jupyter.core import (
     Usage,
     check_id,
 )
+from cmbagent_jupyter.core.views import Snapshot
 from cmbagent_jupyter.store.local.client import StoreClient
 from cmbagent_jupyter.store.port import (
     BranchCreated,
@@ -51,9 +52,8 @@ from cmbagent_jupyter.store.port import (
     PlanStored,
     ReplayReset,
     SessionPort,
-    SessionSummary,
+    SessionMetrics,
     Settled,
-    Snapshot,
     StartedAttempt,
     StoreInfo,
     StorePort,
@@ -169,8 +169,8 @@ class LocalStore(StorePort):
                       limit: int = 200) -> list[RunOverview]:
         return self._do("engine.runs", _many(RunOverview), session_id=session_id, status=status, limit=limit)
 
-    def session_summaries(self, session_id: str | None = None) -> list[SessionSummary]:
-        return self._do("metrics.workflows", _many(SessionSummary), session_id=session_id)
+    def session_metrics(self, session_id: str | None = None) -> list[SessionMetrics]:
+        return self._do("metrics.workflows", _many(SessionMetrics), session_id=session_id)
 
     def cost_summary(self, group_by: list[str] | None = None) -> list[CostRow]:
         return self._do("cost.summary", _many(CostRow), all_sessions=True, group_by=group_by)
