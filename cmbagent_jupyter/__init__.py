@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from cmbagent_jupyter._version import __version__
 
 _API_NAMES = ("open_session", "get_run", "SessionHandle", "RunHandle")
 

@@ -16,9 +16,10 @@ import weakref
 from typing import Any, Iterable
 
 import networkx as nx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
 from cmbagent_jupyter.core import InvalidInput
+from cmbagent_jupyter.core.plan import Plan, SubTask
 
 KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
 _FENCE_RE = re.compile(r"```(?:json|JSON)?\s*\n(.*?)```", re.S)
@@ -26,57 +27,6 @@ _FENCE_RE = re.compile(r"```(?:json|JSON)?\s*\n(.*?)```", re.S)
 
 class PlanError(InvalidInput):
     """A plan the engine cannot run; the message says what is wrong and what is expected."""
-
-
-class PlanStep(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-    key: str
-    number: int = Field(ge=1)
-    sub_task: str = Field(min_length=1)
-    sub_task_agent: str
-    bullet_points: list[str] = Field(default_factory=list)
-    depends_on: list[str] = Field(default_factory=list)
-
-    @field_validator("bullet_points", mode="before")
-    @classmethod
-    def _bullets(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            return [v]
-        return v or []
-
-    @property
-    def description(self) -> str:
-        text = self.sub_task
-        if self.bullet_points:
-            text += "\n" + "\n".join(f"- {b}" for b in self.bullet_points)
-        return text
-
-    def to_store(self) -> dict[str, Any]:
-        return {"key": self.key, "number": self.number, "agent": self.sub_task_agent, "description": self.description,
-                "depends_on": list(self.depends_on),
-                "inputs": {"sub_task": self.sub_task, "bullet_points": list(self.bullet_points)}}
-
-
-class Plan(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    sub_tasks: list[PlanStep]
-
-    def to_json(self) -> dict[str, Any]:
-        """CMBAgent's final_plan shape, plus our keys and dependencies."""
-        return {"sub_tasks": [s.model_dump(mode="json") for s in self.sub_tasks]}
-
-    @property
-    def keys(self) -> list[str]:
-        return [s.key for s in self.sub_tasks]
-
-    def step(self, key: str) -> PlanStep:
-        index = self.__dict__.get("_step_index")
-        if index is None or len(index) != len(self.sub_tasks):
-            index = {s.key: s for s in self.sub_tasks}
-            self.__dict__["_step_index"] = index
-        return index[key]
 
 
 def extract_json(text: str) -> Any:
@@ -116,7 +66,7 @@ def plan_from_data(data: Any, *, agents: Iterable[str], max_steps: int | None = 
     if max_steps is not None and len(raw_steps) > max_steps:
         raise PlanError(f"the plan has {len(raw_steps)} steps; at most {max_steps} are allowed: merge some steps")
     sequential = not any(isinstance(s, dict) and "depends_on" in s for s in raw_steps)
-    steps: list[PlanStep] = []
+    steps: list[SubTask] = []
     numbers: dict[int, str] = {}
     seen: set[str] = set()
     for i, raw in enumerate(raw_steps, start=1):
@@ -137,7 +87,7 @@ def plan_from_data(data: Any, *, agents: Iterable[str], max_steps: int | None = 
                 deps = [deps]
             item["depends_on"] = [str(d) for d in deps]
         try:
-            step = PlanStep.model_validate(item)
+            step = SubTask.model_validate(item)
         except ValidationError as exc:
             err = exc.errors()[0]
             field = ".".join(str(x) for x in err["loc"])

@@ -1,24 +1,26 @@
 """Provider hiccups retried where they happen: around each model call.
 
 A rate limit, a timeout, a dropped connection or a 5xx from the provider is retried
-with exponential backoff and jitter (engine/retry.py's `call_with_backoff`, capped at
-60 s) before it can fail a step; anything else (a bad request, a scenario that lacks a
+with exponential backoff and jitter (tenacity, capped at 60 s) before it can fail a
+step; anything else (a bad request, a scenario that lacks a
 turn) goes straight up. The request is resent as it was, so the retry is invisible to
 the agent loop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Callable
+from collections.abc import Awaitable, Sequence
+from typing import Any, Callable, TypeVar
 
 from ag2.events import ModelResponse
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from cmbagent_jupyter.engine.retry import call_with_backoff
+from cmbagent_jupyter.core.failures import is_transient
 from cmbagent_jupyter.llm.scope import ModelScope, scope_of
 from cmbagent_jupyter.llm.wrapper import DelegatingModelConfig
 
 OnBackoff = Callable[[ModelScope, int, float, BaseException], None]
+T = TypeVar("T")
 
 
 class _RetryingClient:
@@ -49,3 +51,32 @@ class RetryingModelConfig(DelegatingModelConfig):
         self.initial_s = initial_s
         self.cap_s = cap_s
         self.on_backoff = on_backoff
+
+
+async def call_with_backoff(
+    func: Callable[[], Awaitable[T]],
+    *,
+    max_attempts: int = 5,
+    initial: float = 1.0,
+    cap: float = 60.0,
+    on_backoff: Callable[[int, float, BaseException], None] | None = None,
+) -> T:
+    """Run `func`, retrying transient errors with exponential backoff and jitter."""
+
+    def before_sleep(state: RetryCallState) -> None:
+        if on_backoff is not None and state.outcome is not None:
+            exc = state.outcome.exception()
+            delay = state.next_action.sleep if state.next_action else 0.0
+            on_backoff(state.attempt_number, delay, exc)
+
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(is_transient),
+        wait=wait_exponential_jitter(multiplier=initial, exp_base=2, max=cap, jitter=initial),
+        stop=stop_after_attempt(max_attempts),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            return await func()
+    raise AssertionError("unreachable")

@@ -16,7 +16,7 @@ from jupyter_server.utils import url_path_join
 from pydantic import BaseModel
 from tornado import web
 
-from cmbagent_jupyter import __version__
+from cmbagent_jupyter._version import __version__
 from cmbagent_jupyter.server.api import ServerAPI
 from cmbagent_jupyter.server.bodies import (
     CreateBranch,

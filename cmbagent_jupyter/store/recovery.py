@@ -18,6 +18,7 @@ from typing import Any
 
 from cmbagent_jupyter.store.checkpoint_files import JOURNAL_NAME, StepJournal
 from cmbagent_jupyter.core import CheckpointKind, InvalidInput, Run, check_id
+from cmbagent_jupyter.core.plan import Plan
 from cmbagent_jupyter.store.checkpoints import (
     CheckpointWriter,
     jsonable,
@@ -176,8 +177,6 @@ def planned_steps(config: Any) -> list[dict[str, Any]]:
     """The steps a run's config describes: its `final_plan` with the id of each step in its
     `step_ids` (set when the plan is stored with the ids its caller chose). [] unless every
     step of the plan has its id there."""
-    from cmbagent_jupyter.engine.dag import Plan
-
     if not isinstance(config, dict) or not isinstance(config.get("step_ids"), dict):
         return []
     try:
