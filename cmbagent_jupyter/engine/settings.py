@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cmbagent_jupyter.core import InvalidInput
+from cmbagent_jupyter.engine.gates import policy_of
 
 SETTING_KEYS = ("max_parallel", "n_plan_reviews", "max_plan_steps", "max_plan_tries", "max_n_attempts",
                 "heartbeat_interval_s", "step_timeout_s", "agent", "plan", "instructions", "record",
@@ -53,8 +54,6 @@ class RunSettings(BaseModel):
         except ValidationError as exc:
             err = exc.errors()[0]
             raise InvalidInput(f"run setting {'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
-        from cmbagent_jupyter.engine.gates import policy_of
-
         policy_of(settings.to_config())
         return settings
 

@@ -29,6 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cmbagent_jupyter.core.home import home_path
+from cmbagent_jupyter.llm.scripted import ScriptedModelConfig
 from cmbagent_jupyter.llm.scenario import DEFAULT_SCENARIO
 from cmbagent_jupyter.core import InvalidInput
 
@@ -176,7 +177,6 @@ def resolve_model(ref: str | None = None, *, scenario: str | None = None,
 
 
 def scripted_choice(scenario_ref: str, settings: ModelSettings | None = None) -> ModelChoice:
-    from cmbagent_jupyter.llm.scripted import ScriptedModelConfig
 
     config = ScriptedModelConfig(scenario_ref)
     sc = config.scenario
