@@ -162,7 +162,7 @@ def create_run(ss: Any, task: str, *, mode: str = "deep_research", model: str | 
     given = given_plan(mode_v, run_settings, task=task) if mode_v != RunMode.deep_research else None
     if mode_v != RunMode.control and run_settings.plan is not None:
         raise InvalidInput(f"a plan is given only to control runs, not {mode_v.value}")
-    choice = resolve_model(model, scenario=scenario, home=ss.store.home)
+    choice = resolve_model(model, scenario=scenario, home=ss.home)
     extra: dict[str, Any] = {}
     if checkpoint_interval_s is not None:
         if checkpoint_interval_s <= 0:

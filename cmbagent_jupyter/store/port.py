@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import abc
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -288,6 +289,7 @@ class SessionPort(abc.ABC):
     """Everything a session owns; no call here can reach another session's rows."""
 
     session_id: str
+    home: Path  # its store's CMBAGENT_HOME (run folders, model settings)
 
     @property
     def aio(self) -> Any:
@@ -530,6 +532,8 @@ class SessionPort(abc.ABC):
 
 class StorePort(abc.ABC):
     """A user's whole store: sessions, lookups by bare id, and the all-sessions views."""
+
+    home: Path  # the CMBAGENT_HOME its sessions' and runs' folders are made in
 
     @property
     def aio(self) -> Any:

@@ -20,6 +20,8 @@ from cmbagent_jupyter.core import (
     CostRecord,
     CostRow,
     Event,
+    Invalid,
+    InvalidInput,
     JournalRecord,
     Quotas,
     Run,
@@ -130,7 +132,10 @@ class LocalStore(StorePort):
         self.client.close()
 
     def session(self, session_id: str) -> "LocalSessionStore":
-        return LocalSessionStore(self, check_id("session", session_id))
+        try:
+            return LocalSessionStore(self, check_id("session", session_id))
+        except InvalidInput as exc:
+            raise Invalid(str(exc)) from None
 
     def ping(self) -> StoreInfo:
         return self._do("store.ping", _one(StoreInfo))
@@ -319,6 +324,11 @@ class LocalSessionStore(SessionPort):
     def append_events(self, events: Sequence[NewEvent | dict[str, Any]]) -> list[EventRef]:
         return self._do("event.append", _many(EventRef), events=_dump(events))
 
+    def emit(self, type: str, run_id: str | None = None, **payload: Any) -> EventRef:
+        # one request whose reply is read here, so that `.aio.emit` is a coroutine too
+        return self._do("event.append", lambda rows: EventRef.model_validate(rows[0]),
+                        events=_dump([NewEvent(type=type, run_id=run_id, payload=payload)]))
+
     def events(self, run_id: str | None = None, *, since_gseq: int | None = None, since_seq: int | None = None,
                types: list[str] | None = None, limit: int = 10_000) -> list[Event]:
         return self._do("event.list", _many(Event), run_id=run_id, since_gseq=since_gseq, since_seq=since_seq,
@@ -334,7 +344,8 @@ class LocalSessionStore(SessionPort):
     def put_checkpoint(self, run_id: str, *, kind: CheckpointKind | str = CheckpointKind.manual,
                        context: dict[str, Any] | None = None, step_id: str | None = None,
                        pickle_path: str | None = None, checkpoint_id: str | None = None) -> Checkpoint:
-        return self._do("checkpoint.put", _one(Checkpoint), run_id=run_id, kind=CheckpointKind(kind).value,
+        kind = kind.value if isinstance(kind, CheckpointKind) else kind  # the service checks it
+        return self._do("checkpoint.put", _one(Checkpoint), run_id=run_id, kind=kind,
                         context=context or {}, step_id=step_id, pickle_path=pickle_path, id=checkpoint_id)
 
     def latest_checkpoint(self, run_id: str) -> Checkpoint | None:

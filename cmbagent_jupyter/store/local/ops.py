@@ -1195,6 +1195,8 @@ def checkpoint_put(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         _step_row(ctx, sid, _arg(args, "step_id", "step"))
     cid = args.get("id") or new_id("checkpoint")
     _arg({"id": cid}, "id", "checkpoint")
+    if ctx.db.scalar("SELECT count(*) FROM checkpoints WHERE id = ?", [cid]):
+        raise Conflict(f"checkpoint {cid} already exists")
     now = utcnow()
     ctx.db.execute(
         "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -543,8 +543,10 @@ def _settle(ctx: OpContext, args: dict[str, Any], sid: str, rid: str, to: str,
             ctx.emit(EventType.step_state_changed, sid, rid,
                      {"step_id": step_id, "key": row["key"], "number": row["number"], "agent": row["agent"],
                       "from": "running", "to": reset_to})
-    if args.get("checkpoint"):
-        cp = args["checkpoint"]
+    cp = args.get("checkpoint")
+    # a resend finds its checkpoint stored already
+    if cp and not (cp.get("id") and ctx.db.scalar("SELECT count(*) FROM checkpoints WHERE id = ? AND run_id = ?",
+                                                  [_arg(cp, "id", "checkpoint"), rid])):
         checkpoint_put(ctx, {"session_id": sid, "run_id": rid, "kind": cp.get("kind") or "manual",
                              "context": cp.get("context"), "pickle_path": cp.get("pickle_path"), "id": cp.get("id"),
                              "step_id": cp.get("step_id")})

@@ -8,7 +8,7 @@ from typing import Any
 from cmbagent_jupyter.core import EventType, new_id, utcnow
 from cmbagent_jupyter.core.errors import Invalid
 from cmbagent_jupyter.store.local.database import from_db_time, to_db_time
-from cmbagent_jupyter.store.local.ops import OpContext, _arg, _require_run, _row, _step_row, op
+from cmbagent_jupyter.store.local.ops import OpContext, _arg, _require_run, _require_session, _row, _step_row, op
 
 FILE_KINDS = ("code", "data", "plot", "log", "other")
 FILE_COLUMNS = ("id", "session_id", "run_id", "step_id", "path", "kind", "size", "at")
@@ -36,6 +36,7 @@ def _scope(ctx: OpContext, sid: str, item: dict[str, Any], known: set[tuple[str,
 @op("file.add", write=True)
 def file_add(ctx: OpContext, args: dict[str, Any]) -> list[dict[str, Any]]:
     sid = _arg(args, "session_id", "session")
+    _require_session(ctx, sid)
     items, known, rows = _items(args.get("files"), "files"), set(), []
     now = to_db_time(utcnow())
     for f in items:
@@ -67,6 +68,7 @@ def file_list(ctx: OpContext, args: dict[str, Any]) -> list[dict[str, Any]]:
 @op("metric.add", write=True)
 def metric_add(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     sid = _arg(args, "session_id", "session")
+    _require_session(ctx, sid)
     items, known, rows = _items(args.get("points"), "points"), set(), []
     for m in items:
         _scope(ctx, sid, m, known)
