@@ -3,7 +3,8 @@ front end they use (the Python API, `cmbagent`, `%cmbagent`, the REST server and
 WebSocket, the widgets). Front ends parse their input, call one of these and format
 what it returns; errors are those of `core.errors`, each saying what was wrong.
 
-    start      create_run, start_run           control   pause, resume, cancel
+    start      create_run, start_run           control   pause, cancel
+    resuming   resume
     approvals  decide                          retry     retry_step (with feedback)
     replay     play_from, branch               compare   compare_runs, branch_tree
     spending   costs, cost_by_session          lookup    run_in, step_in, session_for
@@ -20,12 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 _MODULES = {
     "compare": ("BranchNode", "Comparison", "branch_tree", "compare_runs"),
-    "control": ("Resumed", "cancel", "pause", "resume"),
+    "control": ("cancel", "pause"),
     "approvals": ("Decision", "decide"),
     "spending": ("CostReport", "SessionCost", "cost_by_session", "costs"),
     "executors": ("Detached", "Execution", "Executor", "InProcess", "executing_here", "process_store"),
     "lookup": ("run_in", "session_for", "step_in"),
     "replay": ("Branched", "Replayed", "branch", "play_from"),
+    "resuming": ("Resumed", "resume"),
     "retry": ("Retried", "retry_step"),
     "start": ("Started", "create_run", "start_run"),
 }
@@ -40,7 +42,7 @@ __all__ = [
 if TYPE_CHECKING:
     from cmbagent_jupyter.actions.approvals import Decision, decide
     from cmbagent_jupyter.actions.compare import BranchNode, Comparison, branch_tree, compare_runs
-    from cmbagent_jupyter.actions.control import Resumed, cancel, pause, resume
+    from cmbagent_jupyter.actions.control import cancel, pause
     from cmbagent_jupyter.actions.executors import (
         Detached,
         Execution,
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     )
     from cmbagent_jupyter.actions.lookup import run_in, session_for, step_in
     from cmbagent_jupyter.actions.replay import Branched, Replayed, branch, play_from
+    from cmbagent_jupyter.actions.resuming import Resumed, resume
     from cmbagent_jupyter.actions.retry import Retried, retry_step
     from cmbagent_jupyter.actions.spending import CostReport, SessionCost, cost_by_session, costs
     from cmbagent_jupyter.actions.start import Started, create_run, start_run

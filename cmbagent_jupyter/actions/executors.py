@@ -14,15 +14,17 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, PrivateAttr
 
 from cmbagent_jupyter.core import Run, StateConflict
 from cmbagent_jupyter.core.home import home_path
 from cmbagent_jupyter.engine.loop import EngineLoop
-from cmbagent_jupyter.llm.providers import ModelChoice
 from cmbagent_jupyter.store import StorePort, open_store
+
+if TYPE_CHECKING:
+    from cmbagent_jupyter.llm.providers import ModelChoice
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from cmbagent_jupyter.actions.control import resume
 from cmbagent_jupyter.actions.executors import Execution, Executor
 from cmbagent_jupyter.actions.guards import ensure_stopped, text
 from cmbagent_jupyter.actions.lookup import run_in, step_in
+from cmbagent_jupyter.actions.resuming import resume
 from cmbagent_jupyter.core import Run, Step
 from cmbagent_jupyter.store import StorePort
 
