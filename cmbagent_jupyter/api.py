@@ -8,61 +8,47 @@
     other = run.branch(4, name="fine bins", instructions="use 50 bins", hypothesis="...")
 
 A run executes on this process's engine thread (never the caller's, so a Jupyter
-kernel stays responsive). Every handle method reads or writes the store, so a run
-started elsewhere (the CLI, another kernel) is controlled the same way; `resume()`
-continues any stopped run in this process, from its last checkpoint.
+kernel stays responsive). Every handle method reads or writes the store through the
+actions every front end shares (`cmbagent_jupyter.actions`), so a run started elsewhere
+(the CLI, another kernel) is controlled the same way; `resume()` continues any stopped
+run in this process, from its last checkpoint.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from cmbagent_jupyter.core import UNSETTLED_RUN_STATES, Event, EventType, InvalidInput, Run, RunStatus, Session, Step
+from cmbagent_jupyter import actions
+from cmbagent_jupyter.actions import InProcess, executing_here
+from cmbagent_jupyter.actions.executors import PROCESS_STORES, Execution, process_store
+from cmbagent_jupyter.actions.start import create_run
+from cmbagent_jupyter.core import UNSETTLED_RUN_STATES, Event, EventType, InvalidInput, Run, Session, Step
+from cmbagent_jupyter.engine.dag import Plan, PlanDAG
+from cmbagent_jupyter.store import StorePort
 
-_STORES: dict[str, Any] = {}
-_STORES_LOCK = threading.Lock()
+ACTOR = "python"
 _WAKE_TYPES = [EventType.workflow_state_changed.value, EventType.workflow_paused.value,
                EventType.workflow_completed.value, EventType.workflow_failed.value,
                EventType.workflow_resumed.value, EventType.workflow_started.value]
 
+__all__ = ["RunHandle", "SessionHandle", "create_run", "get_run", "open_session"]
+_STORES = PROCESS_STORES  # this process's client of each home, shared with runs executing here
 
-def _store(home: str | os.PathLike | None = None):
-    from cmbagent_jupyter.core.home import home_path
-    from cmbagent_jupyter.store import open_store
 
-    key = str(home_path(home))
-    with _STORES_LOCK:
-        store = _STORES.get(key)
-        if store is None or store.closed:
-            store = _STORES[key] = open_store(key)
-        return store
+def _store(home: str | os.PathLike | None = None) -> StorePort:
+    return process_store(home)
 
 
 def open_session(name_or_id: str | None = None, create: bool = True,
                  home: str | os.PathLike | None = None) -> "SessionHandle":
     """A session by name or id (created when missing and `create`); none named: the default one."""
-    from cmbagent_jupyter.core import NotFound
-
     store = _store(home)
-    if name_or_id is None:
-        sessions = store.list_sessions()
-        session = next((s for s in sessions if s.name == "default"), sessions[0] if len(sessions) == 1 else None)
-        if session is None:
-            if len(sessions) > 1:
-                raise InvalidInput("several sessions exist: open_session(NAME_OR_ID) chooses one")
-            session = store.create_session("default")
-        return SessionHandle(store, session)
-    try:
-        return SessionHandle(store, store.resolve_session(name_or_id))
-    except NotFound:
-        if not create or name_or_id.startswith("ses_"):
-            raise
-        return SessionHandle(store, store.create_session(name_or_id))
+    session = actions.session_for(store, name_or_id, create=create, choose="open_session(NAME_OR_ID) chooses one")
+    return SessionHandle(store, session)
 
 
 def get_run(run_id: str, home: str | os.PathLike | None = None) -> "RunHandle":
@@ -103,13 +89,13 @@ class SessionHandle:
         (one agent, one task). model: `provider/model`, or `scripted[:SCENARIO]`; with no
         key configured the scripted offline model is used and announced.
         """
-        run, choice = create_run(self.ss, task, mode=mode, model=model, max_parallel=max_parallel,
-                                 scenario=scenario, plan=plan, record=record,
-                                 checkpoint_interval_s=checkpoint_interval_s, **settings)
-        handle = RunHandle(self.store, self.id, run.id, announcement=choice.announcement)
+        started = actions.start_run(self.store, self.id, task, executor=InProcess(), actor=ACTOR, mode=mode,
+                                    model=model, max_parallel=max_parallel, scenario=scenario, plan=plan,
+                                    record=record, checkpoint_interval_s=checkpoint_interval_s, **settings)
+        handle = RunHandle(self.store, self.id, started.run.id, announcement=started.announcement)
+        handle._execution = started.execution
         if not quiet:
-            print(f"cmbagent: {choice.announcement}; run {run.id}")
-        handle._start(choice)
+            print(f"cmbagent: {started.announcement}; run {started.run.id}")
         if wait:
             handle.wait()
         return handle
@@ -121,61 +107,8 @@ class SessionHandle:
         run = self.ss.get_run(run_id)
         return RunHandle(self.store, self.id, run.id)
 
-    def cost(self, run_id: str | None = None, group_by: list[str] | None = None) -> list[dict[str, Any]]:
-        return self.ss.cost_summary(run_id=run_id, group_by=group_by or ["agent", "model"])
-
-
-def create_run(ss: Any, task: str, *, mode: str = "deep_research", model: str | None = None,
-               max_parallel: int | None = None, scenario: str | None = None, plan: Any = None,
-               record: str | os.PathLike | None = None, checkpoint_interval_s: float | None = None,
-               **settings: Any):
-    """Validate everything a run needs, then create it (draft). Nothing is created on bad input."""
-    from cmbagent_jupyter.engine.runner import given_plan, plan_request
-    from cmbagent_jupyter.engine.settings import RunSettings
-    from cmbagent_jupyter.llm.providers import resolve_model
-    from cmbagent_jupyter.core import RunMode
-
-    if not isinstance(task, str) or not task.strip():
-        raise InvalidInput("a run needs a task: describe what to do")
-    try:
-        mode_v = RunMode(mode)
-    except ValueError:
-        raise InvalidInput(f"unknown mode {mode!r}; expected one of {', '.join(m.value for m in RunMode)}") from None
-    if mode_v == RunMode.planning_and_control:
-        mode_v = RunMode.deep_research
-    if isinstance(plan, (str, Path)) and Path(str(plan)).suffix == ".json":
-        import json
-
-        p = Path(plan).expanduser()
-        if not p.is_file():
-            raise InvalidInput(f"no plan file at {p}")
-        try:
-            plan = json.loads(p.read_text())
-        except ValueError as exc:
-            raise InvalidInput(f"{p} is not valid JSON: {exc}") from None
-    values = dict(settings)
-    values.update(max_parallel=max_parallel, plan=plan, record=str(Path(record).expanduser().resolve()) if record else None)
-    run_settings = RunSettings.parse(values)
-    if mode_v == RunMode.control and run_settings.plan is None:
-        raise InvalidInput("a control run executes a given plan: pass one (--plan FILE.json, or plan= in Python)")
-    # a plan not made by the agents is known now: checked before anything is created, stored with the draft
-    given = given_plan(mode_v, run_settings, task=task) if mode_v != RunMode.deep_research else None
-    if mode_v != RunMode.control and run_settings.plan is not None:
-        raise InvalidInput(f"a plan is given only to control runs, not {mode_v.value}")
-    choice = resolve_model(model, scenario=scenario, home=ss.home)
-    extra: dict[str, Any] = {}
-    if checkpoint_interval_s is not None:
-        if checkpoint_interval_s <= 0:
-            raise InvalidInput("checkpoint_interval_s must be positive")
-        extra["checkpoint_interval_s"] = float(checkpoint_interval_s)
-    config = run_settings.to_config()
-    if choice.scripted:
-        config["scenario"] = choice.scenario
-    run = ss.create_run(task, mode=mode_v.value, model=choice.ref, config=config, **extra)
-    if given is not None:  # its steps and DAG show before it starts
-        run = ss.plan_ready(run.id, start=False, **plan_request(given)).run
-    ss.emit(EventType.log.value, run.id, level="info", message=choice.announcement, model=choice.ref)
-    return run, choice
+    def cost(self, run_id: str | None = None, group_by: list[str] | None = None) -> list[Any]:
+        return actions.costs(self.store, session_id=self.id, run_id=run_id, group_by=group_by).rows
 
 
 class RunHandle:
@@ -187,8 +120,7 @@ class RunHandle:
         self.id = run_id
         self.ss = store.session(session_id)
         self.announcement = announcement
-        self._engine = None
-        self._future: concurrent.futures.Future | None = None
+        self._execution: Execution | None = None
 
     def __repr__(self) -> str:
         try:
@@ -199,11 +131,32 @@ class RunHandle:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         """In a notebook a run shows as its live widget (cmbagent_jupyter.widgets.RunView)."""
+        # the widgets (ipywidgets, anywidget, their bundles) load when a run is first shown
         from cmbagent_jupyter.widgets import display_run
 
         bundle = display_run(self)._repr_mimebundle_(include=include, exclude=exclude)
         bundle["text/plain"] = repr(self)
         return bundle
+
+    # -- where it executes here ----------------------------------------------------
+
+    def _here(self) -> Execution | None:
+        """Its execution in this process: the one going on (whoever started it), else the last this handle started."""
+        return executing_here(self.id) or self._execution
+
+    @property
+    def _engine(self) -> Any:
+        here = self._here()
+        return here.engine if here is not None else None
+
+    @property
+    def _future(self) -> concurrent.futures.Future | None:
+        here = self._here()
+        return here.future if here is not None else None
+
+    @property
+    def running_here(self) -> bool:
+        return executing_here(self.id) is not None
 
     # -- reading ---------------------------------------------------------------
 
@@ -220,12 +173,10 @@ class RunHandle:
     def events(self, since_gseq: int | None = None, types: list[str] | None = None) -> list[Event]:
         return self.ss.events(run_id=self.id, since_gseq=since_gseq, types=types)
 
-    def cost(self, group_by: list[str] | None = None) -> list[dict[str, Any]]:
-        return self.ss.cost_summary(run_id=self.id, group_by=group_by or ["agent", "model"])
+    def cost(self, group_by: list[str] | None = None) -> list[Any]:
+        return actions.costs(self.store, session_id=self.session_id, run_id=self.id, group_by=group_by).rows
 
     def dag(self, fmt: str = "mermaid") -> Any:
-        from cmbagent_jupyter.engine.dag import Plan, PlanDAG
-
         run = self.status()
         if not run.config.get("final_plan"):
             return None
@@ -233,11 +184,19 @@ class RunHandle:
         status = {s.key: s.status.value for s in self.steps()}
         return dag.to_mermaid(status) if fmt == "mermaid" else dag.to_json(status)
 
-    @property
-    def running_here(self) -> bool:
-        return self._future is not None and not self._future.done()
+    def step(self, ref: int | str) -> Step:
+        """A step of this run by number, key or id."""
+        return actions.step_in(self.ss, self.status(), ref)
 
-    # -- control ---------------------------------------------------------------
+    def approvals(self, pending_only: bool = True) -> list[Any]:
+        """The run's approval requests (only those waiting for a decision, by default)."""
+        return self.ss.list_approvals(self.id, pending_only=pending_only)
+
+    def branches(self) -> dict[str, Any]:
+        """The tree of branches this run belongs to."""
+        return actions.branch_tree(self.store, self.id, session_id=self.session_id).model_dump(mode="json")
+
+    # -- waiting ---------------------------------------------------------------
 
     def wait(self, timeout: float | None = None) -> Run:
         """Block until the run stops (completed, failed, cancelled, paused, interrupted) or `timeout` passes.
@@ -245,9 +204,10 @@ class RunHandle:
         Raises TimeoutError when it is still going at the deadline.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        if self._future is not None:
+        future = self._future
+        if future is not None:
             try:
-                self._future.result(timeout=timeout)
+                future.result(timeout=timeout)
             except concurrent.futures.TimeoutError:
                 raise TimeoutError(f"run {self.id} is still {self.status().status.value} after {timeout} s") from None
             return self.status()
@@ -275,10 +235,6 @@ class RunHandle:
         finally:
             sub.close()
 
-    def approvals(self, pending_only: bool = True) -> list[Any]:
-        """The run's approval requests (only those waiting for a decision, by default)."""
-        return self.ss.list_approvals(self.id, pending_only=pending_only)
-
     def wait_for_approval(self, timeout: float | None = None) -> Any:
         """Block until the run asks for a decision and return that request (or the run ends: None)."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -288,7 +244,8 @@ class RunHandle:
             pending = self.approvals()
             if pending:
                 return pending[0]
-            if self.status().status not in UNSETTLED_RUN_STATES or (self._future is not None and self._future.done()):
+            future = self._future
+            if self.status().status not in UNSETTLED_RUN_STATES or (future is not None and future.done()):
                 return ended
             return None
 
@@ -296,53 +253,47 @@ class RunHandle:
                            lambda: f"run {self.id} asked for no approval within {timeout} s")
         return None if found is ended else found
 
+    # -- control ---------------------------------------------------------------
+
     def pause(self) -> Run:
         """Ask the run to pause at its next step boundary (it finishes the steps in flight)."""
-        from cmbagent_jupyter.engine.liveness import liveness
-
-        run = self.status()
-        live = liveness(run)
-        if live.state in ("stalled", "orphaned"):
-            return self.ss.transition_run(self.id, RunStatus.paused.value, reason="paused while its process was gone",
-                                          actor="user")
-        return self.ss.request_pause(self.id)
+        return actions.pause(self.store, self.id, session_id=self.session_id, actor=ACTOR)
 
     def cancel(self) -> Run:
         """Cancel the run: it stops at once (running steps are killed) and cannot be resumed."""
-        run = self.ss.transition_run(self.id, RunStatus.cancelled.value, reason="cancelled by the user", actor="user")
-        if self._engine is not None and self.running_here:
-            self._engine.request_stop("cancel", "cancelled by the user")
-        return run
+        return actions.cancel(self.store, self.id, session_id=self.session_id, actor=ACTOR)
 
     def resume(self, *, wait: bool = False, max_parallel: int | None = None, model: str | None = None) -> "RunHandle":
         """Continue the run in this process from its last checkpoint (completed steps are not run again)."""
-        from cmbagent_jupyter.llm.providers import resolve_model
+        resumed = actions.resume(self.store, self.id, executor=InProcess(), session_id=self.session_id, model=model,
+                                 max_parallel=max_parallel)
+        return self._continued(resumed.execution, wait)
 
-        from cmbagent_jupyter.engine.liveness import check_resumable
-
-        if self.running_here:
-            raise InvalidInput(f"run {self.id} is already executing in this process")
-        run = self.status()
-        check_resumable(run)
-        choice = resolve_model(model or run.model, home=self.store.home)
-        self._start(choice, max_parallel=max_parallel)
-        if wait:
-            self.wait()
+    def _continued(self, execution: Execution | None, wait: bool) -> "RunHandle":
+        if execution is not None:
+            self._execution = execution
+            if wait:
+                self.wait()
         return self
+
+    def interrupt(self, reason: str = "interrupted") -> None:
+        """Stop a run executing in this process as a signal would: emergency checkpoint, run interrupted."""
+        here = executing_here(self.id)
+        if here is None:
+            raise InvalidInput(f"run {self.id} is not executing in this process")
+        here.engine.request_stop("interrupt", reason)
+
+    def result(self) -> Run:
+        """The finished run (raises the engine's error if it crashed before settling)."""
+        future = self._future
+        if future is not None:
+            future.result()
+        return self.status()
 
     # -- retries, replays, branches -------------------------------------------------
 
-    def step(self, ref: int | str) -> Step:
-        """A step of this run by number, key or id."""
-        steps = self.steps()
-        for s in steps:
-            if s.id == ref or s.key == ref or (str(ref).isdigit() and s.number == int(ref)):
-                return s
-        raise InvalidInput(f"run {self.id} has no step {ref!r}; its steps are "
-                           f"{', '.join(f'{s.number} ({s.key})' for s in steps) or 'none yet'}")
-
     def retry(self, step: int | str, feedback: str, *, start: bool = True, wait: bool = False,
-              actor: str = "python") -> "RunHandle":
+              actor: str = ACTOR) -> "RunHandle":
         """Retry a failed step with feedback for its next attempt.
 
         The feedback is recorded durably (an approval of kind `retry_feedback`, resolved
@@ -350,83 +301,24 @@ class RunHandle:
         errors. A run waiting at the step's error gate is answered `retry`; a stopped run has the
         step (and what depends on it) reset and is resumed here (`start=False`: not resumed).
         """
-        from cmbagent_jupyter.engine.step_worker import RETRY_FEEDBACK_KIND
-
-        feedback = (feedback or "").strip()
-        if not feedback:
-            raise InvalidInput("feedback must say what to do differently")
-        target = self.step(step)
-        gate = next((a for a in self.approvals() if a.step_id == target.id and "retry" in a.options), None)
-        if gate is not None:
-            self.ss.resolve_approval(gate.id, "retry", feedback=feedback, actor=actor)
-            return self
-        if target.status.value != "failed":
-            raise InvalidInput(f"step {target.number} ({target.key}) is {target.status.value}; only a failed step is "
-                               f"retried (play_from re-runs a completed one)")
-        self._check_stopped("retry a step")
-        record = self.ss.create_approval(self.id, RETRY_FEEDBACK_KIND, step_id=target.id,
-                              request={"title": f"Retry step {target.number} with feedback",
-                                       "summary": feedback[:300], "step": target.key, "source": actor},
-                              options=["retry"], actor=actor)
-        self.ss.resolve_approval(record.id, "retry", feedback=feedback, actor=actor)
-        self.ss.reset_from(target.id, actor=actor)
-        if start:
-            self.resume(wait=wait)
-        return self
+        retried = actions.retry_step(self.store, self.id, step, feedback, actor=actor, session_id=self.session_id,
+                                     executor=InProcess() if start else None)
+        return self._continued(retried.execution, wait)
 
     def play_from(self, step: int | str, instructions: str | None = None, *, start: bool = True,
-                  wait: bool = False, actor: str = "python") -> "RunHandle":
+                  wait: bool = False, actor: str = ACTOR) -> "RunHandle":
         """Re-run a step (with new instructions, if given) and exactly what depends on it, in place;
         every other step keeps its result. The run must be stopped (paused, failed, completed...)."""
-        target = self.step(step)
-        self._check_stopped("play from a step")
-        self.ss.reset_from(target.id, instructions=(instructions or "").strip() or None,
-                     actor=actor)
-        if start:
-            self.resume(wait=wait)
-        return self
+        replayed = actions.play_from(self.store, self.id, step, instructions, actor=actor, session_id=self.session_id,
+                                     executor=InProcess() if start else None)
+        return self._continued(replayed.execution, wait)
 
-    def branch(self, from_step: int, name: str | None = None, instructions: str | None = None,
+    def branch(self, from_step: int | str, name: str | None = None, instructions: str | None = None,
                hypothesis: str | None = None, *, start: bool = True, wait: bool = False,
-               actor: str = "python") -> "RunHandle":
+               actor: str = ACTOR) -> "RunHandle":
         """A new run that keeps this run's results before step `from_step` (not executed again, no
         model calls) and executes from there, the fork step with `instructions`; started here."""
-        number = self.step(from_step).number
-        out = self.ss.create_branch(self.id, number, name=name,
-                           instructions=(instructions or "").strip() or None, hypothesis=hypothesis, actor=actor)
-        child = RunHandle(self.store, self.session_id, out.run.id)
-        if start:
-            child.resume(wait=wait)
-        return child
-
-    def branches(self) -> dict[str, Any]:
-        """The tree of branches this run belongs to."""
-        from cmbagent_jupyter.engine.compare import branch_tree
-
-        return branch_tree(self.store, self.id)
-
-    def _check_stopped(self, what: str) -> None:
-        from cmbagent_jupyter.engine.liveness import liveness
-
-        run = self.status()
-        if self.running_here or liveness(run).state == "running":
-            raise InvalidInput(f"run {self.id} is {run.status.value}; pause it (and let it stop) before you {what}")
-
-    def interrupt(self, reason: str = "interrupted") -> None:
-        """Stop a run executing in this process as a signal would: emergency checkpoint, run interrupted."""
-        if self._engine is None or not self.running_here:
-            raise InvalidInput(f"run {self.id} is not executing in this process")
-        self._engine.request_stop("interrupt", reason)
-
-    def _start(self, choice: Any, max_parallel: int | None = None) -> None:
-        from cmbagent_jupyter.engine.loop import EngineLoop
-        from cmbagent_jupyter.engine.runner import RunEngine
-
-        self._engine = RunEngine(self.store, self.status(), model=choice, max_parallel=max_parallel)
-        self._future = EngineLoop.get().submit(self._engine.execute())
-
-    def result(self) -> Run:
-        """The finished run (raises the engine's error if it crashed before settling)."""
-        if self._future is not None:
-            self._future.result()
-        return self.status()
+        made = actions.branch(self.store, self.id, from_step, actor=actor, name=name, instructions=instructions,
+                              hypothesis=hypothesis, session_id=self.session_id,
+                              executor=InProcess() if start else None)
+        return RunHandle(self.store, self.session_id, made.run.id)._continued(made.execution, wait)

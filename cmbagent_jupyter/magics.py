@@ -1,21 +1,30 @@
 """`%cmbagent` / `%%cmbagent`: runs, approvals and costs from notebook cells.
 
-A thin layer over the Python API (`cmbagent_jupyter.api`) and the store: a run
-started here executes on the engine's own thread, so the cell returns at once and
-its widget (a `RunView`) keeps updating while other cells run. Errors are one line
-(`cmbagent: error: ...`) on stderr, never a traceback.
+A thin layer over the Python API (`cmbagent_jupyter.api`) and the actions every front
+end shares (`cmbagent_jupyter.actions`): a run started here executes on the engine's
+own thread, so the cell returns at once and its widget (a `RunView`) keeps updating
+while other cells run. Errors are one line (`cmbagent: error: ...`) on stderr, never
+a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shlex
 import sys
 from typing import Any
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from cmbagent_jupyter.core import RUNNING_RUN_STATES
+from cmbagent_jupyter import actions, api
+from cmbagent_jupyter.actions import InProcess
+from cmbagent_jupyter.agents.specs import load_specs
+from cmbagent_jupyter.core import RUNNING_RUN_STATES, HomeError, InvalidInput, StoreError
+from cmbagent_jupyter.widgets import display_run
+
+ACTOR = "notebook"
 
 PROG = "cmbagent"
 
@@ -199,14 +208,9 @@ class CmbagentMagics(Magics):
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _api(self) -> Any:
-        from cmbagent_jupyter import api
-
-        return api
-
     def _run(self, run_id: str | None) -> Any:
         if run_id:
-            return self._api().get_run(run_id, home=self.home)
+            return api.get_run(run_id, home=self.home)
         if self.last_run is None:
             self.last_run = self._latest_run_of_this_process()
         if self.last_run is None:
@@ -215,19 +219,15 @@ class CmbagentMagics(Magics):
 
     def _latest_run_of_this_process(self) -> Any:
         """The newest run this kernel executed (also when started with `session.run(...)`)."""
-        import os
-
         store = self._store()
         runs = [r for s in store.list_sessions() for r in store.session(s.id).list_runs() if r.owner_pid == os.getpid()]
         if not runs:
             return None
         latest = max(runs, key=lambda r: r.created_at)
-        return self._api().get_run(latest.id, home=self.home)
+        return api.get_run(latest.id, home=self.home)
 
     def _store(self) -> Any:
-        from cmbagent_jupyter.api import _store
-
-        return _store(self.home)
+        return api._store(self.home)
 
     # -- subcommands -------------------------------------------------------------------
 
@@ -238,7 +238,7 @@ class CmbagentMagics(Magics):
         settings: dict[str, Any] = {}
         if args.approval_mode:
             settings["approval_mode"] = args.approval_mode
-        session = self._api().open_session(args.session, home=self.home)
+        session = api.open_session(args.session, home=self.home)
         handle = session.run(task, mode=args.mode, model=args.model, scenario=args.scenario,
                              max_parallel=args.max_parallel, plan=args.plan, **settings)
         self.last_run = handle
@@ -252,8 +252,6 @@ class CmbagentMagics(Magics):
         steps = handle.steps()
         cost = sum(r.cost_usd for r in handle.cost(group_by=["run_id"]))
         if args.json:
-            import json
-
             print(json.dumps({"run": run.model_dump(mode="json"), "steps": [s.model_dump(mode="json") for s in steps],
                               "cost_usd": cost}, indent=1))
             return
@@ -268,8 +266,6 @@ class CmbagentMagics(Magics):
                          [[s.number, s.key, s.agent, s.status.value, s.attempts] for s in steps]))
 
     def _cmd_show(self, args: argparse.Namespace) -> Any:
-        from cmbagent_jupyter.widgets import display_run
-
         return display_run(self._run(args.run))
 
     def _cmd_wait(self, args: argparse.Namespace) -> None:
@@ -306,7 +302,6 @@ class CmbagentMagics(Magics):
                      [[a.id, a.run_id, a.kind, a.step_id or "", a.status.value, a.feedback or ""] for a in rows]))
 
     def _resolve(self, args: argparse.Namespace, decision: str) -> None:
-
         approval_id = args.approval
         if not approval_id:
             pending = self._pending(args.run)
@@ -314,10 +309,7 @@ class CmbagentMagics(Magics):
                 raise MagicError(f"{len(pending)} approvals are waiting: name one, e.g. %cmbagent {decision} APPROVAL_ID"
                                  if pending else "no approval is waiting")
             approval_id = pending[0].id
-        store = self._store()
-        found = store.find_approval(approval_id)
-        a = store.session(found.session_id).resolve_approval(approval_id, decision, feedback=args.feedback,
-                                                             actor="notebook")
+        a = actions.decide(self._store(), approval_id, decision, feedback=args.feedback, actor=ACTOR)
         print(f"approval {a.id} ({a.kind}) {a.status.value}" + (f": {a.feedback}" if a.feedback else ""))
 
     def _cmd_approve(self, args: argparse.Namespace) -> None:
@@ -331,15 +323,16 @@ class CmbagentMagics(Magics):
 
     def _cmd_branch(self, args: argparse.Namespace) -> Any:
         parent = self._run(args.run)
-        result = parent.ss.create_branch(parent.id, args.from_step, name=args.name, instructions=args.instructions,
-                                         hypothesis=args.hypothesis, actor="notebook")
-        child = self._api().get_run(result.run.id, home=self.home)
-        kept = ", ".join(str(n) for n in result.kept_steps) or "none"
-        print(f"branch {result.branch_id}: run {child.id} from step {args.from_step} of {parent.id} "
+        made = actions.branch(parent.store, parent.id, args.from_step, actor=ACTOR, name=args.name,
+                              instructions=args.instructions, hypothesis=args.hypothesis, session_id=parent.session_id,
+                              executor=InProcess() if args.start else None)
+        kept = ", ".join(str(n) for n in made.reused_steps) or "none"
+        print(f"branch {made.branch_id}: run {made.run.id} from step {made.from_step} of {parent.id} "
               f"(keeps steps {kept})")
         if not args.start:
             return None
-        child.resume()
+        child = api.get_run(made.run.id, home=self.home)
+        child._execution = made.execution
         self.last_run = child
         return child
 
@@ -359,26 +352,24 @@ class CmbagentMagics(Magics):
 
     def _cmd_cost(self, args: argparse.Namespace) -> None:
         by = [b.strip() for b in args.by.split(",") if b.strip()]
+        store = self._store()
         if args.session:
-            store = self._store()
-            ss = store.session(store.resolve_session(args.session).id)
-            rows = ss.cost_summary(run_id=args.run, group_by=by)
+            report = actions.costs(store, session_id=store.resolve_session(args.session).id, run_id=args.run,
+                                   group_by=by)
             scope = f"session {args.session}"
         else:
             handle = self._run(args.run)
-            rows = handle.cost(group_by=by)
+            report = actions.costs(store, session_id=handle.session_id, run_id=handle.id, group_by=by)
             scope = f"run {handle.id}"
-        total = sum(r.cost_usd for r in rows)
+        rows = report.rows
         tokens = sum(r.total_tokens for r in rows)
-        print(f"{scope}: {_money(total)}, {tokens:,} tokens")
+        print(f"{scope}: {_money(report.total_usd)}, {tokens:,} tokens")
         if rows:
             print(_table([*by, "calls", "prompt", "completion", "cost"],
                          [[*(getattr(r, b) for b in by), r.calls, r.prompt_tokens, r.completion_tokens,
                            _money(r.cost_usd)] for r in rows]))
 
     def _cmd_agents(self, args: argparse.Namespace) -> None:
-        from cmbagent_jupyter.agents.specs import load_specs
-
         specs = load_specs()
         print(_table(["agent", "output", "plan steps", "role"],
                      [[s.name, s.output.value, "yes" if s.step_agent else "", s.role] for s in specs.values()]))
@@ -393,10 +384,6 @@ def _split(line: str) -> list[str]:
 
 def _one_line(exc: BaseException) -> str:
     """The error's own message; the type too when it is not one of the expected ones."""
-    from cmbagent_jupyter.core.home import HomeError
-    from cmbagent_jupyter.core import InvalidInput
-    from cmbagent_jupyter.core import StoreError
-
     text = str(getattr(exc, "message", None) or exc) or type(exc).__name__
     expected = (MagicError, StoreError, InvalidInput, HomeError, ValueError, TimeoutError, OSError)
     if not isinstance(exc, expected):

@@ -157,7 +157,7 @@ def test_planning_and_result_nodes_have_details(store, wire):
     assert w.last("detail")["detail"]["description"].startswith("0 of 2 steps completed")
 
 
-def test_retry_feedback_on_a_failed_run_resets_the_step_with_the_feedback(store, wire):
+def test_retry_feedback_on_a_failed_run_records_the_feedback_and_resets_the_step(store, wire):
     ss, run, steps = planned_run(store, 3)
     ss.transition_step(steps[0].id, "running")
     ss.transition_step(steps[0].id, "completed", outputs={"summary": "ok"})
@@ -177,10 +177,11 @@ def test_retry_feedback_on_a_failed_run_resets_the_step_with_the_feedback(store,
     after = {s.key: s for s in ss.list_steps(run.id)}
     assert after["step_1"].status.value == "completed"
     assert after["step_2"].status.value == "pending" and after["step_3"].status.value == "pending"
-    assert "simulate the map instead of reading it" in after["step_2"].description
+    # the engine gives the recorded feedback to the next attempt (and records it there), not the instructions
+    assert after["step_2"].description == "Sub-task 2"
     record = ss.list_approvals(run_id=run.id, pending_only=False)[-1]
-    assert (record.kind, record.step_id, record.decision, record.feedback) == (
-        "retry_feedback", steps[1].id, "retry", "simulate the map instead of reading it")
+    assert (record.kind, record.step_id, record.decision, record.feedback, record.resolved_by) == (
+        "retry_feedback", steps[1].id, "retry", "simulate the map instead of reading it", "notebook")
 
 
 def test_retry_feedback_answers_an_on_error_gate(store, wire):
@@ -203,7 +204,8 @@ def test_retry_errors_come_back_as_one_line_notices(store, wire):
     w = wire(dag)
     w.click({"type": "retry", "step_id": steps[0].id, "feedback": "x"})
     assert w.last("notice") == {"type": "notice", "level": "error",
-                                "text": "step 1 is pending; only a failed step can be retried"}
+                                "text": "step 1 (step_1) is pending; only a failed step is retried (play from it to "
+                                        "re-run a completed one)"}
     w.click({"type": "retry", "step_id": steps[0].id, "feedback": "  "})
     assert w.last("notice")["text"] == "write some feedback for the next attempt first"
 

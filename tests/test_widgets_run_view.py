@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from fixtures.store import completed_scripted_run, planned_run
 from fixtures.waiting import wait_for
 
@@ -27,6 +29,7 @@ def test_a_run_view_combines_the_parts_on_one_feed(store, wire):
 
 def test_pause_from_the_header_is_a_store_write(store, wire):
     ss, run, _ = planned_run(store, 1)
+    ss.heartbeat(run.id, owner_pid=os.getpid())  # a live process executes it: it pauses at its next step boundary
     view = RunView(run.id, store=store, live=False)
     w = wire(view.header)
     w.click({"type": "control", "action": "pause"})

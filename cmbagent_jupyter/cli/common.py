@@ -12,14 +12,15 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.text import Text
 
+from cmbagent_jupyter.actions import session_for
+from cmbagent_jupyter.core import InvalidInput, StoreError
 from cmbagent_jupyter.core.home import HomeError
-from cmbagent_jupyter.core import InvalidInput
-from cmbagent_jupyter.core import StoreError
 from cmbagent_jupyter.store import StorePort, open_store as _open
 
 console = Console()
 err_console = Console(stderr=True)
 
+CHOOSE_SESSION = "choose one with --session NAME_OR_ID"
 JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
 
 
@@ -54,14 +55,4 @@ def fail_cleanly() -> Iterator[None]:
 
 def resolve_session(store: StorePort, ref: str | None):
     """A session by id or name; without one, the only active session or 'default'."""
-    if ref:
-        return store.resolve_session(ref)
-    sessions = store.list_sessions()
-    if len(sessions) == 1:
-        return sessions[0]
-    for s in sessions:
-        if s.name == "default":
-            return s
-    if not sessions:
-        return store.create_session("default")
-    raise InvalidInput("several sessions exist: choose one with --session NAME_OR_ID")
+    return session_for(store, ref, create=False, choose=CHOOSE_SESSION)

@@ -7,17 +7,20 @@ process whose output goes to the run folder's `resume.log`.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.tree import Tree
 
+from cmbagent_jupyter import actions
+from cmbagent_jupyter.actions import Detached, Execution, InProcess
 from cmbagent_jupyter.cli.common import JSON_OPTION, console, err_console, fail_cleanly, open_store, print_json
+from cmbagent_jupyter.cli.runs import follow_here
 from cmbagent_jupyter.core import ApprovalRequest
+from cmbagent_jupyter.store import StorePort
+
+ACTOR = "cli"
 
 
 def _approval_table(rows: list[ApprovalRequest], names: dict[str, str]) -> Table:
@@ -49,8 +52,7 @@ def approvals(
 
 def _resolve(approval_id: str, decision: str, feedback: Optional[str], as_json: bool) -> None:
     with fail_cleanly(), open_store() as store:
-        found = store.find_approval(approval_id)
-        a = store.session(found.session_id).resolve_approval(approval_id, decision, feedback=feedback, actor="cli")
+        a = actions.decide(store, approval_id, decision, feedback=feedback, actor=ACTOR)
         if as_json:
             print_json(a)
         else:
@@ -91,19 +93,17 @@ def compare(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Steps, outputs and costs of two runs side by side.  Example: cmbagent compare run_... run_..."""
-    from cmbagent_jupyter.engine.compare import compare_runs
-
     with fail_cleanly(), open_store() as store:
-        result = compare_runs(store, run_a, run_b)
+        result = actions.compare_runs(store, run_a, run_b)
         if as_json:
             print_json(result)
             return
         t = Table("step", "agent", f"{run_a[:12]} status", f"{run_b[:12]} status", "same output", "cost A", "cost B")
-        for row in result["steps"]:
-            t.add_row(str(row["number"]), row["agent"], row["a_status"] or "-", row["b_status"] or "-",
-                      "yes" if row["same_output"] else "no", f"${row['a_cost']:.4f}", f"${row['b_cost']:.4f}")
+        for row in result.steps:
+            t.add_row(str(row.number), row.agent, row.a_status or "-", row.b_status or "-",
+                      "yes" if row.same_output else "no", f"${row.a_cost:.4f}", f"${row.b_cost:.4f}")
         console.print(t)
-        console.print(f"total cost: A ${result['a_cost']:.4f}   B ${result['b_cost']:.4f}", highlight=False)
+        console.print(f"total cost: A ${result.a_cost:.4f}   B ${result.b_cost:.4f}", highlight=False)
 
 
 def branches(
@@ -111,22 +111,18 @@ def branches(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """The tree of branches a run belongs to."""
-    from rich.tree import Tree
-
-    from cmbagent_jupyter.engine.compare import branch_tree
-
     with fail_cleanly(), open_store() as store:
-        tree = branch_tree(store, run_id)
+        tree = actions.branch_tree(store, run_id)
         if as_json:
             print_json(tree)
             return
 
-        def add(node: Tree, item: dict) -> None:
-            for child in item["children"]:
-                label = f"{child['run_id']} [{child['status']}] {child['name']} (from step {child['from_step']})"
+        def add(node: Tree, item: actions.BranchNode) -> None:
+            for child in item.children:
+                label = f"{child.run_id} [{child.status}] {child.name} (from step {child.from_step})"
                 add(node.add(label), child)
 
-        root = Tree(f"{tree['run_id']} [{tree['status']}] {tree['task'][:60]}")
+        root = Tree(f"{tree.run_id} [{tree.status}] {tree.task[:60]}")
         add(root, tree)
         console.print(root)
 
@@ -135,44 +131,22 @@ WAIT_OPTION = typer.Option(False, "--wait/--no-wait", help="Run here and follow 
                                                          "detached `cmbagent resume` and return).")
 
 
-def _continue(store: Any, handle: Any, *, wait: bool, as_json: bool, what: str) -> None:
-    """Resume the run here (followed live) or in a detached process."""
-    from cmbagent_jupyter.cli.runs import _execute_here
-    from cmbagent_jupyter.llm.providers import resolve_model
+def _executor(store: StorePort, wait: bool) -> InProcess | Detached:
+    """Here, followed live (--wait), or in a detached `cmbagent resume` process."""
+    return InProcess(store) if wait else Detached(store.home)
 
-    run = handle.status()
-    if wait:
-        choice = resolve_model(run.model, home=store.home)
-        (err_console if as_json else console).print(f"{what}; running run {run.id} here", highlight=False)
-        _execute_here(store, handle, choice, max_parallel=None, as_json=as_json)
+
+def _continued(store: StorePort, execution: Execution, *, as_json: bool, what: str) -> None:
+    """Say where the run goes on; follow it when it goes on here."""
+    if execution.where == "here":
+        (err_console if as_json else console).print(f"{what}; running run {execution.run_id} here", highlight=False)
+        follow_here(store, execution, as_json=as_json)
         return
-    pid = start_detached_resume(store.home, run.id, Path(run.path))
     if as_json:
-        print_json({"run_id": run.id, "resumed_by_pid": pid, "log": str(Path(run.path) / "resume.log")})
+        print_json({"run_id": execution.run_id, "resumed_by_pid": execution.pid, "log": execution.log})
     else:
-        console.print(f"{what}; run {run.id} continues in process {pid} (log: {Path(run.path) / 'resume.log'}); "
-                      f"follow it with: cmbagent status {run.id}", highlight=False, soft_wrap=True)
-
-
-def start_detached_resume(home: Path, run_id: str, run_path: Path) -> int:
-    """`cmbagent resume RUN_ID` in its own session, so it outlives this command."""
-    log = open(run_path / "resume.log", "ab")
-    code = "import sys; from cmbagent_jupyter.cli import main; sys.exit(main())"
-    env = {**os.environ, "CMBAGENT_HOME": str(home)}
-    try:
-        proc = subprocess.Popen([sys.executable, "-c", code, "resume", run_id], stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                cwd=str(run_path))
-    finally:
-        log.close()
-    return proc.pid
-
-
-def _handle_of_step(store: Any, step_id: str) -> tuple[Any, Any]:
-    from cmbagent_jupyter.api import RunHandle
-
-    step = store.find_step(step_id)
-    return RunHandle(store, step.session_id, step.run_id), step
+        console.print(f"{what}; run {execution.run_id} continues in process {execution.pid} (log: {execution.log}); "
+                      f"follow it with: cmbagent status {execution.run_id}", highlight=False, soft_wrap=True)
 
 
 def retry(
@@ -184,18 +158,18 @@ def retry(
     """Retry a failed step with your feedback; its next attempt also sees the earlier errors.
     Example: cmbagent retry step_0123456789abcdef --feedback "simulate the map instead of reading it" """
     with fail_cleanly(), open_store() as store:
-        handle, step = _handle_of_step(store, step_id)
-        waiting = any(a.step_id == step.id and "retry" in a.options for a in handle.approvals())
-        handle.retry(step.id, feedback, start=False, actor="cli")
-        if waiting:
+        step = store.find_step(step_id)
+        out = actions.retry_step(store, step.run_id, step.id, feedback, actor=ACTOR, session_id=step.session_id,
+                                 executor=_executor(store, wait))
+        if out.answered_gate:
             if as_json:
-                print_json({"run_id": handle.id, "step_id": step.id, "answered_gate": True})
+                print_json({"run_id": out.run_id, "step_id": step.id, "answered_gate": True})
             else:
                 console.print(f"step {step.number} ({step.key}) will be retried with your feedback by the waiting run",
                               highlight=False)
             return
-        _continue(store, handle, wait=wait, as_json=as_json,
-                  what=f"feedback recorded for step {step.number} ({step.key})")
+        _continued(store, out.execution, as_json=as_json,
+                   what=f"feedback recorded for step {step.number} ({step.key})")
 
 
 def play_from(
@@ -207,11 +181,11 @@ def play_from(
     """Re-run a step and exactly what depends on it, in place; other steps keep their results.
     Example: cmbagent play-from step_0123456789abcdef --instructions "use 50 bins" --wait"""
     with fail_cleanly(), open_store() as store:
-        handle, step = _handle_of_step(store, step_id)
-        handle.play_from(step.id, instructions, start=False, actor="cli")
-        reset = [s.key for s in handle.steps() if s.status.value == "pending"]
-        _continue(store, handle, wait=wait, as_json=as_json,
-                  what=f"replaying from step {step.number} ({step.key}): {', '.join(reset)} reset")
+        step = store.find_step(step_id)
+        out = actions.play_from(store, step.run_id, step.id, instructions, actor=ACTOR, session_id=step.session_id,
+                                executor=_executor(store, wait))
+        _continued(store, out.execution, as_json=as_json,
+                   what=f"replaying from step {step.number} ({step.key}): {', '.join(out.reset)} reset")
 
 
 def branch(
@@ -226,17 +200,13 @@ def branch(
 ) -> None:
     """A new run that keeps the steps before --from-step and executes from there.
     Example: cmbagent branch run_... --from-step 4 --name "fine bins" --instructions "use 50 bins" --wait"""
-    from cmbagent_jupyter.api import RunHandle
-
     with fail_cleanly(), open_store() as store:
-        run = store.find_run(run_id)
-        parent = RunHandle(store, run.session_id, run.id)
-        child = parent.branch(from_step, name=name, instructions=instructions, hypothesis=hypothesis, start=False,
-                              actor="cli")
-        kept = [s.number for s in child.steps() if s.status.value == "completed"]
+        out = actions.branch(store, run_id, from_step, actor=ACTOR, name=name, instructions=instructions,
+                             hypothesis=hypothesis, executor=_executor(store, wait))
+        kept = out.reused_steps or "none"
         (err_console if as_json else console).print(
-            f"branch {child.id} of {run.id} from step {from_step}; kept steps {kept or 'none'}", highlight=False)
-        _continue(store, child, wait=wait, as_json=as_json, what=f"branch {child.id} created")
+            f"branch {out.run.id} of {out.parent_run_id} from step {from_step}; kept steps {kept}", highlight=False)
+        _continued(store, out.execution, as_json=as_json, what=f"branch {out.run.id} created")
 
 
 def register(app: typer.Typer) -> None:

@@ -19,12 +19,24 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from cmbagent_jupyter.cli.common import JSON_OPTION, console, err_console, fail_cleanly, open_store, print_json
+from cmbagent_jupyter import actions
+from cmbagent_jupyter.actions import Execution, InProcess
+from cmbagent_jupyter.cli.common import (
+    CHOOSE_SESSION,
+    JSON_OPTION,
+    console,
+    err_console,
+    fail_cleanly,
+    open_store,
+    print_json,
+)
 from cmbagent_jupyter.core import CostRow, RunStatus
+from cmbagent_jupyter.engine.liveness import liveness
 
 STATUS_STYLE = {"completed": "green", "running": "yellow", "failed": "red", "pending": "dim", "cancelled": "red",
                 "paused": "cyan", "interrupted": "magenta", "executing": "yellow", "planning": "yellow",
                 "stalled": "bold magenta", "orphaned": "bold magenta"}
+ACTOR = "cli"
 EXIT_CODES = {RunStatus.completed: 0, RunStatus.paused: 0, RunStatus.failed: 1, RunStatus.cancelled: 1,
               RunStatus.interrupted: 3}
 
@@ -36,17 +48,7 @@ def _styled(status: str) -> str:
 
 def _session(store: Any, ref: str | None):
     """A session by id or name, created when a new name is given; none given: the default one."""
-    from cmbagent_jupyter.cli.common import resolve_session
-    from cmbagent_jupyter.core import NotFound
-
-    if not ref:
-        return resolve_session(store, None)
-    try:
-        return store.resolve_session(ref)
-    except NotFound:
-        if ref.startswith("ses_"):
-            raise
-        return store.create_session(ref)
+    return actions.session_for(store, ref, create=True, choose=CHOOSE_SESSION)
 
 
 # ---------------------------------------------------------------- live display
@@ -171,14 +173,12 @@ def _dag_text(dag: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- executing here
 
 
-def _execute_here(store: Any, handle: Any, choice: Any, *, max_parallel: int | None, as_json: bool) -> None:
-    """Run (or resume) `handle` in this process, following it live, with signals turned into interrupts."""
-    from cmbagent_jupyter.engine.loop import EngineLoop
-    from cmbagent_jupyter.engine.runner import RunEngine
-
-    ss = handle.ss
-    engine = RunEngine(store, handle.status(), model=choice, max_parallel=max_parallel)
-    monitor = None if as_json else RunMonitor(ss, handle.id, live=console.is_terminal)
+def follow_here(store: Any, execution: Execution, *, as_json: bool) -> None:
+    """Follow a run executing in this process to its end, live, with SIGINT/SIGTERM turned into
+    interrupts (emergency checkpoint, run interrupted); exits with the run's outcome."""
+    engine = execution.engine
+    monitor = None if as_json else RunMonitor(store.session(engine.run.session_id), execution.run_id,
+                                              live=console.is_terminal)
     received: list[int] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -190,14 +190,13 @@ def _execute_here(store: Any, handle: Any, choice: Any, *, max_parallel: int | N
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     done = threading.Event()
-    future = EngineLoop.get().submit(engine.execute())
-    future.add_done_callback(lambda _f: done.set())
+    execution.future.add_done_callback(lambda _f: done.set())
     try:
         if monitor is not None:
             monitor.follow(done)
         else:
             done.wait()
-        run = future.result()
+        run = execution.future.result()
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -293,22 +292,19 @@ def run_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Run a task and follow it live.  Example: cmbagent run "Fit a toy CMB power spectrum" --max-parallel 4"""
-    from cmbagent_jupyter.api import RunHandle, create_run
-
     with fail_cleanly(), open_store() as store:
         s = _session(store, session)
-        run, choice = create_run(store.session(s.id), task, mode=mode, model=model, max_parallel=max_parallel, scenario=scenario,
-                                 plan=plan, record=record, checkpoint_interval_s=checkpoint_interval, agent=agent,
-                                 n_plan_reviews=n_plan_reviews, max_plan_steps=max_plan_steps,
-                                 max_n_attempts=max_n_attempts, approval_mode=approval_mode,
-                                 approval_steps=[x.strip() for x in approval_steps.split(",") if x.strip()]
-                                 if approval_steps else None,
-                                 approval_timeout_s=approval_timeout, approval_default_action=approval_default)
+        started = actions.start_run(
+            store, s.id, task, executor=InProcess(store), actor=ACTOR, mode=mode, model=model,
+            max_parallel=max_parallel, scenario=scenario, plan=plan, record=record,
+            checkpoint_interval_s=checkpoint_interval, agent=agent, n_plan_reviews=n_plan_reviews,
+            max_plan_steps=max_plan_steps, max_n_attempts=max_n_attempts, approval_mode=approval_mode,
+            approval_steps=[x.strip() for x in approval_steps.split(",") if x.strip()] if approval_steps else None,
+            approval_timeout_s=approval_timeout, approval_default_action=approval_default)
         out = err_console if as_json else console
-        out.print(f"[bold]{choice.announcement}[/]", highlight=False)
-        out.print(f"run {run.id} in session {s.name} ({s.id}), mode {run.mode.value}", highlight=False)
-        handle = RunHandle(store, s.id, run.id)
-        _execute_here(store, handle, choice, max_parallel=None, as_json=as_json)
+        out.print(f"[bold]{started.announcement}[/]", highlight=False)
+        out.print(f"run {started.run.id} in session {s.name} ({s.id}), mode {started.run.mode.value}", highlight=False)
+        follow_here(store, started.execution, as_json=as_json)
 
 
 def resume_cmd(
@@ -319,20 +315,13 @@ def resume_cmd(
 ) -> None:
     """Continue a paused, interrupted, failed or stalled run here, from its last checkpoint.
     Example: cmbagent resume run_0123456789abcdef0123"""
-    from cmbagent_jupyter.api import RunHandle
-    from cmbagent_jupyter.engine.liveness import check_resumable
-    from cmbagent_jupyter.llm.providers import resolve_model
-
     with fail_cleanly(), open_store() as store:
-        run = store.find_run(run_id)
-        live = check_resumable(run)
-        choice = resolve_model(model or run.model, home=store.home)
+        resumed = actions.resume(store, run_id, executor=InProcess(store), model=model, max_parallel=max_parallel)
         out = err_console if as_json else console
-        out.print(f"[bold]{choice.announcement}[/]", highlight=False)
-        done = sum(s.status.value == "completed" for s in store.session(run.session_id).list_steps(run.id))
-        out.print(f"resuming run {run.id} ({live.describe()}); {done} step(s) already completed", highlight=False)
-        _execute_here(store, RunHandle(store, run.session_id, run.id), choice, max_parallel=max_parallel,
-                      as_json=as_json)
+        out.print(f"[bold]{resumed.announcement}[/]", highlight=False)
+        out.print(f"resuming run {resumed.run.id} ({resumed.described}); {resumed.steps_completed} step(s) already "
+                  f"completed", highlight=False)
+        follow_here(store, resumed.execution, as_json=as_json)
 
 
 def status_cmd(
@@ -343,8 +332,6 @@ def status_cmd(
 ) -> None:
     """Runs and how they stand: stalled runs (owner gone) are marked resumable.
     Example: cmbagent status --session "Project X" """
-    from cmbagent_jupyter.engine.liveness import liveness
-
     with fail_cleanly(), open_store() as store:
         if run_id:
             _run_status(store, run_id, as_json)
@@ -372,8 +359,6 @@ def status_cmd(
 
 
 def _run_status(store: Any, run_id: str, as_json: bool) -> None:
-    from cmbagent_jupyter.engine.liveness import liveness
-
     run = store.find_run(run_id)
     ss = store.session(run.session_id)
     steps = ss.list_steps(run.id)
@@ -400,11 +385,8 @@ def _run_status(store: Any, run_id: str, as_json: bool) -> None:
 
 def pause_cmd(run_id: str = typer.Argument(..., help="The run to pause."), as_json: bool = JSON_OPTION) -> None:
     """Pause a run at its next step boundary (steps in flight finish first).  Example: cmbagent pause run_..."""
-    from cmbagent_jupyter.api import get_run
-
     with fail_cleanly(), open_store() as store:
-        handle = get_run(run_id, home=store.home)
-        run = handle.pause()
+        run = actions.pause(store, run_id, actor=ACTOR)
         if as_json:
             print_json(run)
         elif run.status == RunStatus.paused:
@@ -417,10 +399,8 @@ def pause_cmd(run_id: str = typer.Argument(..., help="The run to pause."), as_js
 
 def cancel_cmd(run_id: str = typer.Argument(..., help="The run to cancel."), as_json: bool = JSON_OPTION) -> None:
     """Cancel a run: its running steps are stopped and it cannot be resumed.  Example: cmbagent cancel run_..."""
-    from cmbagent_jupyter.api import get_run
-
     with fail_cleanly(), open_store() as store:
-        run = get_run(run_id, home=store.home).cancel()
+        run = actions.cancel(store, run_id, actor=ACTOR)
         if as_json:
             print_json(run)
         else:
@@ -437,20 +417,14 @@ def cost_cmd(
     """Tokens and dollars per agent and model (CMBAgent's cost table).  Example: cmbagent cost --run run_..."""
     keys = tuple(k.strip() for k in by.split(",") if k.strip())
     with fail_cleanly(), open_store() as store:
-        if run:
-            r = store.find_run(run)
-            rows = store.session(r.session_id).cost_summary(run_id=r.id, group_by=list(keys))
-        elif session:
-            rows = store.session(store.resolve_session(session).id).cost_summary(group_by=list(keys))
-        else:
-            rows = store.cost_summary(group_by=list(keys))
+        session_id = store.resolve_session(session).id if session and not run else None
+        report = actions.costs(store, session_id=session_id, run_id=run, group_by=list(keys))
         if as_json:
-            print_json(rows)
+            print_json(report.rows)
             return
-        console.print(_cost_table(rows, title="cost", keys=keys))
-        unpriced = sorted({str(r.model) for r in rows if not r.priced})
-        if unpriced:
-            err_console.print(f"[yellow]warning:[/] no price known for {', '.join(unpriced)}: recorded at $0",
+        console.print(_cost_table(report.rows, title="cost", keys=keys))
+        if report.unpriced:
+            err_console.print(f"[yellow]warning:[/] no price known for {', '.join(report.unpriced)}: recorded at $0",
                               highlight=False)
 
 

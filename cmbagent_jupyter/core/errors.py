@@ -43,6 +43,11 @@ class QuotaExceeded(StoreError):
     code = "quota_exceeded"
 
 
+class StateConflict(Conflict, InvalidInput):
+    """A well-formed request that the record's current state refuses (a run that cannot resume
+    now, a step that did not fail): a conflict to a REST client, bad input to a Python caller."""
+
+
 class StoreCorrupted(StoreError):
     code = "corrupted"
 

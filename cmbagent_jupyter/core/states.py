@@ -196,6 +196,8 @@ APPROVAL_DECISIONS = ("approve", "reject", "modify", "retry", "skip", "abort")
 DEFAULT_APPROVAL_OPTIONS = ("approve", "reject", "modify")
 # a decision that asks for a change must say what to change
 DECISIONS_NEEDING_FEEDBACK = frozenset({"reject", "modify"})
+# the durable record of feedback given to a failed step for its next attempt (resolved `retry`)
+RETRY_FEEDBACK_KIND = "retry_feedback"
 
 
 def approval_status_of(decision: str) -> "ApprovalStatus":

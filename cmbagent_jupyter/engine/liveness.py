@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 
 from cmbagent_jupyter.core.states import ACTIVE_RUN_STATES, RESUMABLE_RUN_STATES
-from cmbagent_jupyter.core import InvalidInput, RunStatus, utcnow
+from cmbagent_jupyter.core import RunStatus, utcnow
 
 DEFAULT_HEARTBEAT_S = 5.0
 STALL_AFTER_S = 30.0
@@ -66,15 +66,3 @@ def liveness(run: Any, *, stall_after_s: float = STALL_AFTER_S, now: datetime | 
         stalled = age is None or age > stall_after_s
         return Liveness("stalled" if stalled else "orphaned", True, age, False)
     return Liveness(status.value, status in RESUMABLE_RUN_STATES, age, alive)
-
-
-def check_resumable(run: Any) -> Liveness:
-    """Refuse, with the reason, a run that another process is executing or that cannot go on."""
-    live = liveness(run)
-    if live.state == "running":
-        raise InvalidInput(f"run {run.id} is {run.status.value} in process {run.owner_pid}; pause it there or "
-                           f"wait for it to stop")
-    if not live.resumable and run.status != RunStatus.draft:
-        raise InvalidInput(f"run {run.id} is {run.status.value}; only a paused, interrupted, failed or stalled "
-                           f"run can be resumed")
-    return live

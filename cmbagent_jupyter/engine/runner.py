@@ -26,11 +26,12 @@ from cmbagent_jupyter.cost.recorder import CallUsage, CostRecorder
 from cmbagent_jupyter.store.checkpoint_files import CheckpointFiles, StepJournal
 from cmbagent_jupyter.engine.context import base_context, run_context, step_context
 from cmbagent_jupyter.engine.approvals import ApprovalMode
-from cmbagent_jupyter.engine.dag import Plan, PlanDAG, PlanError, plan_from_data
+from cmbagent_jupyter.engine.dag import Plan, PlanDAG, PlanError
 from cmbagent_jupyter.engine.gates import RunGates, feedback_of, policy_of
 from cmbagent_jupyter.engine.ledger import RunSignal, StepLedger, replay_journal
 from cmbagent_jupyter.engine.liveness import owner_alive
 from cmbagent_jupyter.engine.planning import PlanningFailed, PlanningPhase
+from cmbagent_jupyter.engine.plans import given_plan, plan_agents, plan_request
 from cmbagent_jupyter.engine.scheduler import DagScheduler, ScheduleOutcome, StepFailed, StopRequest
 from cmbagent_jupyter.engine.settings import RunSettings
 from cmbagent_jupyter.core.states import ACTIVE_RUN_STATES
@@ -50,7 +51,6 @@ from cmbagent_jupyter.core import (
     Session,
     Step,
     StepStatus,
-    new_id,
 )
 from cmbagent_jupyter.core.errors import Conflict
 from cmbagent_jupyter.store.port import Claimed, NewEvent, SessionPort, StorePort
@@ -261,7 +261,7 @@ class RunEngine:
         return session, run, draft.steps
 
     def _given_plan(self, run: Run) -> Plan:
-        extra = _plan_agents(self.settings.plan) if self.custom_step_runner is not None else ()
+        extra = plan_agents(self.settings.plan) if self.custom_step_runner is not None else ()
         return given_plan(run.mode, self.settings, task=run.task, extra_agents=extra)
 
     def _stored_plan(self, run: Run, steps: list[Step]) -> Plan | None:
@@ -552,32 +552,3 @@ class _JournaledGates(RunGates):
 
 def _no_context(outputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {}
-
-
-def given_plan(mode: RunMode, settings: RunSettings, *, task: str, extra_agents: Any = ()) -> Plan:
-    """The plan of a run that is not planned by the agents: its one step (one_shot) or the plan given (control)."""
-    agents = step_agents()
-    if mode == RunMode.one_shot:
-        if settings.agent not in agents:
-            raise InvalidInput(f"one_shot agent must be one of {', '.join(agents)}, not {settings.agent!r}")
-        return plan_from_data({"sub_tasks": [{"key": "step_1", "sub_task": task, "sub_task_agent": settings.agent}]},
-                              agents=agents)
-    if settings.plan is None:
-        raise InvalidInput("a control run needs a plan: pass plan=... (CMBAgent plan JSON)")
-    return plan_from_data(settings.plan, agents=sorted({*agents, *extra_agents}))
-
-
-def plan_request(plan: Plan, *, plans: list[Any] | None = None, reviews: list[str] | None = None) -> dict[str, Any]:
-    """What `engine.plan_ready` takes to store a plan: its steps (with ids chosen here), the
-    run's config additions, the DAG and its Mermaid text."""
-    dag = PlanDAG.of(plan)
-    config: dict[str, Any] = {"final_plan": plan.to_json(), "plan_levels": dag.levels()}
-    if plans is not None:
-        config.update(plans=plans, reviews=reviews or [])
-    return {"steps": [{**s.to_store(), "id": new_id("step")} for s in plan.sub_tasks], "config": config,
-            "dag": dag.to_json(), "mermaid": dag.to_mermaid(), "return_steps": False}
-
-
-def _plan_agents(plan: Any) -> set[str]:
-    items = plan.get("sub_tasks", plan.get("steps", [])) if isinstance(plan, dict) else plan
-    return {str(i.get("sub_task_agent") or i.get("agent")) for i in items or [] if isinstance(i, dict)}

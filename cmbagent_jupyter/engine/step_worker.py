@@ -40,13 +40,12 @@ from cmbagent_jupyter.engine.retry import (
 from cmbagent_jupyter.engine.scheduler import StepFailed
 from cmbagent_jupyter.engine.settings import RunSettings
 from cmbagent_jupyter.llm.scope import SCOPE_KEY, ModelScope
-from cmbagent_jupyter.core import Step
+from cmbagent_jupyter.core import RETRY_FEEDBACK_KIND, Step
 from cmbagent_jupyter.store.port import SessionPort
 
 log = logging.getLogger("cmbagent.engine")
 
 AfterTurn = Callable[[ModelScope, Any], Awaitable[None]]
-RETRY_FEEDBACK_KIND = "retry_feedback"
 
 
 class AttemptLog:

@@ -11,10 +11,10 @@ REST (JSON; errors are `{"message", "reason"}` with 400, 403, 404, 409, 413, 429
     POST   sessions                        {name, quotas?}                  -> 201
     GET    sessions/{id}                   session, usage, runs
     DELETE sessions/{id}                   -> status deleted (409 with active runs)
-    POST   workflows/{id}/pause            {session_id}                     (run.request_pause)
+    POST   workflows/{id}/pause            {session_id}  at the next step boundary (at once if its process is gone)
     POST   workflows/{id}/resume           {session_id}  spawns `cmbagent resume ID` -> 202
     GET    workflows/{id}/status?session_id=   run, steps, pending approvals, DAG
-    POST   workflows/{id}/branch           {session_id, from_step, name?, instructions?, hypothesis?} -> 201
+    POST   workflows/{id}/branch           {session_id, from_step, name?, instructions?, hypothesis?} -> 201 (paused)
     GET    approvals/pending[?session_id=]
     POST   approvals/{id}/approve|reject   {session_id, feedback}           (actor "jupyterlab")
     POST   approvals/{id}/resolve          {session_id, decision, feedback} any of the gate's options
@@ -24,7 +24,9 @@ REST (JSON; errors are `{"message", "reason"}` with 400, 403, 404, 409, 413, 429
     GET    agents;  POST agents/reload
 
 A run, step or approval is only found in the session the request names (query
-`session_id` or body), so another session's ids are 404.
+`session_id` or body), so another session's ids are 404. Every endpoint that acts on a
+run is a call of `cmbagent_jupyter.actions`, the same as the CLI, the magics and the
+widgets make.
 
 WebSocket `events?session_id=&run_id=&since=`: a `connected` frame with the state
 (sessions, runs, pending approvals, and the run's steps and DAG if `run_id`), then the

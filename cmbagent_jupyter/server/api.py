@@ -12,13 +12,12 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from cmbagent_jupyter.core.states import ACTIVE_RUN_STATES, RESUMABLE_RUN_STATES
+from cmbagent_jupyter import actions
+from cmbagent_jupyter.actions import Detached
 from cmbagent_jupyter.core import Quotas
 from cmbagent_jupyter.core.graph import RunGraph, run_graph
 from cmbagent_jupyter.server.bodies import CreateBranch, CreateSession
 from cmbagent_jupyter.server.errors import ApiError
-from cmbagent_jupyter.server.resume import ResumeLauncher
-from cmbagent_jupyter.core import Conflict, QuotaExceeded
 from cmbagent_jupyter.store import StorePort, Subscription, open_store
 
 ACTOR = "jupyterlab"
@@ -29,7 +28,8 @@ class ServerAPI:
                  store: StorePort | None = None):
         self.store = store or open_store(home)
         self.home: Path = self.store.home
-        self.launcher = ResumeLauncher(self.home, resume_command)
+        # a resumed run outlives the request and the server: `cmbagent resume` in a process of its own
+        self.launcher = Detached(self.home, resume_command, log_dir=self.home / "logs")
         self._warm: threading.Thread | None = None
 
     def start_store(self) -> None:
@@ -80,35 +80,20 @@ class ServerAPI:
                 "dag": _json(run_graph(run, steps, approvals))}
 
     def pause_run(self, session_id: str, run_id: str) -> dict[str, Any]:
-        return _json(self.store.session(session_id).request_pause(run_id))
+        return _json(actions.pause(self.store, run_id, session_id=session_id, actor=ACTOR))
 
     def resume_run(self, session_id: str, run_id: str) -> dict[str, Any]:
         """Start `cmbagent resume RUN_ID` for a run that can resume, if its session may run it."""
-        run = self.store.session(session_id).get_run(run_id)
-        if run.status not in RESUMABLE_RUN_STATES:
-            raise Conflict(f"run {run_id} is {run.status.value!r}; only "
-                           f"{', '.join(sorted(s.value for s in RESUMABLE_RUN_STATES))} runs resume")
-        if run.status not in ACTIVE_RUN_STATES:
-            self._check_room(session_id)
-        launched = self.launcher.launch(run_id, session_id)
+        resumed = actions.resume(self.store, run_id, executor=self.launcher, session_id=session_id)
+        launched = resumed.execution
         return {"run_id": run_id, "session_id": session_id, "status": "resuming", "pid": launched.pid,
                 "command": launched.command, "log": launched.log}
 
-    def _check_room(self, session_id: str) -> None:
-        """Refuse early what the resumed process would be refused by the store anyway."""
-        ss = self.store.session(session_id)
-        quotas, usage = ss.info().quotas, ss.usage()
-        if usage.active_runs >= quotas.max_concurrent_runs:
-            raise QuotaExceeded(f"quota max_concurrent_runs reached: session {session_id} has {usage.active_runs} "
-                                f"active run(s) of {quotas.max_concurrent_runs} allowed; pause or finish one first")
-        if usage.cost_usd >= quotas.max_cost_usd:
-            raise QuotaExceeded(f"quota max_cost_usd reached: session {session_id} has spent "
-                                f"${usage.cost_usd:.4f} of ${quotas.max_cost_usd:.2f}")
-
     def branch_run(self, session_id: str, run_id: str, body: CreateBranch) -> dict[str, Any]:
-        return _json(self.store.session(session_id).create_branch(
-            run_id, body.from_step, name=body.name, instructions=body.instructions, hypothesis=body.hypothesis,
-            actor=ACTOR))
+        """A branch ready to run (paused): resuming it is the client's next request."""
+        made = actions.branch(self.store, run_id, body.from_step, actor=ACTOR, name=body.name,
+                              instructions=body.instructions, hypothesis=body.hypothesis, session_id=session_id)
+        return made.model_dump(mode="json", exclude={"execution"})
 
     # ------------------------------------------------------------ approvals
 
@@ -121,25 +106,18 @@ class ServerAPI:
 
     def resolve_approval(self, session_id: str, approval_id: str, decision: str,
                          feedback: str | None) -> dict[str, Any]:
-        return _json(self.store.session(session_id).resolve_approval(approval_id, decision, feedback=feedback,
-                                                                     actor=ACTOR))
+        return _json(actions.decide(self.store, approval_id, decision, feedback=feedback, actor=ACTOR,
+                                    session_id=session_id))
 
     # ------------------------------------------------------------ costs and metrics
 
     def cost_summary(self, session_id: str, run_id: str | None, group_by: list[str] | None) -> dict[str, Any]:
-        ss = self.store.session(session_id)
-        ss.info()
-        if run_id is not None:
-            ss.get_run(run_id)
-        rows = ss.cost_summary(run_id=run_id, group_by=group_by)
-        return {"session_id": session_id, "run_id": run_id, "rows": _json(rows),
-                "total_usd": sum(r.cost_usd for r in rows)}
+        report = actions.costs(self.store, session_id=session_id, run_id=run_id, group_by=group_by)
+        return report.model_dump(mode="json", include={"session_id", "run_id", "rows", "total_usd"})
 
     def cost_by_session(self) -> dict[str, Any]:
-        rows = self.store.cost_summary(group_by=["session_id"])
-        names = {s.id: s.name for s in self.store.list_sessions(include_archived=True)}
-        rows = [{**_json(r), "name": names[r.session_id]} for r in rows if r.session_id in names]
-        return {"rows": rows, "total_usd": sum(r["cost_usd"] for r in rows)}
+        rows = actions.cost_by_session(self.store)
+        return {"rows": _json(rows), "total_usd": sum(r.cost_usd for r in rows)}
 
     def workflow_metrics(self, session_id: str | None) -> dict[str, Any]:
         return {"sessions": _json(self.store.session_metrics(session_id))}

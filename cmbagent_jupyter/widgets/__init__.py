@@ -23,8 +23,8 @@ __all__ = [
 
 
 def display_run(handle, **kwargs) -> RunView:
-    """The `RunView` of a run handle (`cmbagent_jupyter.api.RunHandle`), wired to its
-    pause / resume / cancel; the same view is reused each time the handle is shown."""
+    """The `RunView` of a run handle (`cmbagent_jupyter.api.RunHandle`, or anything with the
+    run's id and store); the same view is reused each time the handle is shown."""
     view = getattr(handle, "_run_view", None)
     if view is None or view.comm is None:
         run_id = getattr(handle, "run_id", None) or handle.id

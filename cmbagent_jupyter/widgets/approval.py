@@ -7,10 +7,10 @@ from typing import Any
 
 import traitlets
 
+from cmbagent_jupyter import actions
 from cmbagent_jupyter.core import ApprovalRequest, Step
 from cmbagent_jupyter.core.views import ApprovalCard
 from cmbagent_jupyter.widgets.base import FeedWidget, bundle_path
-from cmbagent_jupyter.widgets.control import resolve_approval
 from cmbagent_jupyter.widgets.details import plan_items
 
 KIND_TITLES = {
@@ -48,9 +48,12 @@ def approval_card(a: ApprovalRequest, steps: list[Step]) -> dict[str, Any]:
     ).model_dump(mode="json")
 
 
+ACTOR = "notebook"
+
+
 class ApprovalWidget(FeedWidget):
-    """Pending approvals of a run as cards; a click resolves one through the store
-    (`approval.resolve`), from this kernel, while the run waits in its own thread."""
+    """Pending approvals of a run as cards; a click decides one (`actions.decide`, a store
+    write), from this kernel, while the run waits in its own thread or process."""
 
     _esm = bundle_path("approval")
     approvals = traitlets.List(traitlets.Dict()).tag(sync=True)
@@ -74,8 +77,11 @@ class ApprovalWidget(FeedWidget):
         """Resolve an approval as a click would; the card updates from the store."""
         if self.feed is None:
             raise ValueError("this approval card is not following a run")
-        result = resolve_approval(self.feed, approval_id, decision, feedback)
-        self.update_from_feed(self.feed, [], frozenset({"approvals"}))
+        feed = self.feed
+        result = actions.decide(feed.store, approval_id, decision, feedback=feedback, actor=ACTOR,
+                                session_id=feed.session.session_id, run_id=feed.run_id)
+        feed.refresh({"approvals", "run"})
+        self.update_from_feed(feed, [], frozenset({"approvals"}))
         return result
 
     def _on_resolve(self, msg: dict[str, Any]) -> None:

@@ -9,11 +9,15 @@ from typing import Any
 
 import traitlets
 
+from cmbagent_jupyter import actions
+from cmbagent_jupyter.actions import Executor
 from cmbagent_jupyter.core.graph import END, PLANNING, run_graph
 from cmbagent_jupyter.widgets.base import FeedWidget, bundle_path
 from cmbagent_jupyter.widgets.details import end_detail, planning_detail, step_detail
 
 NodeClickCallback = Callable[[str], Any]
+ACTOR = "notebook"
+
 
 class DagWidget(FeedWidget):
     """A run's plan graph, live, with a detail view per node (output, attempts, code,
@@ -23,6 +27,9 @@ class DagWidget(FeedWidget):
     whatever `graph` is set to ({"nodes": [{id, label, status}], "edges": [{source,
     target}]}). A click in the browser arrives as {"type": "node_click", "id": ...}:
     the node becomes `selected` and its detail is sent as {"type": "detail", ...}.
+
+    Feedback on a failed step retries it (`actions.retry_step`); `executor` is how the run
+    then continues (`RunView` continues it in this kernel; none: it waits for a resume).
     """
 
     _esm = bundle_path("dag")
@@ -32,10 +39,10 @@ class DagWidget(FeedWidget):
 
     _handlers = {"node_click": "_on_node_click", "retry": "_on_retry"}
 
-    def __init__(self, run_id: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, run_id: str | None = None, *, executor: Executor | None = None, **kwargs: Any) -> None:
         self._node_click_callbacks: list[NodeClickCallback] = []
         self._detail_key: str | None = None
-        self.retry_handler: Callable[[str, str], str] | None = None
+        self.executor = executor
         super().__init__(run_id, **kwargs)
 
     # -- state from the feed ------------------------------------------------------
@@ -125,14 +132,23 @@ class DagWidget(FeedWidget):
         for callback in list(self._node_click_callbacks):
             callback(node_id)
 
+    def retry(self, step_id: str, feedback: str) -> str:
+        """Retry a failed step with feedback, as the detail's feedback box does; says what happened."""
+        feed = self.feed
+        if feed is None:
+            raise ValueError("this DAG is not following a run")
+        out = actions.retry_step(feed.store, feed.run_id, step_id, feedback, actor=ACTOR,
+                                 session_id=feed.session.session_id, executor=self.executor)
+        feed.refresh({"steps", "approvals", "run"})
+        number = out.step.number
+        if out.answered_gate:
+            return f"step {number} will be retried with your feedback"
+        if out.execution is None:
+            return f"feedback saved for step {number}; it is pending again: resume run {feed.run_id} to retry it"
+        return f"step {number} will be retried with your feedback (run {feed.run_id} resumed)"
+
     def _on_retry(self, msg: dict[str, Any]) -> None:
-        step_id = str(msg.get("step_id") or "")
         feedback = str(msg.get("feedback") or "").strip()
         if not feedback:
             raise ValueError("write some feedback for the next attempt first")
-        if self.feed is None:
-            raise ValueError("this DAG is not following a run")
-        from cmbagent_jupyter.widgets.control import retry_with_feedback
-
-        handler = self.retry_handler or (lambda sid, fb: retry_with_feedback(self.feed, sid, fb))
-        self.notify(handler(step_id, feedback))
+        self.notify(self.retry(str(msg.get("step_id") or ""), feedback))

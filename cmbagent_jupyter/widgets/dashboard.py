@@ -1,8 +1,9 @@
 """A dashboard of a session's runs, approvals and costs (ipywidgets + our widgets).
 
 Made for `voila examples/dashboard.ipynb` as much as for a notebook: everything
-is a widget, every button a store write or an API call, and it follows the
-session's events (coalesced) so other processes' runs and decisions show up.
+is a widget, every button one of the user actions (`cmbagent_jupyter.actions`), and
+it follows the session's events (coalesced) so other processes' runs and decisions
+show up.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 
 import ipywidgets
 
+from cmbagent_jupyter import actions
+from cmbagent_jupyter.actions import InProcess
 from cmbagent_jupyter.core import RUNNING_RUN_STATES, Run
 from cmbagent_jupyter.core import StoreError
 from cmbagent_jupyter.store import StorePort, open_store
@@ -198,22 +201,21 @@ class Dashboard(ipywidgets.VBox):
         return self.run_view
 
     def start_run(self) -> Any:
-        from cmbagent_jupyter import api
-
+        """Start the task typed in, in the chosen session; it executes in this kernel."""
         task = self.task_input.value.strip()
         if not task:
             raise ValueError("write a task first")
         settings: dict[str, Any] = {}
         if self.approval_input.value != "none":
             settings["approval_mode"] = self.approval_input.value
-        session = api.open_session(self.session_id, create=False, home=self.home)
-        handle = session.run(task, model=self.model_input.value.strip() or None,
-                             scenario=self.scenario_input.value.strip() or None, quiet=True, **settings)
-        self.message.value = f"Started run <code>{handle.id}</code>."
+        started = actions.start_run(self.store, self.session_id, task, executor=InProcess(), actor="notebook",
+                                    model=self.model_input.value.strip() or None,
+                                    scenario=self.scenario_input.value.strip() or None, **settings)
+        self.message.value = f"Started run <code>{started.run.id}</code>."
         self.refresh()
-        self.run_picker.value = handle.id
+        self.run_picker.value = started.run.id
         self.tabs.selected_index = 0
-        return handle
+        return started
 
     def _guard(self, action: Any) -> None:
         try:

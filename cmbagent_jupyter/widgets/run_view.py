@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import ipywidgets
 import traitlets
 
-from cmbagent_jupyter.widgets.approval import ApprovalWidget
-from cmbagent_jupyter.widgets.base import FeedWidget, bundle_path
+from cmbagent_jupyter import actions
+from cmbagent_jupyter.actions import InProcess
 from cmbagent_jupyter.core.states import run_controls
 from cmbagent_jupyter.core.views import RunHeader
-from cmbagent_jupyter.widgets.control import retry_with_feedback
+from cmbagent_jupyter.widgets.approval import ApprovalWidget
+from cmbagent_jupyter.widgets.base import FeedWidget, bundle_path
 from cmbagent_jupyter.widgets.cost import CostWidget
 from cmbagent_jupyter.widgets.dag import DagWidget
 from cmbagent_jupyter.widgets.event_log import EventLogWidget
 from cmbagent_jupyter.widgets.feed import RunFeed
+
+ACTOR = "notebook"
 
 
 def run_summary(feed: RunFeed) -> dict[str, Any]:
@@ -37,9 +40,8 @@ def run_summary(feed: RunFeed) -> dict[str, Any]:
 class RunHeaderWidget(FeedWidget):
     """The run's task, state, progress and cost, with pause / resume / cancel.
 
-    The buttons call `controller(action, run_id)`: `RunView` gives it the run handle's
-    methods when it has one. Without a controller, pause is a store write (the engine
-    pauses at the next step boundary); resume and cancel need the engine.
+    Each button is an action on the run wherever it executes: pause and cancel are store
+    writes its process hears of; resume continues it in this kernel.
     """
 
     _esm = bundle_path("run_header")
@@ -47,11 +49,6 @@ class RunHeaderWidget(FeedWidget):
     controls = traitlets.List(traitlets.Unicode()).tag(sync=True)
 
     _handlers = {"control": "_on_control"}
-
-    def __init__(self, run_id: str | None = None, *, controller: Callable[[str, str], Any] | None = None,
-                 **kwargs: Any) -> None:
-        self.controller = controller
-        super().__init__(run_id, **kwargs)
 
     def update_from_feed(self, feed: Any, events: list[dict[str, Any]], parts: frozenset[str]) -> None:
         if parts & {"run", "steps", "costs"}:
@@ -63,17 +60,17 @@ class RunHeaderWidget(FeedWidget):
                 self.controls = controls
 
     def control(self, action: str) -> str:
+        feed = self.feed
         if action not in self.controls:
-            raise ValueError(f"cannot {action} run {self.feed.run_id}: it is {self.feed.run.status.value}")
-        if self.controller is not None:
-            self.controller(action, self.feed.run_id)
-        elif action == "pause":
-            self.feed.session.request_pause(self.feed.run_id)
+            raise ValueError(f"cannot {action} run {feed.run_id}: it is {feed.run.status.value}")
+        where = {"session_id": feed.session.session_id}
+        if action == "pause":
+            actions.pause(feed.store, feed.run_id, actor=ACTOR, **where)
+        elif action == "cancel":
+            actions.cancel(feed.store, feed.run_id, actor=ACTOR, **where)
         else:
-            from cmbagent_jupyter.widgets.engine_link import engine_control
-
-            engine_control(action, self.feed)
-        return f"{action} requested for run {self.feed.run_id}"
+            actions.resume(feed.store, feed.run_id, executor=InProcess(), **where)
+        return f"{action} requested for run {feed.run_id}"
 
     def _on_control(self, msg: dict[str, Any]) -> None:
         self.notify(self.control(str(msg.get("action"))))
@@ -86,20 +83,18 @@ class RunView(ipywidgets.VBox):
     tabs with the event log and the cost chart. All parts share one `RunFeed` (one
     store subscription); each part is also a widget of its own (`view.dag`, ...).
 
-    `RunView(run_id)` reads the run from the store in `home` (or CMBAGENT_HOME);
-    `handle=` (a run handle from `session.run(...)`) routes pause / resume / cancel
-    and retries through the engine.
+    `RunView(run_id)` reads the run from the store in `home` (or CMBAGENT_HOME); a run
+    resumed or retried from it continues in this kernel. `handle`: the run handle it
+    shows, if any (`display_run`).
     """
 
     def __init__(self, run_id: str, session_id: str | None = None, home: Any = None, *, store: Any = None,
                  handle: Any = None, live: bool = True, coalesce_s: float = 0.15, **kwargs: Any) -> None:
         self.feed = RunFeed(run_id, session_id, home, store=store, live=False, coalesce_s=coalesce_s)
         self.handle = handle
-        controller = _handle_controller(handle) if handle is not None else None
-        self.header = RunHeaderWidget(feed=self.feed, controller=controller)
+        self.header = RunHeaderWidget(feed=self.feed)
         self.approvals = ApprovalWidget(feed=self.feed, show_empty=False)
-        self.dag = DagWidget(feed=self.feed)
-        self.dag.retry_handler = self._retry
+        self.dag = DagWidget(feed=self.feed, executor=InProcess())
         self.events = EventLogWidget(feed=self.feed)
         self.cost = CostWidget(feed=self.feed)
         self.tabs = ipywidgets.Tab(children=[self.events, self.cost], titles=("Events", "Cost"))
@@ -112,28 +107,8 @@ class RunView(ipywidgets.VBox):
     def run_id(self) -> str:
         return self.feed.run_id
 
-    def _retry(self, step_id: str, feedback: str) -> str:
-        resume = None
-        if self.handle is not None and hasattr(self.handle, "resume"):
-            resume = lambda _run_id: self.handle.resume()  # noqa: E731
-        else:
-            from cmbagent_jupyter.widgets.engine_link import resumer
-
-            resume = resumer(self.feed)
-        return retry_with_feedback(self.feed, step_id, feedback, resume=resume)
-
     def close(self) -> None:
         for child in (self.header, self.approvals, self.dag, self.events, self.cost, self.tabs):
             child.close()
         self.feed.close()
         super().close()
-
-
-def _handle_controller(handle: Any) -> Callable[[str, str], Any]:
-    def control(action: str, _run_id: str) -> Any:
-        method = getattr(handle, action, None)
-        if method is None:
-            raise ValueError(f"this run handle cannot {action}")
-        return method()
-
-    return control
