@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cmbagent_jupyter._version import __version__
+from cmbagent_jupyter._version import __version__ as __version__
 
 _API_NAMES = ("open_session", "get_run", "SessionHandle", "RunHandle")
 
