@@ -19,6 +19,7 @@ from fixtures.engine import (  # noqa: F401 - fixture
     engine_home,
     executions,
     plan_json,
+    python_reply,
     wait_event,
     write_scenario,
 )
@@ -135,18 +136,32 @@ def test_failed_code_goes_back_to_the_engineer_with_the_traceback(engine_home: P
 
 def test_pause_from_another_process_takes_effect_at_the_next_step_boundary(engine_home: Path, tmp_path: Path):
     steps = [{"key": f"s{i}", "depends_on": [f"s{i - 1}"] if i else []} for i in range(4)]
-    scenario, plan = control_scenario(tmp_path / "seq.yaml", steps, sleep_s=0.3)
+    _, plan = control_scenario(tmp_path / "plan.yaml", steps)
+    # s1 holds until the test releases it, so the pause is asked for while s1 is in flight; the
+    # engine hears of it with the store's answer to the boundary after s1 (while s2, a second
+    # long, runs) or sooner, so the run pauses after s1 or s2 and never reaches s3
+    held = python_reply(
+        "import pathlib, time\n"
+        "deadline = time.monotonic() + 120\n"
+        "while not pathlib.Path('../release').exists() and time.monotonic() < deadline:\n"
+        "    time.sleep(0.02)\n"
+        "with open('../executions.log', 'a') as f:\n    f.write('s1\\n')")
+    scenario = write_scenario(tmp_path / "seq.yaml", [
+        {"agent": "engineer", "step": s["key"],
+         "content": held if s["key"] == "s1" else counting_code(s["key"], sleep_s=1.0 if s["key"] == "s2" else 0)}
+        for s in steps])
     handle = open_session(home=engine_home).run("four in a row", mode="control", plan=plan, scenario=str(scenario),
                                                  quiet=True)
-    wait_event(handle.ss, handle.id, lambda e: e["type"] == "step.started" and e["payload"]["key"] == "s0",
-               what="step s0 to start")
+    wait_event(handle.ss, handle.id, lambda e: e["type"] == "step.started" and e["payload"]["key"] == "s1",
+               what="step s1 to start")
     out = cmbagent(engine_home, "pause", handle.id)
     assert out.returncode == 0, out.stderr
     assert "pause requested" in out.stdout
+    (Path(handle.status().path) / "release").touch()
     run = handle.wait(60)
     assert run.status == RunStatus.paused
     done = [s.key for s in handle.steps() if s.status.value == "completed"]
-    assert done and len(done) < 4, done
+    assert done in (["s0", "s1"], ["s0", "s1", "s2"]), done
     assert executions(run.path) == done, "the steps in flight finished, nothing new started"
     assert handle.resume(wait=True).status().status == RunStatus.completed
     assert executions(run.path) == ["s0", "s1", "s2", "s3"], "each step executed exactly once"
