@@ -17,7 +17,9 @@ import logging
 from typing import Any
 
 from cmbagent_jupyter.engine.approvals import ApprovalGate, ApprovalMode, ApprovalPolicy
-from cmbagent_jupyter.core import ApprovalRequest, ApprovalStatus, InvalidInput, RunStatus, utcnow
+from cmbagent_jupyter.engine.ledger import StepLedger
+from cmbagent_jupyter.engine.scheduler import StepFailed
+from cmbagent_jupyter.core import ApprovalRequest, ApprovalStatus, InvalidInput, RunStatus, Step, utcnow
 from cmbagent_jupyter.core.errors import Invalid
 from cmbagent_jupyter.store.port import SessionPort
 from cmbagent_jupyter.core.threads import in_thread
@@ -60,6 +62,35 @@ class RunGates:
         if back_to is not None:
             await in_thread(self._leave_waiting, back_to, decision)
         return decision
+
+    async def before_step(self, step: Step) -> str | None:
+        """The gates before a step: its own approval, and the budget. Returns the user's guidance, if any."""
+        feedback = None
+        if self.policy.gate_before_step(step.key, step.number):
+            decision = await self.ask(
+                ApprovalMode.before_each_step, {"title": f"Start step {step.number} ({step.agent})?",
+                                                "summary": step.description, "step": step.key},
+                step_id=step.id, options=["approve", "reject", "modify", "abort"], reuse_decided=True)
+            guidance = feedback_of(decision)
+            if decision.decision == "abort" or (decision.decision == "reject" and (
+                    decision.status.value == "expired" or not guidance)):
+                raise StepFailed(f"step {step.number} ({step.key}) was rejected"
+                                 f"{': ' + guidance if guidance else ''}")
+            # a rejection with feedback redoes the step's plan with it, as a modification does
+            feedback = guidance if decision.decision in ("modify", "reject") else None
+        threshold = self.policy.budget_threshold
+        if threshold is not None and not self.budget_approved:
+            rows = await self.store.aio.cost_summary(run_id=self.run_id, group_by=["run_id"])
+            spent = sum(r.cost_usd for r in rows)
+            if spent >= float(threshold):
+                decision = await self.ask(
+                    ApprovalMode.on_budget, {"title": "Spending passed the budget threshold",
+                                             "summary": f"${spent:.4f} spent; threshold ${float(threshold):.4f}"},
+                    options=["approve", "abort"], reuse_decided=True)
+                if decision.decision != "approve":
+                    raise StepFailed(f"stopped at the budget threshold (${spent:.4f} of ${float(threshold):.4f})")
+                self.budget_approved = True
+        return feedback
 
     def _decided(self, kind: str, step_id: str | None) -> ApprovalRequest | None:
         found = self.gate.find_open(kind, step_id)
@@ -108,6 +139,18 @@ class RunGates:
         except Invalid as exc:
             # another gate of this run is still open (the guard says so), or the run moved on
             log.info("run %s stays as it is after approval %s: %s", self.run_id, decision.id, exc)
+
+
+class JournaledGates(RunGates):
+    """Gates that first bring the store up to date with the step journal: whoever sees the
+    run wait for a decision also sees every step that finished before it."""
+
+    ledger: StepLedger | None = None
+
+    async def ask(self, *args: Any, **kwargs: Any) -> Any:
+        if self.ledger is not None:
+            await self.ledger.drain(raise_errors=False)
+        return await super().ask(*args, **kwargs)
 
 
 DEFAULT_OPTIONS = ["approve", "reject", "modify"]

@@ -27,11 +27,11 @@ from cmbagent_jupyter.store.checkpoint_files import CheckpointFiles, StepJournal
 from cmbagent_jupyter.engine.context import base_context, run_context, step_context
 from cmbagent_jupyter.engine.approvals import ApprovalMode
 from cmbagent_jupyter.engine.dag import Plan, PlanDAG, PlanError
-from cmbagent_jupyter.engine.gates import RunGates, feedback_of, policy_of
+from cmbagent_jupyter.engine.gates import JournaledGates, feedback_of, policy_of
 from cmbagent_jupyter.engine.ledger import RunSignal, StepLedger, replay_journal
 from cmbagent_jupyter.engine.liveness import owner_alive
 from cmbagent_jupyter.engine.planning import PlanningFailed, PlanningPhase
-from cmbagent_jupyter.engine.plans import given_plan, plan_agents, plan_request
+from cmbagent_jupyter.engine.plans import DraftPlan, given_plan, plan_agents, plan_request
 from cmbagent_jupyter.engine.scheduler import DagScheduler, ScheduleOutcome, StepFailed, StopRequest
 from cmbagent_jupyter.engine.settings import RunSettings
 from cmbagent_jupyter.core.states import ACTIVE_RUN_STATES
@@ -117,7 +117,7 @@ class RunEngine:
         files = CheckpointFiles(run, session)
         plan = self._claimed_plan or self._stored_plan(run, steps)
         self.costs = CostRecorder(self.ss, run.id, price_override=self.model.price if self.model else None)
-        self.gates = _JournaledGates(self.ss, run.id, policy_of(run.config))
+        self.gates = JournaledGates(self.ss, run.id, policy_of(run.config))
         factory = self._factory()
         base = self._claimed_base or base_context(task=run.task, run_path=run.path, config=run.config, plan=plan)
         self.ledger = StepLedger(self.ss, files, steps, lambda outs: run_context(base, self.dag, outs),
@@ -143,7 +143,7 @@ class RunEngine:
             async def run_step(key: str) -> dict[str, Any]:
                 step = self.ledger.steps[key]
                 ctx = step_context(base, self.dag, key, self.ledger.outputs, description=step.description)
-                ctx["user_feedback"] = await self._gate_step(step)
+                ctx["user_feedback"] = await self.gates.before_step(step)
                 if self.custom_step_runner is not None:
                     return await self.custom_step_runner(step, ctx)
                 while True:
@@ -207,7 +207,7 @@ class RunEngine:
             journal = StepJournal(given.path, sync=self.settings.journal_sync)
             made = asyncio.ensure_future(in_thread(journal.create))
             try:
-                early = _DraftPlan.of(given)
+                early = DraftPlan.of(given)
             except Exception:  # noqa: BLE001 - the claim is in flight: the claimed run's own config decides below
                 early = None
             out = None
@@ -247,7 +247,7 @@ class RunEngine:
                                                     RunStatus.interrupted.value, RunStatus.failed.value])
         return self._claimed(out, session=session)
 
-    def _claimed(self, out: Claimed, early: "_DraftPlan | None" = None, session: Session | None = None
+    def _claimed(self, out: Claimed, early: "DraftPlan | None" = None, session: Session | None = None
                  ) -> tuple[Session, Run, list[Step]]:
         """The session, run and steps of a claim (`early`: the plan and steps built from the run
         as it was handed in, used if the claimed run has the same)."""
@@ -256,7 +256,7 @@ class RunEngine:
         run = out.run
         if out.steps is not None:
             return session, run, out.steps
-        draft = early if early is not None and early.matches(run) else _DraftPlan.of(run)
+        draft = early if early is not None and early.matches(run) else DraftPlan.of(run)
         self._claimed_plan, self._claimed_dag, self._claimed_base = draft.plan, draft.dag, draft.base
         return session, run, draft.steps
 
@@ -334,35 +334,6 @@ class RunEngine:
                             reason=f"re-planning after approval {decision.id}", actor=decision.resolved_by)
             plan = await self._planning.revise(feedback, rejected=decision.decision == "reject")
         return plan
-
-    async def _gate_step(self, step: Step) -> str | None:
-        """The gates before a step: its own approval, and the budget. Returns the user's guidance, if any."""
-        feedback = None
-        if self.gates.policy.gate_before_step(step.key, step.number):
-            decision = await self.gates.ask(
-                ApprovalMode.before_each_step, {"title": f"Start step {step.number} ({step.agent})?",
-                                                "summary": step.description, "step": step.key},
-                step_id=step.id, options=["approve", "reject", "modify", "abort"], reuse_decided=True)
-            guidance = feedback_of(decision)
-            if decision.decision == "abort" or (decision.decision == "reject" and (
-                    decision.status.value == "expired" or not guidance)):
-                raise StepFailed(f"step {step.number} ({step.key}) was rejected"
-                                 f"{': ' + guidance if guidance else ''}")
-            # a rejection with feedback redoes the step's plan with it, as a modification does
-            feedback = guidance if decision.decision in ("modify", "reject") else None
-        threshold = self.gates.policy.budget_threshold
-        if threshold is not None and not self.gates.budget_approved:
-            rows = await self.ss.aio.cost_summary(run_id=self.run.id, group_by=["run_id"])
-            spent = sum(r.cost_usd for r in rows)
-            if spent >= float(threshold):
-                decision = await self.gates.ask(
-                    ApprovalMode.on_budget, {"title": "Spending passed the budget threshold",
-                                             "summary": f"${spent:.4f} spent; threshold ${float(threshold):.4f}"},
-                    options=["approve", "abort"], reuse_decided=True)
-                if decision.decision != "approve":
-                    raise StepFailed(f"stopped at the budget threshold (${spent:.4f} of ${float(threshold):.4f})")
-                self.gates.budget_approved = True
-        return feedback
 
     async def _settle_planning_stop(self) -> Run:
         kind = self.stop.kind
@@ -500,30 +471,6 @@ class RunEngine:
                 log.exception("could not reset the steps of run %s", self.run.id)
 
 
-class _DraftPlan:
-    """A new draft's plan, its DAG, its steps (the plan's, with the ids its config records,
-    none started yet) and the base context its steps are given, built from a run."""
-
-    def __init__(self, run: Run):
-        self.task, self.path, self.config = run.task, run.path, run.config
-        self.plan = Plan.model_validate(run.config["final_plan"])
-        self.dag = PlanDAG.of(self.plan)
-        if self.plan.sub_tasks:  # what each step is shown of the steps before it is worked out now
-            self.dag.ancestors(self.plan.sub_tasks[0].key)
-        ids = run.config["step_ids"]
-        self.steps = [Step(session_id=run.session_id, run_id=run.id, id=ids[s.key], **s.to_store())
-                      for s in self.plan.sub_tasks]
-        self.base = base_context(task=run.task, run_path=run.path, config=run.config, plan=self.plan)
-
-    @classmethod
-    def of(cls, run: Run) -> "_DraftPlan | None":
-        return cls(run) if run.config.get("step_ids") and run.config.get("final_plan") else None
-
-    def matches(self, run: Run) -> bool:
-        """Built from the same task, folder and config as `run` has."""
-        return (self.task, self.path) == (run.task, run.path) and self.config == run.config
-
-
 async def _made_journal(made: "asyncio.Future[bool]", journal: StepJournal, *, keep: bool) -> StepJournal | None:
     """The journal `StepJournal.create` made while the run was claimed, if the claim succeeded
     (`keep`); otherwise it is closed. None if none was made: the ledger opens the run's journal."""
@@ -536,18 +483,6 @@ async def _made_journal(made: "asyncio.Future[bool]", journal: StepJournal, *, k
     if created:
         journal.close()
     return None
-
-
-class _JournaledGates(RunGates):
-    """Gates that first bring the store up to date with the step journal: whoever sees the
-    run wait for a decision also sees every step that finished before it."""
-
-    ledger: StepLedger | None = None
-
-    async def ask(self, *args: Any, **kwargs: Any) -> Any:
-        if self.ledger is not None:
-            await self.ledger.drain(raise_errors=False)
-        return await super().ask(*args, **kwargs)
 
 
 def _no_context(outputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
