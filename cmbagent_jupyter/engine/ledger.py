@@ -32,7 +32,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from cmbagent_jupyter.store.checkpoint_files import CheckpointFiles, StepJournal, _atomic_write
+from cmbagent_jupyter.store.atomic import write_atomically
+from cmbagent_jupyter.store.checkpoint_files import CheckpointFiles, StepJournal
 from cmbagent_jupyter.core import Checkpoint, CheckpointKind, Run, StepStatus, Step, new_id, utcnow
 from cmbagent_jupyter.core.errors import Conflict
 from cmbagent_jupyter.store.port import NewCheckpoint, SessionPort, Settled
@@ -235,7 +236,7 @@ class StepLedger:
                 for done, numbers in pending:
                     plain = pickle.dumps(context_of(done), protocol=pickle.HIGHEST_PROTOCOL)
                     for n in numbers:
-                        _atomic_write(files.root / "context" / f"context_step_{n}.pkl", plain, sync=False)
+                        write_atomically(files.root / "context" / f"context_step_{n}.pkl", plain, sync=False)
             except OSError as exc:
                 log.warning("checkpoint files of run %s not written: %s", files.run.id, exc)
 

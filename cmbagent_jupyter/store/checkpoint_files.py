@@ -22,6 +22,7 @@ from typing import Any
 
 from cmbagent_jupyter.core import codec
 from cmbagent_jupyter.core import CheckpointKind, Run, Session, Step, new_id, utcnow
+from cmbagent_jupyter.store.atomic import write_atomically
 from cmbagent_jupyter.store.checkpoints import FORMAT, FORMAT_VERSION, jsonable
 
 
@@ -62,28 +63,17 @@ class CheckpointFiles:
             "steps": [s if isinstance(s, dict) else s.model_dump(mode="json") for s in steps],
             "context": context,
         }
-        _atomic_write(path, pickle.dumps(document, protocol=pickle.HIGHEST_PROTOCOL), sync=sync)
+        write_atomically(path, pickle.dumps(document, protocol=pickle.HIGHEST_PROTOCOL), sync=sync)
         if step_numbers:
             plain = pickle.dumps(context, protocol=pickle.HIGHEST_PROTOCOL)
             for n in step_numbers:
-                _atomic_write(self.root / "context" / f"context_step_{n}.pkl", plain, sync=False)
+                write_atomically(self.root / "context" / f"context_step_{n}.pkl", plain, sync=False)
 
     @staticmethod
     def store_row(cid: str, path: Path | None, kind: CheckpointKind | str, delta: dict[str, Any]) -> dict[str, Any]:
         """The store's copy: what changed (not the whole context again) and where the snapshot is, if any."""
         return {"id": cid, "kind": CheckpointKind(kind).value, "context": jsonable(delta),
                 "pickle_path": str(path) if path is not None else None}
-
-
-def _atomic_write(path: Path, data: bytes, *, sync: bool) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        if sync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 JOURNAL_NAME = "journal.jsonl"

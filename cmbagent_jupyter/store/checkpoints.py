@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import pickle
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 from cmbagent_jupyter.core.home import is_inside
 from cmbagent_jupyter.core import Checkpoint, CheckpointKind, InvalidInput, Run, Step, new_id, utcnow
+from cmbagent_jupyter.store.atomic import write_atomically
 from cmbagent_jupyter.store.port import SessionPort
 
 FORMAT = "cmbagent-jupyter/checkpoint"
@@ -96,16 +96,6 @@ def safe_load(path: Path) -> Any:
         raise InvalidInput(f"{path} is not a readable pickle: {type(exc).__name__}: {exc}") from None
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def jsonable(value: Any, depth: int = 0) -> Any:
     """A JSON image of a context for the store; the pickle keeps the exact objects."""
     if depth > 20:
@@ -155,7 +145,7 @@ class CheckpointWriter:
             "steps": [s.model_dump(mode="json") for s in steps],
             "context": context,
         }
-        _atomic_write(path, pickle.dumps(document, protocol=pickle.HIGHEST_PROTOCOL))
+        write_atomically(path, pickle.dumps(document, protocol=pickle.HIGHEST_PROTOCOL))
         self.store.put_checkpoint(run.id, kind=kind.value, context=jsonable(context),
                                   step_id=step.id if step else None, pickle_path=str(path), checkpoint_id=cid)
         return Checkpoint(id=cid, session_id=run.session_id, run_id=run.id, step_id=step.id if step else None,
